@@ -1,0 +1,1 @@
+"""The media-autoscaler operator: MediaWorkerPool per regional cluster."""

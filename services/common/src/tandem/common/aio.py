@@ -1,0 +1,56 @@
+"""Small asyncio utilities: a task set that keeps strong references, and cancel-and-wait."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel tasks and wait until they have finished, swallowing their cancellation."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class TaskSet:
+    """Owns background tasks so none is garbage-collected mid-flight or forgotten at shutdown.
+
+    A task that fails is logged, never silently lost.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error(
+                "background task failed", exc_info=exc, extra={"taskset": self._name, "task": task.get_name()}
+            )
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Wait for running tasks to finish by themselves; False when some are still running."""
+        if not self._tasks:
+            return True
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        return not pending
+
+    async def cancel_all(self) -> None:
+        await cancel_and_wait(*self._tasks)

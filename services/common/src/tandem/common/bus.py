@@ -1,0 +1,362 @@
+"""The NATS bus every service talks through.
+
+Protobuf messages on the wire; W3C trace context in NATS headers on every hop; request/reply with
+deadlines mapped to typed errors; queue-group services whose `TandemError`s travel back to the
+caller as typed errors; JetStream streams, de-duplicated publishes and durable pull consumers; KV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from google.protobuf.message import DecodeError, Message
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from tandem.common.aio import TaskSet
+from tandem.common.errors import (
+    BusTimeoutError,
+    BusUnavailableError,
+    MalformedMessageError,
+    MessageTooLargeError,
+    NoRespondersError,
+    TandemError,
+)
+from tandem.common.subjects import StreamSpec
+from tandem.common.telemetry import extract_context, inject_headers
+from tandem.v1 import common_pb2
+
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer("tandem.bus")
+
+M = TypeVar("M", bound=Message)
+R = TypeVar("R", bound=Message)
+
+ERROR_HEADER = "Tandem-Error"
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+class BusStatus(enum.Enum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    servers: list[str]
+    name: str
+    connect_timeout_s: float = 2.0
+    reconnect_wait_s: float = 1.0
+    # Attempts after a lost connection before the bus gives up and closes; -1 is unbounded.
+    max_reconnect_attempts: int = 120
+    request_timeout_s: float = 2.0
+    max_payload_bytes: int = 256 * 1024
+
+
+def decode(msg_type: type[M], data: bytes) -> M:
+    """Parse a protobuf payload, raising `MalformedMessageError` instead of protobuf's errors."""
+    message = msg_type()
+    try:
+        message.ParseFromString(data)
+    except (DecodeError, RuntimeError) as exc:
+        raise MalformedMessageError(f"undecodable {msg_type.DESCRIPTOR.name}: {exc}") from None
+    return message
+
+
+class Bus:
+    """One NATS connection of one process. Create, `await connect()`, use, `await close()`."""
+
+    def __init__(self, config: BusConfig) -> None:
+        self.config = config
+        self.status = BusStatus.DISCONNECTED
+        self._nc = Client()
+        self._js: JetStreamContext | None = None
+        self._tasks = TaskSet("bus")
+        self.on_status: list[Callable[[BusStatus], None]] = []
+
+    # --- connection -------------------------------------------------------------------------
+
+    def _set_status(self, status: BusStatus) -> None:
+        if status is not self.status:
+            logger.info("nats connection status changed", extra={"status": status.value})
+        self.status = status
+        for callback in self.on_status:
+            callback(status)
+
+    @property
+    def connected(self) -> bool:
+        return self.status is BusStatus.CONNECTED
+
+    async def connect(self) -> None:
+        """Connect, retrying every `reconnect_wait_s` until the server answers (cancel to give up)."""
+        self._set_status(BusStatus.CONNECTING)
+
+        async def disconnected() -> None:
+            if self.status is BusStatus.CONNECTED:
+                self._set_status(BusStatus.RECONNECTING)
+
+        async def reconnected() -> None:
+            self._set_status(BusStatus.CONNECTED)
+
+        async def closed() -> None:
+            self._set_status(BusStatus.CLOSED)
+
+        async def error(exc: Exception) -> None:
+            logger.warning("nats error", extra={"error": repr(exc)})
+
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._nc.connect(
+                    servers=self.config.servers,
+                    name=self.config.name,
+                    connect_timeout=int(max(1, self.config.connect_timeout_s)),
+                    reconnect_time_wait=int(max(1, self.config.reconnect_wait_s)),
+                    max_reconnect_attempts=self.config.max_reconnect_attempts,
+                    allow_reconnect=True,
+                    disconnected_cb=disconnected,
+                    reconnected_cb=reconnected,
+                    closed_cb=closed,
+                    error_cb=error,
+                )
+                break
+            except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
+                if attempt == 1 or attempt % 10 == 0:
+                    logger.warning(
+                        "nats not reachable, retrying",
+                        extra={"servers": ",".join(self.config.servers), "attempt": attempt, "error": repr(exc)},
+                    )
+                self._nc = Client()
+                await asyncio.sleep(self.config.reconnect_wait_s)
+        self._js = self._nc.jetstream()
+        self._set_status(BusStatus.CONNECTED)
+
+    @property
+    def client(self) -> Client:
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise BusUnavailableError("the bus is not connected")
+        return self._js
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Drain subscriptions (finishing in-flight handlers), then close. Idempotent, bounded."""
+        if self.status in (BusStatus.CLOSED, BusStatus.DRAINING):
+            return
+        self._set_status(BusStatus.DRAINING)
+        await self._tasks.cancel_all()
+        if self._nc.is_connected:
+            try:
+                await asyncio.wait_for(self._nc.drain(), timeout_s)
+            except (TimeoutError, nats.errors.Error) as exc:
+                logger.warning("nats drain did not finish", extra={"error": repr(exc)})
+        if not self._nc.is_closed:
+            await self._nc.close()
+        self._set_status(BusStatus.CLOSED)
+
+    # --- core NATS --------------------------------------------------------------------------
+
+    def _encode(self, message: Message) -> bytes:
+        data = message.SerializeToString()
+        if len(data) > self.config.max_payload_bytes:
+            raise MessageTooLargeError(len(data), self.config.max_payload_bytes)
+        return data
+
+    async def publish(self, subject: str, message: Message, *, headers: dict[str, str] | None = None) -> None:
+        """Fire-and-forget publish (core NATS), with trace context."""
+        with tracer.start_as_current_span(f"publish {subject}", kind=SpanKind.PRODUCER):
+            await self._nc.publish(subject, self._encode(message), headers=inject_headers(dict(headers or {})))
+
+    async def request(
+        self, subject: str, message: Message, reply_type: type[R], *, timeout_s: float | None = None
+    ) -> R:
+        """Request/reply. Raises `BusTimeoutError`, `NoRespondersError`, or the responder's error."""
+        timeout = timeout_s if timeout_s is not None else self.config.request_timeout_s
+        with tracer.start_as_current_span(f"request {subject}", kind=SpanKind.CLIENT) as span:
+            try:
+                reply = await self._nc.request(
+                    subject, self._encode(message), timeout=timeout, headers=inject_headers({})
+                )
+            except nats.errors.NoRespondersError:
+                raise NoRespondersError(subject) from None
+            except nats.errors.TimeoutError:
+                raise BusTimeoutError(subject, timeout) from None
+            except nats.errors.ConnectionClosedError:
+                raise BusUnavailableError("the NATS connection is closed") from None
+            if reply.headers and ERROR_HEADER in reply.headers:
+                error = TandemError.from_proto(decode(common_pb2.Error, reply.data))
+                span.set_status(Status(StatusCode.ERROR, error.code_name))
+                raise error
+            return decode(reply_type, reply.data)
+
+    async def serve(
+        self,
+        subject: str,
+        request_type: type[M],
+        handler: Callable[[M], Awaitable[Message]],
+        *,
+        queue: str,
+    ) -> Subscription:
+        """Answer requests on `subject` in a queue group. A raised `TandemError` becomes a typed
+        error reply; any other exception is logged and answered as INTERNAL, never crashing the loop."""
+
+        async def on_message(msg: Msg) -> None:
+            with tracer.start_as_current_span(
+                f"serve {msg.subject}", context=extract_context(msg.headers), kind=SpanKind.SERVER
+            ) as span:
+                try:
+                    reply = await handler(decode(request_type, msg.data))
+                    payload, headers = self._encode(reply), None
+                except TandemError as exc:
+                    span.set_status(Status(StatusCode.ERROR, exc.code_name))
+                    payload, headers = exc.to_proto().SerializeToString(), {ERROR_HEADER: exc.code_name}
+                except Exception:
+                    logger.exception("request handler failed", extra={"subject": msg.subject})
+                    span.set_status(Status(StatusCode.ERROR, "internal"))
+                    error = common_pb2.Error(code=common_pb2.ERROR_CODE_INTERNAL, message="internal error")
+                    payload, headers = error.SerializeToString(), {ERROR_HEADER: "ERROR_CODE_INTERNAL"}
+                if msg.reply:
+                    await self._nc.publish(msg.reply, payload, headers=headers)
+
+        return await self._nc.subscribe(subject, queue=queue, cb=on_message)
+
+    async def subscribe(
+        self,
+        subject: str,
+        message_type: type[M],
+        handler: Callable[[M, str], Awaitable[None]],
+        *,
+        queue: str = "",
+    ) -> Subscription:
+        """Receive fire-and-forget messages; the handler gets the message and its subject.
+        Undecodable payloads and handler failures are logged and dropped."""
+
+        async def on_message(msg: Msg) -> None:
+            with tracer.start_as_current_span(
+                f"process {msg.subject}", context=extract_context(msg.headers), kind=SpanKind.CONSUMER
+            ):
+                try:
+                    await handler(decode(message_type, msg.data), msg.subject)
+                except Exception:
+                    logger.exception("message handler failed", extra={"subject": msg.subject})
+
+        return await self._nc.subscribe(subject, queue=queue, cb=on_message)
+
+    # --- JetStream --------------------------------------------------------------------------
+
+    async def ensure_stream(self, spec: StreamSpec) -> None:
+        """Create the stream, or update it to the spec (idempotent; every service may call it)."""
+        config = api.StreamConfig(
+            name=spec.name,
+            subjects=list(spec.subjects),
+            duplicate_window=spec.duplicate_window_s,
+            max_age=spec.max_age_s,
+            storage=api.StorageType.FILE,
+        )
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await self.js.update_stream(config)
+
+    async def publish_fact(self, subject: str, message: Message, *, msg_id: str) -> api.PubAck:
+        """Publish to JetStream with `Nats-Msg-Id`, so a retried publish lands once."""
+        with tracer.start_as_current_span(f"publish {subject}", kind=SpanKind.PRODUCER):
+            headers = inject_headers({MSG_ID_HEADER: msg_id})
+            try:
+                return await self.js.publish(
+                    subject, self._encode(message), timeout=self.config.request_timeout_s, headers=headers
+                )
+            except nats.errors.TimeoutError:
+                raise BusTimeoutError(subject, self.config.request_timeout_s) from None
+            except nats.js.errors.NoStreamResponseError:
+                raise NoRespondersError(subject) from None
+
+    def consume(
+        self,
+        stream: StreamSpec,
+        durable: str,
+        message_type: type[M],
+        handler: Callable[[M], Awaitable[None]],
+        *,
+        filter_subject: str | None = None,
+        batch: int = 32,
+        ack_wait_s: float = 30.0,
+        max_deliver: int = 10,
+    ) -> asyncio.Task[None]:
+        """Run a durable pull consumer in the background. A message is acked after the handler
+        returns and redelivered (up to `max_deliver` times, with backoff) when it raises.
+        Undecodable messages are terminated: redelivery cannot fix them."""
+
+        async def loop() -> None:
+            config = api.ConsumerConfig(
+                durable_name=durable,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=ack_wait_s,
+                max_deliver=max_deliver,
+                filter_subject=filter_subject,
+            )
+            sub = await self.js.pull_subscribe(
+                filter_subject or stream.subjects[0], durable=durable, stream=stream.name, config=config
+            )
+            while True:
+                try:
+                    msgs = await sub.fetch(batch, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    continue
+                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                    await asyncio.sleep(self.config.reconnect_wait_s)
+                    continue
+                for msg in msgs:
+                    await self._deliver(msg, message_type, handler, durable)
+
+        return self._tasks.spawn(loop(), name=f"consume:{durable}")
+
+    async def _deliver(
+        self, msg: Msg, message_type: type[M], handler: Callable[[M], Awaitable[None]], durable: str
+    ) -> None:
+        with tracer.start_as_current_span(
+            f"process {msg.subject}", context=extract_context(msg.headers), kind=SpanKind.CONSUMER
+        ):
+            try:
+                message = decode(message_type, msg.data)
+            except MalformedMessageError:
+                logger.error("undecodable stream message terminated", extra={"consumer": durable})
+                await msg.term()
+                return
+            try:
+                await handler(message)
+            except Exception:
+                attempt = msg.metadata.num_delivered
+                logger.exception("stream handler failed", extra={"consumer": durable, "attempt": attempt})
+                await msg.nak(delay=min(30.0, 0.5 * 2**attempt))
+                return
+            await msg.ack()
+
+    async def key_value(self, bucket: str, *, history: int = 1, ttl_s: float | None = None) -> KeyValue:
+        """Open a KV bucket, creating it on first use."""
+        try:
+            return await self.js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            return await self.js.create_key_value(
+                config=api.KeyValueConfig(bucket=bucket, history=history, ttl=ttl_s)
+            )

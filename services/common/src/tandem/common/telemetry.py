@@ -1,0 +1,42 @@
+"""OpenTelemetry: tracer provider setup and W3C trace context on every hop.
+
+Export is off unless an OTLP endpoint is configured, and a collector that is down never blocks
+or fails a service: spans are batched and dropped on export errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+
+
+def configure_tracing(service_name: str, instance_id: str, otlp_endpoint: str) -> TracerProvider:
+    """Install the process-wide tracer provider (call once, from a service's main)."""
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name, "service.instance.id": instance_id})
+    )
+    if otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=f"{otlp_endpoint.rstrip('/')}/v1/traces", timeout=2)
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def inject_headers(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """Write the current span's W3C trace context into message headers."""
+    propagate.inject(headers)
+    return headers
+
+
+def extract_context(headers: Mapping[str, str] | None) -> context.Context:
+    """The trace context carried by message headers (an empty context when there is none)."""
+    return propagate.extract(dict(headers or {}))

@@ -1,0 +1,1 @@
+"""Matchmaking: hosts' presence, candidate scoring and assignment."""

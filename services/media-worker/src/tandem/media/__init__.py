@@ -1,0 +1,1 @@
+"""The media worker: terminates WebRTC, processes call audio, forwards video."""

@@ -1,0 +1,16 @@
+"""The MediaWorker service wired to the bus."""
+
+from __future__ import annotations
+
+from tandem.common.service import BaseApp
+from tandem.media.settings import Settings
+
+
+class MediaWorkerApp(BaseApp):
+    def __init__(self, settings: Settings, instance: str) -> None:
+        self.settings = settings
+        self.instance = instance
+
+
+def build_app(settings: Settings, instance: str) -> MediaWorkerApp:
+    return MediaWorkerApp(settings, instance)

@@ -1,0 +1,1 @@
+"""Orders: consultations, product cards, carts, idempotent checkout and the outbox."""

@@ -1,0 +1,1 @@
+"""Signaling: the client WebSocket and the call state machine."""

