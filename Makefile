@@ -42,7 +42,8 @@ test: sync apt
 lint: sync
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy -p tandem.common -p tandem.matchmaking -p tandem.signaling -p tandem.media -p tandem.orders -p tandem.autoscaler -p tandem.devstack tests
+	$(RUN) mypy -p tandem.common -p tandem.matchmaking -p tandem.signaling -p tandem.media -p tandem.orders -p tandem.autoscaler -p tandem.devstack
+	$(RUN) mypy tests
 	$(RUN) lint-imports
 
 proto: sync

@@ -142,7 +142,11 @@ class Bus:
                 if attempt == 1 or attempt % 10 == 0:
                     logger.warning(
                         "nats not reachable, retrying",
-                        extra={"servers": ",".join(self.config.servers), "attempt": attempt, "error": repr(exc)},
+                        extra={
+                            "servers": ",".join(self.config.servers),
+                            "attempt": attempt,
+                            "error": repr(exc),
+                        },
                     )
                 self._nc = Client()
                 await asyncio.sleep(self.config.reconnect_wait_s)
@@ -185,7 +189,9 @@ class Bus:
     async def publish(self, subject: str, message: Message, *, headers: dict[str, str] | None = None) -> None:
         """Fire-and-forget publish (core NATS), with trace context."""
         with tracer.start_as_current_span(f"publish {subject}", kind=SpanKind.PRODUCER):
-            await self._nc.publish(subject, self._encode(message), headers=inject_headers(dict(headers or {})))
+            await self._nc.publish(
+                subject, self._encode(message), headers=inject_headers(dict(headers or {}))
+            )
 
     async def request(
         self, subject: str, message: Message, reply_type: type[R], *, timeout_s: float | None = None

@@ -103,7 +103,12 @@ async def serve(service: str, settings: S, app_factory: Callable[[S, str], Servi
     stopping = asyncio.Event()
     draining = False
     bus.on_status.append(lambda status: NATS_CONNECTED.set(status is BusStatus.CONNECTED))
-    bus.on_status.append(lambda status: status is BusStatus.CLOSED and not draining and stopping.set())
+
+    def stop_when_nats_is_lost(status: BusStatus) -> None:
+        if status is BusStatus.CLOSED and not draining:
+            stopping.set()
+
+    bus.on_status.append(stop_when_nats_is_lost)
 
     http = HttpServer(settings.http_host, settings.http_port, app.routes())
     http.add_check("nats", lambda: bus.connected)

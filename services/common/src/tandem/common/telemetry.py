@@ -6,7 +6,7 @@ or fails a service: spans are batched and dropped on export errors.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
@@ -31,7 +31,7 @@ def configure_tracing(service_name: str, instance_id: str, otlp_endpoint: str) -
     return provider
 
 
-def inject_headers(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
+def inject_headers(headers: dict[str, str]) -> dict[str, str]:
     """Write the current span's W3C trace context into message headers."""
     propagate.inject(headers)
     return headers

@@ -62,7 +62,9 @@ class PostgresServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._as:
             _open_path_for(self.data_dir, self._as["user"], self._as["group"])
-            _open_path_for(POSTGRES_BIN_PATH, os.stat(POSTGRES_BIN_PATH).st_uid, os.stat(POSTGRES_BIN_PATH).st_gid)
+            _open_path_for(
+                POSTGRES_BIN_PATH, os.stat(POSTGRES_BIN_PATH).st_uid, os.stat(POSTGRES_BIN_PATH).st_gid
+            )
         pgdata = self.data_dir / "pgdata"
         if not (pgdata / "PG_VERSION").exists():
             subprocess.run(
@@ -82,7 +84,9 @@ class PostgresServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"postgres exited with {self._proc.returncode}; see {self.data_dir}/postgres.log")
+                raise RuntimeError(
+                    f"postgres exited with {self._proc.returncode}; see {self.data_dir}/postgres.log"
+                )
             ready = subprocess.run(
                 [self._bin("pg_isready"), "-h", self.host, "-p", str(self.port), "-U", "postgres"],
                 capture_output=True, check=False,
@@ -102,7 +106,8 @@ class PostgresServer:
         )  # fmt: skip
         if exists.stdout.strip() != "1":
             subprocess.run(
-                [self._bin("createdb"), "-h", self.host, "-p", str(self.port), "-U", "postgres", self.database],
+                [self._bin("createdb"), "-h", self.host, "-p", str(self.port), "-U", "postgres",
+                 self.database],
                 check=True, capture_output=True,
             )  # fmt: skip
 

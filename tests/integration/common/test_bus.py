@@ -1,0 +1,142 @@
+"""The Bus against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import pytest
+
+from tandem.common.bus import Bus, BusConfig
+from tandem.common.errors import BusTimeoutError, NoRespondersError, TandemError
+from tandem.common.subjects import StreamSpec
+from tandem.devstack.nats import NatsServer
+from tandem.v1 import common_pb2, matchmaking_pb2
+
+pytestmark = pytest.mark.integration
+
+
+async def test_request_reply_through_a_queue_group_of_two(bus: Bus, nats_server: NatsServer) -> None:
+    second = Bus(BusConfig(servers=[nats_server.url], name="second"))
+    await second.connect()
+    answered_by: collections.Counter[str] = collections.Counter()
+
+    def responder(name: str):  # type: ignore[no-untyped-def]
+        async def handle(request: matchmaking_pb2.MatchRequest) -> matchmaking_pb2.MatchResult:
+            answered_by[name] += 1
+            return matchmaking_pb2.MatchResult(
+                call_id=request.call_id, host=matchmaking_pb2.MatchedHost(host_id=name)
+            )
+
+        return handle
+
+    await bus.serve("t.match", matchmaking_pb2.MatchRequest, responder("a"), queue="q")
+    await second.serve("t.match", matchmaking_pb2.MatchRequest, responder("b"), queue="q")
+    await second.client.flush()
+
+    replies = await asyncio.gather(
+        *(
+            bus.request("t.match", matchmaking_pb2.MatchRequest(call_id=str(i)), matchmaking_pb2.MatchResult)
+            for i in range(60)
+        )
+    )
+    assert sorted(r.call_id for r in replies) == sorted(str(i) for i in range(60))
+    assert sum(answered_by.values()) == 60  # each request answered exactly once
+    assert set(answered_by) == {"a", "b"}  # and the group shares the work
+    await second.close()
+
+
+async def test_a_request_nobody_answers_in_time_raises_a_typed_timeout(bus: Bus) -> None:
+    async def slow(request: common_pb2.Money) -> common_pb2.Money:
+        await asyncio.sleep(5)
+        return request
+
+    await bus.serve("t.slow", common_pb2.Money, slow, queue="q")
+    with pytest.raises(BusTimeoutError) as info:
+        await bus.request("t.slow", common_pb2.Money(), common_pb2.Money, timeout_s=0.2)
+    assert info.value.code == common_pb2.ERROR_CODE_TIMEOUT
+    assert "t.slow" in str(info.value)
+
+
+async def test_a_subject_without_responders_is_unavailable(bus: Bus) -> None:
+    with pytest.raises(NoRespondersError) as info:
+        await bus.request("t.nobody", common_pb2.Money(), common_pb2.Money)
+    assert info.value.code == common_pb2.ERROR_CODE_UNAVAILABLE
+
+
+async def test_a_responder_error_reaches_the_caller_typed(bus: Bus) -> None:
+    async def refuse(_: common_pb2.Money) -> common_pb2.Money:
+        raise TandemError("out of stock: sku-1", code=common_pb2.ERROR_CODE_OUT_OF_STOCK)
+
+    async def crash(_: common_pb2.Money) -> common_pb2.Money:
+        raise ZeroDivisionError
+
+    await bus.serve("t.refuse", common_pb2.Money, refuse, queue="q")
+    await bus.serve("t.crash", common_pb2.Money, crash, queue="q")
+    with pytest.raises(TandemError) as info:
+        await bus.request("t.refuse", common_pb2.Money(), common_pb2.Money)
+    assert (info.value.code, info.value.message) == (
+        common_pb2.ERROR_CODE_OUT_OF_STOCK,
+        "out of stock: sku-1",
+    )
+    with pytest.raises(TandemError) as crashed:
+        await bus.request("t.crash", common_pb2.Money(), common_pb2.Money)
+    assert crashed.value.code == common_pb2.ERROR_CODE_INTERNAL
+    # The responder survived its handler's crash.
+    with pytest.raises(TandemError):
+        await bus.request("t.refuse", common_pb2.Money(), common_pb2.Money)
+
+
+async def test_jetstream_lands_a_repeated_msg_id_once(bus: Bus) -> None:
+    spec = StreamSpec(name="T_DEDUP", subjects=("t.facts.>",))
+    await bus.ensure_stream(spec)
+    await bus.ensure_stream(spec)  # idempotent
+    first = await bus.publish_fact("t.facts.1", common_pb2.Money(amount_minor=1), msg_id="outbox-1")
+    again = await bus.publish_fact("t.facts.1", common_pb2.Money(amount_minor=1), msg_id="outbox-1")
+    other = await bus.publish_fact("t.facts.1", common_pb2.Money(amount_minor=2), msg_id="outbox-2")
+    assert again.duplicate
+    assert not first.duplicate
+    assert not other.duplicate
+    info = await bus.js.stream_info("T_DEDUP")
+    assert info.state.messages == 2
+
+    received: list[int] = []
+    done = asyncio.Event()
+
+    async def handle(money: common_pb2.Money) -> None:
+        received.append(money.amount_minor)
+        if len(received) == 2:
+            done.set()
+
+    bus.consume(spec, "t-consumer", common_pb2.Money, handle)
+    await asyncio.wait_for(done.wait(), 5)
+    assert received == [1, 2]
+
+
+async def test_a_failing_stream_handler_gets_the_message_again(bus: Bus) -> None:
+    spec = StreamSpec(name="T_RETRY", subjects=("t.retry.>",))
+    await bus.ensure_stream(spec)
+    attempts = 0
+    done = asyncio.Event()
+
+    async def flaky(_: common_pb2.Money) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise RuntimeError("database blip")
+        done.set()
+
+    bus.consume(spec, "t-retry", common_pb2.Money, flaky)
+    await bus.publish_fact("t.retry.1", common_pb2.Money(), msg_id="m-1")
+    await asyncio.wait_for(done.wait(), 10)
+    assert attempts == 2
+
+
+async def test_key_value_buckets_hold_shared_state(bus: Bus, nats_server: NatsServer) -> None:
+    kv = await bus.key_value("t_presence")
+    await kv.put("host-1", b"available")
+    other = Bus(BusConfig(servers=[nats_server.url], name="other"))
+    await other.connect()
+    same = await other.key_value("t_presence")
+    assert (await same.get("host-1")).value == b"available"
+    await other.close()
