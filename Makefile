@@ -30,13 +30,13 @@ apt:
 	fi
 
 up: sync
-	$(RUN) python -m tandem.devstack up
+	$(RUN) python -m tandem.devstack up $(ARGS)
 
 demo: sync
 	$(RUN) python -m tandem.devstack demo
 
 test: sync apt
-	$(RUN) pytest -n auto $(PYTEST_ARGS)
+	$(RUN) pytest -n auto tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 	$(MAKE) lint
 
 lint: sync
