@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -54,3 +54,27 @@ class TaskSet:
 
     async def cancel_all(self) -> None:
         await cancel_and_wait(*self._tasks)
+
+
+class LoopLagMonitor:
+    """Measures how late the event loop runs a timer: the cost of CPU work blocking the loop."""
+
+    def __init__(self, interval_s: float = 0.1) -> None:
+        self.interval_s = interval_s
+        self._max_s = 0.0
+        self.observers: list[Callable[[float], None]] = []
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(self.interval_s)
+            lag = max(0.0, loop.time() - start - self.interval_s)
+            self._max_s = max(self._max_s, lag)
+            for observe in self.observers:
+                observe(lag)
+
+    def take_max_ms(self) -> float:
+        """The worst lag since the previous call, in milliseconds."""
+        worst, self._max_s = self._max_s, 0.0
+        return worst * 1000.0

@@ -21,7 +21,7 @@ from typing import NoReturn, Protocol, TypeVar
 from aiohttp import web
 from prometheus_client import Gauge, Histogram
 
-from tandem.common.aio import cancel_and_wait
+from tandem.common.aio import LoopLagMonitor, cancel_and_wait
 from tandem.common.bus import Bus, BusConfig, BusStatus
 from tandem.common.errors import ConfigError
 from tandem.common.http import HttpServer, PortInUseError
@@ -77,14 +77,6 @@ def instance_name(settings: ServiceSettings, service: str) -> str:
     return settings.instance_id or f"{service}-{socket.gethostname()}-{os.getpid()}"
 
 
-async def _watch_loop_lag(interval_s: float = 0.25) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        start = loop.time()
-        await asyncio.sleep(interval_s)
-        LOOP_LAG.observe(max(0.0, loop.time() - start - interval_s))
-
-
 async def serve(service: str, settings: S, app_factory: Callable[[S, str], ServiceApp]) -> int:
     """Run one service until SIGTERM/SIGINT; returns the process exit code."""
     instance = instance_name(settings, service)
@@ -124,7 +116,9 @@ async def serve(service: str, settings: S, app_factory: Callable[[S, str], Servi
         loop.add_signal_handler(sig, stopping.set)
     logger.info("service listening", extra={"service": service, "instance": instance, "http": http.url})
 
-    lag_task = asyncio.create_task(_watch_loop_lag())
+    lag = LoopLagMonitor(interval_s=0.25)
+    lag.observers.append(LOOP_LAG.observe)
+    lag_task = asyncio.create_task(lag.run())
     connect = asyncio.create_task(bus.connect())
     stop_wait = asyncio.create_task(stopping.wait())
     await asyncio.wait({connect, stop_wait}, return_when=asyncio.FIRST_COMPLETED)

@@ -62,6 +62,7 @@ class HostPresence(_message.Message):
     SIGNALING_INSTANCE_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     status: Global___HostStatus.ValueType
     time_zone: _builtins.str
@@ -69,6 +70,8 @@ class HostPresence(_message.Message):
     """The signaling instance holding the host's socket."""
     region: _builtins.str
     """Region of the host, for media placement."""
+    call_id: _builtins.str
+    """The call the host is reserved for while BUSY."""
     @_builtins.property
     def languages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -94,10 +97,11 @@ class HostPresence(_message.Message):
         signaling_instance: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         region: _builtins.str = ...,
+        call_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["idle_since", b"idle_since", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "host_id", b"host_id", "idle_since", b"idle_since", "languages", b"languages", "markets", b"markets", "region", b"region", "signaling_instance", b"signaling_instance", "status", b"status", "time_zone", b"time_zone", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "categories", b"categories", "host_id", b"host_id", "idle_since", b"idle_since", "languages", b"languages", "markets", b"markets", "region", b"region", "signaling_instance", b"signaling_instance", "status", b"status", "time_zone", b"time_zone", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -208,3 +212,25 @@ class MatchedHost(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MatchedHost: _TypeAlias = MatchedHost  # noqa: Y015
+
+@_typing.final
+class ShopperAffinity(_message.Message):
+    """The hosts a shopper bought from, most recent last; kept in the `tandem_affinity` KV bucket."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def host_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        host_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_ids", b"host_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShopperAffinity: _TypeAlias = ShopperAffinity  # noqa: Y015

@@ -23,36 +23,39 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from tandem.v1 import client_pb2 as tandem_dot_v1_dot_client__pb2
 from tandem.v1 import common_pb2 as tandem_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tandem/v1/media.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/common.proto\"0\n\rMediaAllocate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\"}\n\x0eMediaAllocated\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12,\n\x06worker\x18\x02 \x01(\x0b\x32\x1a.tandem.v1.AllocatedWorkerH\x00\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x10.tandem.v1.ErrorH\x00\x42\t\n\x07outcome\"4\n\x0f\x41llocatedWorker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\"G\n\nMediaOffer\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.tandem.v1.Leg\x12\x0b\n\x03sdp\x18\x03 \x01(\t\"x\n\x0bMediaAnswer\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.tandem.v1.Leg\x12\r\n\x03sdp\x18\x03 \x01(\tH\x00\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.tandem.v1.ErrorH\x00\x42\t\n\x07outcome\"E\n\x0cMediaRelease\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12$\n\x06reason\x18\x02 \x01(\x0e\x32\x14.tandem.v1.EndReason\"\xe3\x01\n\x10WorkerLoadReport\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04pool\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61lls_active\x18\x04 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\r\x12\x11\n\taccepting\x18\x06 \x01(\x08\x12\x10\n\x08\x64raining\x18\x07 \x01(\x08\x12\x13\n\x0bloop_lag_ms\x18\x08 \x01(\x01\x12/\n\x0breported_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03pod\x18\n \x01(\t\"/\n\x0bWorkerDrain\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05\x64rain\x18\x02 \x01(\x08\"\xed\x01\n\nMediaEvent\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.tandem.v1.Leg\x12(\n\x04kind\x18\x03 \x01(\x0e\x32\x1a.tandem.v1.MediaEvent.Kind\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12KIND_LEG_CONNECTED\x10\x01\x12\x13\n\x0fKIND_LEG_FAILED\x10\x02\x12\x14\n\x10KIND_FIRST_MEDIA\x10\x03*9\n\x03Leg\x12\x13\n\x0fLEG_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLEG_SHOPPER\x10\x01\x12\x0c\n\x08LEG_HOST\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tandem/v1/media.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/client.proto\x1a\x16tandem/v1/common.proto\"0\n\rMediaAllocate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\"}\n\x0eMediaAllocated\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12,\n\x06worker\x18\x02 \x01(\x0b\x32\x1a.tandem.v1.AllocatedWorkerH\x00\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x10.tandem.v1.ErrorH\x00\x42\t\n\x07outcome\"4\n\x0f\x41llocatedWorker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\"G\n\nMediaOffer\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.tandem.v1.Leg\x12\x0b\n\x03sdp\x18\x03 \x01(\t\"x\n\x0bMediaAnswer\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.tandem.v1.Leg\x12\r\n\x03sdp\x18\x03 \x01(\tH\x00\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.tandem.v1.ErrorH\x00\x42\t\n\x07outcome\"j\n\x0eMediaCandidate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.tandem.v1.Leg\x12*\n\tcandidate\x18\x03 \x01(\x0b\x32\x17.tandem.v1.IceCandidate\"E\n\x0cMediaRelease\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12$\n\x06reason\x18\x02 \x01(\x0e\x32\x14.tandem.v1.EndReason\"\xe3\x01\n\x10WorkerLoadReport\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04pool\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61lls_active\x18\x04 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\r\x12\x11\n\taccepting\x18\x06 \x01(\x08\x12\x10\n\x08\x64raining\x18\x07 \x01(\x08\x12\x13\n\x0bloop_lag_ms\x18\x08 \x01(\x01\x12/\n\x0breported_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03pod\x18\n \x01(\t\"/\n\x0bWorkerDrain\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05\x64rain\x18\x02 \x01(\x08\"\xed\x01\n\nMediaEvent\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.tandem.v1.Leg\x12(\n\x04kind\x18\x03 \x01(\x0e\x32\x1a.tandem.v1.MediaEvent.Kind\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12KIND_LEG_CONNECTED\x10\x01\x12\x13\n\x0fKIND_LEG_FAILED\x10\x02\x12\x14\n\x10KIND_FIRST_MEDIA\x10\x03*9\n\x03Leg\x12\x13\n\x0fLEG_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLEG_SHOPPER\x10\x01\x12\x0c\n\x08LEG_HOST\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tandem.v1.media_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LEG']._serialized_start=1109
-  _globals['_LEG']._serialized_end=1166
-  _globals['_MEDIAALLOCATE']._serialized_start=93
-  _globals['_MEDIAALLOCATE']._serialized_end=141
-  _globals['_MEDIAALLOCATED']._serialized_start=143
-  _globals['_MEDIAALLOCATED']._serialized_end=268
-  _globals['_ALLOCATEDWORKER']._serialized_start=270
-  _globals['_ALLOCATEDWORKER']._serialized_end=322
-  _globals['_MEDIAOFFER']._serialized_start=324
-  _globals['_MEDIAOFFER']._serialized_end=395
-  _globals['_MEDIAANSWER']._serialized_start=397
-  _globals['_MEDIAANSWER']._serialized_end=517
-  _globals['_MEDIARELEASE']._serialized_start=519
-  _globals['_MEDIARELEASE']._serialized_end=588
-  _globals['_WORKERLOADREPORT']._serialized_start=591
-  _globals['_WORKERLOADREPORT']._serialized_end=818
-  _globals['_WORKERDRAIN']._serialized_start=820
-  _globals['_WORKERDRAIN']._serialized_end=867
-  _globals['_MEDIAEVENT']._serialized_start=870
-  _globals['_MEDIAEVENT']._serialized_end=1107
-  _globals['_MEDIAEVENT_KIND']._serialized_start=1012
-  _globals['_MEDIAEVENT_KIND']._serialized_end=1107
+  _globals['_LEG']._serialized_start=1241
+  _globals['_LEG']._serialized_end=1298
+  _globals['_MEDIAALLOCATE']._serialized_start=117
+  _globals['_MEDIAALLOCATE']._serialized_end=165
+  _globals['_MEDIAALLOCATED']._serialized_start=167
+  _globals['_MEDIAALLOCATED']._serialized_end=292
+  _globals['_ALLOCATEDWORKER']._serialized_start=294
+  _globals['_ALLOCATEDWORKER']._serialized_end=346
+  _globals['_MEDIAOFFER']._serialized_start=348
+  _globals['_MEDIAOFFER']._serialized_end=419
+  _globals['_MEDIAANSWER']._serialized_start=421
+  _globals['_MEDIAANSWER']._serialized_end=541
+  _globals['_MEDIACANDIDATE']._serialized_start=543
+  _globals['_MEDIACANDIDATE']._serialized_end=649
+  _globals['_MEDIARELEASE']._serialized_start=651
+  _globals['_MEDIARELEASE']._serialized_end=720
+  _globals['_WORKERLOADREPORT']._serialized_start=723
+  _globals['_WORKERLOADREPORT']._serialized_end=950
+  _globals['_WORKERDRAIN']._serialized_start=952
+  _globals['_WORKERDRAIN']._serialized_end=999
+  _globals['_MEDIAEVENT']._serialized_start=1002
+  _globals['_MEDIAEVENT']._serialized_end=1239
+  _globals['_MEDIAEVENT_KIND']._serialized_start=1144
+  _globals['_MEDIAEVENT_KIND']._serialized_end=1239
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from tandem.v1 import client_pb2 as _client_pb2
 from tandem.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -168,6 +169,34 @@ class MediaAnswer(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
 Global___MediaAnswer: _TypeAlias = MediaAnswer  # noqa: Y015
+
+@_typing.final
+class MediaCandidate(_message.Message):
+    """Signaling -> the allocated worker: a trickled ICE candidate of one leg."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    LEG_FIELD_NUMBER: _builtins.int
+    CANDIDATE_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    leg: Global___Leg.ValueType
+    @_builtins.property
+    def candidate(self) -> _client_pb2.IceCandidate: ...
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        leg: Global___Leg.ValueType = ...,
+        candidate: _client_pb2.IceCandidate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "candidate", b"candidate", "leg", b"leg"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MediaCandidate: _TypeAlias = MediaCandidate  # noqa: Y015
 
 @_typing.final
 class MediaRelease(_message.Message):

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from tandem.v1 import common_pb2 as tandem_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tandem/v1/orders.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/common.proto\"\\\n\x12ProductCardRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"x\n\x10ProductCardReply\x12%\n\x07product\x18\x01 \x01(\x0b\x32\x12.tandem.v1.ProductH\x00\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x10.tandem.v1.ErrorH\x00\x12\x0f\n\x07\x63\x61rd_id\x18\x03 \x01(\tB\t\n\x07outcome\"W\n\nCartChange\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nshopper_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\r\"q\n\tCartReply\x12\"\n\x05lines\x18\x01 \x03(\x0b\x32\x13.tandem.v1.CartLine\x12\x1f\n\x05total\x18\x02 \x01(\x0b\x32\x10.tandem.v1.Money\x12\x1f\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x10.tandem.v1.Error\"O\n\x0f\x43heckoutRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nshopper_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"c\n\rCheckoutReply\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x1f\n\x05total\x18\x02 \x01(\x0b\x32\x10.tandem.v1.Money\x12\x1f\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x10.tandem.v1.Error\"\xc9\x01\n\x0bOrderPlaced\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x12\n\nshopper_id\x18\x03 \x01(\t\x12\x0f\n\x07host_id\x18\x04 \x01(\t\x12\"\n\x05lines\x18\x05 \x03(\x0b\x32\x13.tandem.v1.CartLine\x12\x1f\n\x05total\x18\x06 \x01(\x0b\x32\x10.tandem.v1.Money\x12-\n\tplaced_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tandem/v1/orders.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/common.proto\"Z\n\x12ProductCardRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x0e\n\x06market\x18\x04 \x01(\t\"x\n\x10ProductCardReply\x12%\n\x07product\x18\x01 \x01(\x0b\x32\x12.tandem.v1.ProductH\x00\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x10.tandem.v1.ErrorH\x00\x12\x0f\n\x07\x63\x61rd_id\x18\x03 \x01(\tB\t\n\x07outcome\"g\n\nCartChange\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nshopper_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\r\x12\x0e\n\x06market\x18\x05 \x01(\t\"q\n\tCartReply\x12\"\n\x05lines\x18\x01 \x03(\x0b\x32\x13.tandem.v1.CartLine\x12\x1f\n\x05total\x18\x02 \x01(\x0b\x32\x10.tandem.v1.Money\x12\x1f\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x10.tandem.v1.Error\"`\n\x0f\x43heckoutRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nshopper_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x0f\n\x07host_id\x18\x04 \x01(\t\"c\n\rCheckoutReply\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x1f\n\x05total\x18\x02 \x01(\x0b\x32\x10.tandem.v1.Money\x12\x1f\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x10.tandem.v1.Error\"\xc9\x01\n\x0bOrderPlaced\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x12\n\nshopper_id\x18\x03 \x01(\t\x12\x0f\n\x07host_id\x18\x04 \x01(\t\x12\"\n\x05lines\x18\x05 \x03(\x0b\x32\x13.tandem.v1.CartLine\x12\x1f\n\x05total\x18\x06 \x01(\x0b\x32\x10.tandem.v1.Money\x12-\n\tplaced_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tandem.v1.orders_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRODUCTCARDREQUEST']._serialized_start=94
-  _globals['_PRODUCTCARDREQUEST']._serialized_end=186
-  _globals['_PRODUCTCARDREPLY']._serialized_start=188
-  _globals['_PRODUCTCARDREPLY']._serialized_end=308
-  _globals['_CARTCHANGE']._serialized_start=310
-  _globals['_CARTCHANGE']._serialized_end=397
-  _globals['_CARTREPLY']._serialized_start=399
-  _globals['_CARTREPLY']._serialized_end=512
-  _globals['_CHECKOUTREQUEST']._serialized_start=514
-  _globals['_CHECKOUTREQUEST']._serialized_end=593
-  _globals['_CHECKOUTREPLY']._serialized_start=595
-  _globals['_CHECKOUTREPLY']._serialized_end=694
-  _globals['_ORDERPLACED']._serialized_start=697
-  _globals['_ORDERPLACED']._serialized_end=898
+  _globals['_PRODUCTCARDREQUEST']._serialized_end=184
+  _globals['_PRODUCTCARDREPLY']._serialized_start=186
+  _globals['_PRODUCTCARDREPLY']._serialized_end=306
+  _globals['_CARTCHANGE']._serialized_start=308
+  _globals['_CARTCHANGE']._serialized_end=411
+  _globals['_CARTREPLY']._serialized_start=413
+  _globals['_CARTREPLY']._serialized_end=526
+  _globals['_CHECKOUTREQUEST']._serialized_start=528
+  _globals['_CHECKOUTREQUEST']._serialized_end=624
+  _globals['_CHECKOUTREPLY']._serialized_start=626
+  _globals['_CHECKOUTREPLY']._serialized_end=725
+  _globals['_ORDERPLACED']._serialized_start=728
+  _globals['_ORDERPLACED']._serialized_end=929
 # @@protoc_insertion_point(module_scope)

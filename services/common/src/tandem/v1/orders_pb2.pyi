@@ -29,23 +29,23 @@ class ProductCardRequest(_message.Message):
     CALL_ID_FIELD_NUMBER: _builtins.int
     HOST_ID_FIELD_NUMBER: _builtins.int
     PRODUCT_ID_FIELD_NUMBER: _builtins.int
-    CURRENCY_FIELD_NUMBER: _builtins.int
+    MARKET_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     host_id: _builtins.str
     product_id: _builtins.str
-    currency: _builtins.str
-    """Currency the shopper pays in (from the market)."""
+    market: _builtins.str
+    """The shopper's market (ISO 3166-1 alpha-2); it sets the currency of prices."""
     def __init__(
         self,
         *,
         call_id: _builtins.str = ...,
         host_id: _builtins.str = ...,
         product_id: _builtins.str = ...,
-        currency: _builtins.str = ...,
+        market: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "currency", b"currency", "host_id", b"host_id", "product_id", b"product_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "host_id", b"host_id", "market", b"market", "product_id", b"product_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -90,10 +90,13 @@ class CartChange(_message.Message):
     SHOPPER_ID_FIELD_NUMBER: _builtins.int
     PRODUCT_ID_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
+    MARKET_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     shopper_id: _builtins.str
     product_id: _builtins.str
     quantity: _builtins.int
+    """The line's new quantity; 0 removes it."""
+    market: _builtins.str
     def __init__(
         self,
         *,
@@ -101,10 +104,11 @@ class CartChange(_message.Message):
         shopper_id: _builtins.str = ...,
         product_id: _builtins.str = ...,
         quantity: _builtins.int = ...,
+        market: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "product_id", b"product_id", "quantity", b"quantity", "shopper_id", b"shopper_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "market", b"market", "product_id", b"product_id", "quantity", b"quantity", "shopper_id", b"shopper_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -147,19 +151,22 @@ class CheckoutRequest(_message.Message):
     CALL_ID_FIELD_NUMBER: _builtins.int
     SHOPPER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    HOST_ID_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     shopper_id: _builtins.str
     idempotency_key: _builtins.str
+    host_id: _builtins.str
     def __init__(
         self,
         *,
         call_id: _builtins.str = ...,
         shopper_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        host_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "idempotency_key", b"idempotency_key", "shopper_id", b"shopper_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "host_id", b"host_id", "idempotency_key", b"idempotency_key", "shopper_id", b"shopper_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

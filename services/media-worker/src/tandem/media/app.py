@@ -1,15 +1,180 @@
-"""The MediaWorker service wired to the bus."""
+"""The media worker on the bus: takes calls while it has capacity, answers each leg's offer,
+reports its load, drains on request or SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from google.protobuf import empty_pb2
+from nats.aio.subscription import Subscription
+from prometheus_client import Counter, Gauge
+
+from tandem.common import subjects
+from tandem.common.aio import LoopLagMonitor, TaskSet
+from tandem.common.bus import Bus
+from tandem.common.errors import TandemError
+from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
+from tandem.media.call import Leg, MediaCall
 from tandem.media.settings import Settings
+from tandem.v1 import common_pb2, media_pb2
+
+logger = logging.getLogger(__name__)
+
+CALLS_ACTIVE = Gauge("tandem_media_calls_active", "Calls on this worker")
+CALLS_TOTAL = Counter("tandem_media_calls_total", "Calls taken by this worker")
 
 
 class MediaWorkerApp(BaseApp):
     def __init__(self, settings: Settings, instance: str) -> None:
         self.settings = settings
-        self.instance = instance
+        self.worker_id = instance
+        self.calls: dict[str, MediaCall] = {}
+        self.draining = False
+        self.tasks = TaskSet("media-worker")
+        self.lag = LoopLagMonitor()
+        self._bus: Bus | None = None
+        self._allocate_sub: Subscription | None = None
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @property
+    def bus(self) -> Bus:
+        assert self._bus is not None
+        return self._bus
+
+    def _worker_subject(self, verb: str) -> str:
+        return subjects.join(subjects.MEDIA_WORKER, self.worker_id, verb)
+
+    async def start(self, bus: Bus, http: HttpServer) -> None:
+        self._bus = bus
+        await bus.serve(self._worker_subject("offer"), media_pb2.MediaOffer, self.offer, queue="worker")
+        await bus.serve(
+            self._worker_subject("candidate"), media_pb2.MediaCandidate, self.candidate, queue="worker"
+        )
+        await bus.serve(self._worker_subject("release"), media_pb2.MediaRelease, self.release, queue="worker")
+        await bus.serve(self._worker_subject("drain"), media_pb2.WorkerDrain, self.drain, queue="worker")
+        await self._update_intake()
+        self.tasks.spawn(self.lag.run(), name="loop-lag")
+        self.tasks.spawn(self._report_load_forever(), name="load-report")
+
+    # --- intake: subscribed to the allocation queue group only while it can take a call ---------
+
+    @property
+    def accepting(self) -> bool:
+        return not self.draining and len(self.calls) < self.settings.capacity
+
+    async def _update_intake(self) -> None:
+        if self.accepting and self._allocate_sub is None:
+            self._allocate_sub = await self.bus.serve(
+                subjects.join(subjects.MEDIA_ALLOCATE, self.settings.region),
+                media_pb2.MediaAllocate,
+                self.allocate,
+                queue=f"media-{self.settings.region}",
+            )
+        elif not self.accepting and self._allocate_sub is not None:
+            sub, self._allocate_sub = self._allocate_sub, None
+            await sub.unsubscribe()
+
+    async def allocate(self, request: media_pb2.MediaAllocate) -> media_pb2.MediaAllocated:
+        if not self.accepting:
+            # A request already in flight when we reached capacity: say so; signaling retries.
+            raise TandemError("worker is full", code=common_pb2.ERROR_CODE_MEDIA_UNAVAILABLE)
+        if request.call_id not in self.calls:
+            call = MediaCall(
+                request.call_id, self.settings.ice_servers, self.settings.frame_queue,
+                lambda leg, kind: self._media_event(request.call_id, leg, kind),
+            )  # fmt: skip
+            self.calls[request.call_id] = call
+            self.idle.clear()
+            CALLS_TOTAL.inc()
+            CALLS_ACTIVE.set(len(self.calls))
+            self.tasks.spawn(self._expire_unoffered(call), name=f"expire-{call.call_id}")
+            await self._update_intake()
+            logger.info("call allocated", extra={"call_id": request.call_id})
+        return media_pb2.MediaAllocated(
+            call_id=request.call_id,
+            worker=media_pb2.AllocatedWorker(worker_id=self.worker_id, region=self.settings.region),
+        )
+
+    def _call(self, call_id: str) -> MediaCall:
+        call = self.calls.get(call_id)
+        if call is None:
+            raise TandemError(f"no call {call_id} on this worker", code=common_pb2.ERROR_CODE_NOT_FOUND)
+        return call
+
+    async def offer(self, offer: media_pb2.MediaOffer) -> media_pb2.MediaAnswer:
+        if offer.leg not in (media_pb2.LEG_SHOPPER, media_pb2.LEG_HOST):
+            raise TandemError("leg must be SHOPPER or HOST", code=common_pb2.ERROR_CODE_INVALID_ARGUMENT)
+        sdp = await self._call(offer.call_id).answer(offer.leg, offer.sdp)
+        return media_pb2.MediaAnswer(call_id=offer.call_id, leg=offer.leg, sdp=sdp)
+
+    async def candidate(self, message: media_pb2.MediaCandidate) -> empty_pb2.Empty:
+        await self._call(message.call_id).add_candidate(message.leg, message.candidate)
+        return empty_pb2.Empty()
+
+    async def release(self, request: media_pb2.MediaRelease) -> media_pb2.MediaRelease:
+        call = self.calls.pop(request.call_id, None)
+        if call is not None:
+            await call.close()
+            CALLS_ACTIVE.set(len(self.calls))
+            if not self.calls:
+                self.idle.set()
+            logger.info("call released", extra={"call_id": request.call_id})
+            await self._update_intake()
+        return request
+
+    async def drain(self, request: media_pb2.WorkerDrain) -> media_pb2.WorkerLoadReport:
+        self.draining = request.drain
+        await self._update_intake()
+        logger.info("drain changed", extra={"draining": self.draining})
+        return self.load_report()
+
+    async def _expire_unoffered(self, call: MediaCall) -> None:
+        await asyncio.sleep(self.settings.offer_timeout_s)
+        if not call.offered and self.calls.get(call.call_id) is call:
+            logger.warning("call released: legs never offered", extra={"call_id": call.call_id})
+            await self.release(
+                media_pb2.MediaRelease(call_id=call.call_id, reason=common_pb2.END_REASON_MEDIA_FAILURE)
+            )
+
+    def _media_event(self, call_id: str, leg: Leg, kind: media_pb2.MediaEvent.Kind.ValueType) -> None:
+        event = media_pb2.MediaEvent(call_id=call_id, leg=leg, kind=kind)
+        event.at.FromDatetime(datetime.now(UTC))
+        self.tasks.spawn(self.bus.publish(subjects.join(subjects.MEDIA_EVENTS, call_id), event))
+
+    # --- load ----------------------------------------------------------------------------------
+
+    def load_report(self) -> media_pb2.WorkerLoadReport:
+        report = media_pb2.WorkerLoadReport(
+            worker_id=self.worker_id,
+            region=self.settings.region,
+            pool=self.settings.pool,
+            pod=self.settings.pod,
+            calls_active=len(self.calls),
+            capacity=self.settings.capacity,
+            accepting=self.accepting,
+            draining=self.draining,
+            loop_lag_ms=self.lag.take_max_ms(),
+        )
+        report.reported_at.FromDatetime(datetime.now(UTC))
+        return report
+
+    async def _report_load_forever(self) -> None:
+        subject = subjects.join(subjects.MEDIA_LOAD, self.settings.region, self.worker_id)
+        while True:
+            if self.bus.connected:
+                await self.bus.publish(subject, self.load_report())
+            await asyncio.sleep(self.settings.report_interval_s)
+
+    async def stop(self) -> None:
+        """Stop taking calls, then wait for live calls to end (up to the drain timeout)."""
+        self.draining = True
+        await self._update_intake()
+        await self.idle.wait()
+        await self.tasks.cancel_all()
 
 
 def build_app(settings: Settings, instance: str) -> MediaWorkerApp:

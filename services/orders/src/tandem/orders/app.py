@@ -1,15 +1,67 @@
-"""The Orders service wired to the bus."""
+"""Orders on the bus: commerce requests, consultations from call facts, and the outbox relay."""
 
 from __future__ import annotations
 
+import asyncpg
+
+from tandem.common import subjects
+from tandem.common.aio import TaskSet
+from tandem.common.bus import Bus
+from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
+from tandem.orders.commerce import Commerce
+from tandem.orders.consultations import record_call_event
+from tandem.orders.outbox import OutboxRelay
+from tandem.orders.schema import apply_schema
 from tandem.orders.settings import Settings
+from tandem.v1 import calls_pb2, orders_pb2
 
 
 class OrdersApp(BaseApp):
     def __init__(self, settings: Settings, instance: str) -> None:
         self.settings = settings
         self.instance = instance
+        self.tasks = TaskSet("orders")
+        self.pool: asyncpg.Pool | None = None
+
+    async def start(self, bus: Bus, http: HttpServer) -> None:
+        s = self.settings
+        pool = self.pool = await asyncpg.create_pool(
+            s.database_url,
+            min_size=1,
+            max_size=s.db_pool_size,
+            server_settings={"statement_timeout": str(s.db_statement_timeout_ms)},
+        )
+        async with pool.acquire() as conn:
+            await apply_schema(conn)
+        for stream in subjects.STREAMS:
+            await bus.ensure_stream(stream)
+        commerce = Commerce(
+            pool, lock_timeout_ms=s.idempotency_lock_timeout_ms, max_quantity=s.max_quantity,
+            max_lines=s.max_cart_lines,
+        )  # fmt: skip
+        relay = OutboxRelay(pool, bus, poll_interval_s=s.outbox_poll_interval_s, batch=s.outbox_batch)
+
+        async def checkout(request: orders_pb2.CheckoutRequest) -> orders_pb2.CheckoutReply:
+            reply = await commerce.checkout(request)
+            relay.wake.set()
+            return reply
+
+        async def on_call_event(event: calls_pb2.CallEvent) -> None:
+            await record_call_event(pool, event)
+
+        await bus.serve(
+            subjects.ORDERS_PRODUCT_CARD, orders_pb2.ProductCardRequest, commerce.product_card, queue="orders"
+        )
+        await bus.serve(subjects.ORDERS_CART, orders_pb2.CartChange, commerce.change_cart, queue="orders")
+        await bus.serve(subjects.ORDERS_CHECKOUT, orders_pb2.CheckoutRequest, checkout, queue="orders")
+        bus.consume(subjects.CALLS_STREAM, "orders-consultations", calls_pb2.CallEvent, on_call_event)
+        self.tasks.spawn(relay.run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        await self.tasks.cancel_all()
+        if self.pool is not None:
+            await self.pool.close()
 
 
 def build_app(settings: Settings, instance: str) -> OrdersApp:

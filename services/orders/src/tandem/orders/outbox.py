@@ -1,0 +1,58 @@
+"""The transactional outbox relay: rows written with an order are published to JetStream with
+`Nats-Msg-Id` = the row id, then marked published. A crash between publish and mark re-publishes
+the row, and JetStream's duplicate window drops the copy: the event lands exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+from prometheus_client import Counter, Gauge
+
+from tandem.common.bus import Bus
+from tandem.common.errors import TandemError
+from tandem.v1 import orders_pb2
+
+logger = logging.getLogger(__name__)
+
+PUBLISHED = Counter("tandem_orders_outbox_published_total", "Outbox rows published")
+BACKLOG = Gauge("tandem_orders_outbox_backlog", "Unpublished outbox rows seen by the last sweep")
+
+
+class OutboxRelay:
+    def __init__(self, pool: asyncpg.Pool, bus: Bus, *, poll_interval_s: float, batch: int) -> None:
+        self.pool = pool
+        self.bus = bus
+        self.poll_interval_s = poll_interval_s
+        self.batch = batch
+        self.wake = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                while await self.sweep() == self.batch:
+                    pass
+            except (asyncpg.PostgresError, OSError, TandemError) as exc:
+                logger.warning("outbox sweep failed; retrying", extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.poll_interval_s)
+            self.wake.clear()
+
+    async def sweep(self) -> int:
+        """Publish one batch of unpublished rows; returns how many were published."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT id, subject, payload FROM outbox WHERE published_at IS NULL
+                   ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                self.batch,
+            )
+            BACKLOG.set(len(rows))
+            for row in rows:
+                event = orders_pb2.OrderPlaced()
+                event.ParseFromString(row["payload"])
+                await self.bus.publish_fact(row["subject"], event, msg_id=str(row["id"]))
+                await conn.execute("UPDATE outbox SET published_at = now() WHERE id = $1", row["id"])
+                PUBLISHED.inc()
+        return len(rows)

@@ -1,0 +1,110 @@
+"""The orders database schema, applied idempotently at start-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from tandem.orders.catalog import DEMO_CATALOG
+
+# A plain connection or one borrowed from a pool.
+Connection = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS products (
+    product_id text PRIMARY KEY,
+    title      text NOT NULL,
+    category   text NOT NULL,
+    image_url  text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS product_prices (
+    product_id   text NOT NULL REFERENCES products,
+    currency     char(3) NOT NULL,
+    amount_minor bigint NOT NULL CHECK (amount_minor >= 0),
+    PRIMARY KEY (product_id, currency)
+);
+CREATE TABLE IF NOT EXISTS consultations (
+    call_id      text PRIMARY KEY,
+    shopper_id   text NOT NULL,
+    host_id      text NOT NULL DEFAULT '',
+    product_id   text NOT NULL DEFAULT '',
+    category     text NOT NULL DEFAULT '',
+    language     text NOT NULL DEFAULT '',
+    market       text NOT NULL DEFAULT '',
+    state        text NOT NULL,
+    end_reason   text NOT NULL DEFAULT '',
+    requested_at timestamptz,
+    ringing_at   timestamptz,
+    connected_at timestamptz,
+    ended_at     timestamptz,
+    updated_at   timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS product_cards (
+    card_id    uuid PRIMARY KEY,
+    call_id    text NOT NULL,
+    host_id    text NOT NULL,
+    product_id text NOT NULL REFERENCES products,
+    shown_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS cart_lines (
+    call_id            text NOT NULL,
+    product_id         text NOT NULL REFERENCES products,
+    quantity           integer NOT NULL CHECK (quantity > 0),
+    unit_amount_minor  bigint NOT NULL,
+    currency           char(3) NOT NULL,
+    PRIMARY KEY (call_id, product_id)
+);
+CREATE TABLE IF NOT EXISTS orders (
+    order_id     uuid PRIMARY KEY,
+    call_id      text NOT NULL,
+    shopper_id   text NOT NULL,
+    host_id      text NOT NULL,
+    currency     char(3) NOT NULL,
+    total_minor  bigint NOT NULL,
+    placed_at    timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS order_lines (
+    order_id          uuid NOT NULL REFERENCES orders,
+    product_id        text NOT NULL,
+    quantity          integer NOT NULL,
+    unit_amount_minor bigint NOT NULL,
+    PRIMARY KEY (order_id, product_id)
+);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    shopper_id   text NOT NULL,
+    key          text NOT NULL,
+    request_hash text NOT NULL,
+    response     bytea NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (shopper_id, key)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id           uuid PRIMARY KEY,
+    subject      text NOT NULL,
+    payload      bytea NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    published_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (created_at) WHERE published_at IS NULL;
+"""
+
+
+async def apply_schema(conn: Connection) -> None:
+    """Create tables and load the demo catalog; safe to run from every replica at every start."""
+    async with conn.transaction():
+        # One replica at a time, so concurrent starts don't race on CREATE.
+        await conn.execute("SELECT pg_advisory_xact_lock(7263)")
+        await conn.execute(SCHEMA)
+        for product in DEMO_CATALOG:
+            await conn.execute(
+                """INSERT INTO products (product_id, title, category, image_url) VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (product_id) DO UPDATE SET title = $2, category = $3, image_url = $4""",
+                product.product_id, product.title, product.category, product.image_url,
+            )  # fmt: skip
+            await conn.executemany(
+                """INSERT INTO product_prices (product_id, currency, amount_minor) VALUES ($1, $2, $3)
+                   ON CONFLICT (product_id, currency) DO UPDATE SET amount_minor = $3""",
+                [(product.product_id, cur, amount) for cur, amount in product.prices.items()],
+            )
