@@ -21,6 +21,7 @@ ORDERS_CHECKOUT = f"{PREFIX}.orders.checkout"
 # Addressed to one process.
 MEDIA_WORKER = f"{PREFIX}.media.worker"  # + ".<worker_id>.<verb>" (offer, release, drain)
 SIGNALING_DELIVER = f"{PREFIX}.signaling.deliver"  # + ".<user_id>": a frame for that user's socket
+SIGNALING_CALL = f"{PREFIX}.signaling.call"  # + ".<call_id>": a client's message for the call's owner
 
 # Broadcast facts (core NATS, lossy by design: the next report supersedes).
 MEDIA_LOAD = f"{PREFIX}.media.load"  # + ".<region>.<worker_id>"

@@ -6,6 +6,7 @@ Call lifecycle facts, published by signaling to the CALLS JetStream stream."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from tandem.v1 import client_pb2 as _client_pb2
 from tandem.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -98,3 +99,33 @@ class ProductCardPushed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProductCardPushed: _TypeAlias = ProductCardPushed  # noqa: Y015
+
+@_typing.final
+class CallCommand(_message.Message):
+    """Signaling -> the signaling instance that owns a call (tandem.v1.signaling.call.<call_id>):
+    a client's message about that call, with who sent it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    role: _common_pb2.Role.ValueType
+    @_builtins.property
+    def envelope(self) -> _client_pb2.Envelope: ...
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        role: _common_pb2.Role.ValueType = ...,
+        envelope: _client_pb2.Envelope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "role", b"role", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallCommand: _TypeAlias = CallCommand  # noqa: Y015

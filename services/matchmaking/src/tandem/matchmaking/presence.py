@@ -18,6 +18,7 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from tandem.common.bus import decode
+from tandem.common.kv import modify
 from tandem.matchmaking.scoring import HostProfile
 from tandem.v1 import matchmaking_pb2
 
@@ -90,24 +91,18 @@ class PresenceMirror:
 
     async def release(self, host_id: str, call_id: str) -> bool:
         """Make a host reserved for `call_id` available again, idle from now. Idempotent."""
-        for _ in range(5):
-            try:
-                current = await self.kv.get(host_id)
-            except nats.js.errors.KeyNotFoundError:
-                return False  # the host went offline meanwhile
-            if current.value is None:
-                return False
-            record = decode(matchmaking_pb2.HostPresence, current.value)
-            if record.status != matchmaking_pb2.HOST_STATUS_BUSY or record.call_id != call_id:
-                return False
+
+        def free(record: HostPresence | None) -> HostPresence | None:
+            if record is None or (record.status, record.call_id) != (
+                matchmaking_pb2.HOST_STATUS_BUSY,
+                call_id,
+            ):
+                return None  # gone offline, or already released
             record.status = matchmaking_pb2.HOST_STATUS_AVAILABLE
             record.call_id = ""
             now = datetime.now(UTC)
             record.idle_since.FromDatetime(now)
             record.updated_at.FromDatetime(now)
-            try:
-                await self.kv.update(host_id, record.SerializeToString(), last=current.revision)
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue
-            return True
-        return False
+            return record
+
+        return await modify(self.kv, host_id, HostPresence, free) is not None

@@ -1,5 +1,6 @@
 """Settings of the signaling service (environment variables `TANDEM_SIGNALING_*`)."""
 
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tandem.common.settings import ServiceSettings
@@ -7,3 +8,31 @@ from tandem.common.settings import ServiceSettings
 
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TANDEM_SIGNALING_", extra="ignore", frozen=True)
+
+    jwt_key: SecretStr = Field(default=SecretStr(""), description="HS256 key that signs client tokens.")
+    jwt_audience: str = Field(default="tandem", description="Required `aud` claim.")
+    dev_mode: bool = Field(default=False, description="Serve /dev/token, which mints tokens for anyone.")
+
+    max_message_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=1024 * 1024, description="Per client frame."
+    )
+    rate_per_s: float = Field(default=20.0, gt=0, description="Sustained client frames per second.")
+    rate_burst: int = Field(default=60, ge=1, description="Client frames allowed in a burst.")
+    hello_timeout_s: float = Field(default=10.0, gt=0, description="Time to authenticate after connecting.")
+    heartbeat_interval_s: float = Field(default=20.0, gt=0, description="WebSocket ping period.")
+    reconnect_grace_s: float = Field(
+        default=10.0, ge=0, description="A party whose socket drops mid-call may reconnect within this."
+    )
+
+    queue_timeout_s: float = Field(default=60.0, gt=0, description="Waiting for a host before NO_HOST.")
+    match_retry_s: float = Field(default=1.0, gt=0, description="Pause between match attempts while queued.")
+    ring_timeout_s: float = Field(default=20.0, gt=0, description="Ringing before the next host is tried.")
+    connect_timeout_s: float = Field(default=20.0, gt=0, description="Accept to both media legs connected.")
+    max_hosts_tried: int = Field(default=5, ge=1, description="Declines / ring timeouts before NO_HOST.")
+    media_allocate_attempts: int = Field(default=3, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _key_required(self) -> "Settings":
+        if len(self.jwt_key.get_secret_value()) < 32:
+            raise ValueError("TANDEM_SIGNALING_JWT_KEY must be set to at least 32 characters")
+        return self
