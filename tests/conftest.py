@@ -6,7 +6,6 @@ worker and each test gets its own database in it.
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from tandem.common.bus import Bus, BusConfig
 from tandem.devstack.nats import NatsServer
-from tandem.devstack.postgres import POSTGRES_BIN_PATH, PostgresServer
+from tandem.devstack.postgres import PostgresServer
 
 
 @pytest.fixture
@@ -45,10 +44,4 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
 @pytest.fixture
 def database_url(postgres_server: PostgresServer) -> str:
     """A fresh, empty database for this test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    subprocess.run(
-        [str(POSTGRES_BIN_PATH / "createdb"), "-h", postgres_server.host, "-p", str(postgres_server.port),
-         "-U", "postgres", name],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return f"postgresql://postgres@{postgres_server.host}:{postgres_server.port}/{name}"
+    return postgres_server.create_database(f"t_{uuid.uuid4().hex[:12]}")

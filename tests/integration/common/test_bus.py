@@ -24,9 +24,7 @@ async def test_request_reply_through_a_queue_group_of_two(bus: Bus, nats_server:
     def responder(name: str):  # type: ignore[no-untyped-def]
         async def handle(request: matchmaking_pb2.MatchRequest) -> matchmaking_pb2.MatchResult:
             answered_by[name] += 1
-            return matchmaking_pb2.MatchResult(
-                call_id=request.call_id, host=matchmaking_pb2.MatchedHost(host_id=name)
-            )
+            return matchmaking_pb2.MatchResult(call_id=request.call_id, host=matchmaking_pb2.MatchedHost(host_id=name))
 
         return handle
 

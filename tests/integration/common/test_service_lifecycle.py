@@ -67,9 +67,7 @@ def service_env(prefix: str, nats_url: str, port: int, extra: dict[str, str] | N
 
 
 @pytest.fixture(params=sorted(SERVICES))
-async def service(
-    request: pytest.FixtureRequest, nats_server: NatsServer, database_url: str
-) -> AsyncIterator[Running]:
+async def service(request: pytest.FixtureRequest, nats_server: NatsServer, database_url: str) -> AsyncIterator[Running]:
     module, prefix = request.param, SERVICES[request.param]
     port = free_port()
     env = service_env(prefix, nats_server.url, port, {f"TANDEM_{prefix}_DATABASE_URL": database_url})

@@ -38,9 +38,7 @@ class TaskSet:
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            logger.error(
-                "background task failed", exc_info=exc, extra={"taskset": self._name, "task": task.get_name()}
-            )
+            logger.error("background task failed", exc_info=exc, extra={"taskset": self._name, "task": task.get_name()})
 
     def __len__(self) -> int:
         return len(self._tasks)

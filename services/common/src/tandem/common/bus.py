@@ -189,9 +189,7 @@ class Bus:
     async def publish(self, subject: str, message: Message, *, headers: dict[str, str] | None = None) -> None:
         """Fire-and-forget publish (core NATS), with trace context."""
         with tracer.start_as_current_span(f"publish {subject}", kind=SpanKind.PRODUCER):
-            await self._nc.publish(
-                subject, self._encode(message), headers=inject_headers(dict(headers or {}))
-            )
+            await self._nc.publish(subject, self._encode(message), headers=inject_headers(dict(headers or {})))
 
     async def request(
         self, subject: str, message: Message, reply_type: type[R], *, timeout_s: float | None = None
@@ -363,6 +361,4 @@ class Bus:
         try:
             return await self.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
-            return await self.js.create_key_value(
-                config=api.KeyValueConfig(bucket=bucket, history=history, ttl=ttl_s)
-            )
+            return await self.js.create_key_value(config=api.KeyValueConfig(bucket=bucket, history=history, ttl=ttl_s))

@@ -87,9 +87,7 @@ class MatchmakingApp(BaseApp):
                         ),
                     )
         MATCHES.labels("no_host").inc()
-        raise TandemError(
-            "no host is available for this request", code=common_pb2.ERROR_CODE_NO_HOST_AVAILABLE
-        )
+        raise TandemError("no host is available for this request", code=common_pb2.ERROR_CODE_NO_HOST_AVAILABLE)
 
     async def on_call_event(self, event: calls_pb2.CallEvent) -> None:
         """Free the host once the call no longer holds it (declined, timed out, ended)."""

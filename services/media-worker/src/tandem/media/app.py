@@ -51,9 +51,7 @@ class MediaWorkerApp(BaseApp):
     async def start(self, bus: Bus, http: HttpServer) -> None:
         self._bus = bus
         await bus.serve(self._worker_subject("offer"), media_pb2.MediaOffer, self.offer, queue="worker")
-        await bus.serve(
-            self._worker_subject("candidate"), media_pb2.MediaCandidate, self.candidate, queue="worker"
-        )
+        await bus.serve(self._worker_subject("candidate"), media_pb2.MediaCandidate, self.candidate, queue="worker")
         await bus.serve(self._worker_subject("release"), media_pb2.MediaRelease, self.release, queue="worker")
         await bus.serve(self._worker_subject("drain"), media_pb2.WorkerDrain, self.drain, queue="worker")
         await self._update_intake()
@@ -136,9 +134,7 @@ class MediaWorkerApp(BaseApp):
         await asyncio.sleep(self.settings.offer_timeout_s)
         if not call.offered and self.calls.get(call.call_id) is call:
             logger.warning("call released: legs never offered", extra={"call_id": call.call_id})
-            await self.release(
-                media_pb2.MediaRelease(call_id=call.call_id, reason=common_pb2.END_REASON_MEDIA_FAILURE)
-            )
+            await self.release(media_pb2.MediaRelease(call_id=call.call_id, reason=common_pb2.END_REASON_MEDIA_FAILURE))
 
     def _media_event(self, call_id: str, leg: Leg, kind: media_pb2.MediaEvent.Kind.ValueType) -> None:
         event = media_pb2.MediaEvent(call_id=call_id, leg=leg, kind=kind)

@@ -76,9 +76,7 @@ class MediaCall:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except ValueError as exc:
-            raise TandemError(
-                f"invalid SDP offer: {exc}", code=common_pb2.ERROR_CODE_INVALID_ARGUMENT
-            ) from None
+            raise TandemError(f"invalid SDP offer: {exc}", code=common_pb2.ERROR_CODE_INVALID_ARGUMENT) from None
         offered = {t.kind for t in pc.getTransceivers()}
         for kind in KINDS:
             if kind in offered:

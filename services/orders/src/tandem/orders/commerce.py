@@ -11,14 +11,17 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from tandem.common import subjects
 from tandem.common.errors import TandemError
 from tandem.orders.catalog import currency_for_market
-from tandem.orders.schema import Connection
 from tandem.v1 import common_pb2, orders_pb2
+
+if TYPE_CHECKING:
+    from tandem.orders.schema import Connection
 
 Code = common_pb2.ErrorCode
 
@@ -28,9 +31,7 @@ def _error(code: common_pb2.ErrorCode.ValueType, message: str) -> TandemError:
 
 
 class Commerce:
-    def __init__(
-        self, pool: asyncpg.Pool, *, lock_timeout_ms: int, max_quantity: int, max_lines: int
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, lock_timeout_ms: int, max_quantity: int, max_lines: int) -> None:
         self.pool = pool
         self.lock_timeout_ms = lock_timeout_ms
         self.max_quantity = max_quantity
@@ -47,9 +48,7 @@ class Commerce:
                 currency,
             )
             if row is None:
-                raise _error(
-                    Code.ERROR_CODE_NOT_FOUND, f"no product {request.product_id!r} priced in {currency}"
-                )
+                raise _error(Code.ERROR_CODE_NOT_FOUND, f"no product {request.product_id!r} priced in {currency}")
             card_id = uuid.uuid4()
             await conn.execute(
                 "INSERT INTO product_cards (card_id, call_id, host_id, product_id) VALUES ($1, $2, $3, $4)",
@@ -84,16 +83,10 @@ class Commerce:
                     currency,
                 )
                 if price is None:
-                    raise _error(
-                        Code.ERROR_CODE_NOT_FOUND, f"no product {change.product_id!r} priced in {currency}"
-                    )
-                lines = await conn.fetchval(
-                    "SELECT count(*) FROM cart_lines WHERE call_id = $1", change.call_id
-                )
+                    raise _error(Code.ERROR_CODE_NOT_FOUND, f"no product {change.product_id!r} priced in {currency}")
+                lines = await conn.fetchval("SELECT count(*) FROM cart_lines WHERE call_id = $1", change.call_id)
                 if lines >= self.max_lines:
-                    raise _error(
-                        Code.ERROR_CODE_INVALID_ARGUMENT, f"a cart holds at most {self.max_lines} lines"
-                    )
+                    raise _error(Code.ERROR_CODE_INVALID_ARGUMENT, f"a cart holds at most {self.max_lines} lines")
                 await conn.execute(
                     """INSERT INTO cart_lines (call_id, product_id, quantity, unit_amount_minor, currency)
                        VALUES ($1, $2, $3, $4, $5)
@@ -123,9 +116,7 @@ class Commerce:
     async def checkout(self, request: orders_pb2.CheckoutRequest) -> orders_pb2.CheckoutReply:
         """Place the call's cart as an order, exactly once per (shopper, idempotency key)."""
         if not request.idempotency_key or len(request.idempotency_key) > 255:
-            raise _error(
-                Code.ERROR_CODE_INVALID_ARGUMENT, "an idempotency key of 1-255 characters is required"
-            )
+            raise _error(Code.ERROR_CODE_INVALID_ARGUMENT, "an idempotency key of 1-255 characters is required")
         request_hash = hashlib.sha256(f"{request.call_id}\x00{request.host_id}".encode()).hexdigest()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(f"SET LOCAL lock_timeout = {int(self.lock_timeout_ms)}")
@@ -166,9 +157,7 @@ class Commerce:
         reply.ParseFromString(row["response"])
         return reply
 
-    async def _place_order(
-        self, conn: Connection, request: orders_pb2.CheckoutRequest
-    ) -> orders_pb2.CheckoutReply:
+    async def _place_order(self, conn: Connection, request: orders_pb2.CheckoutRequest) -> orders_pb2.CheckoutReply:
         cart = await self._cart(conn, request.call_id)
         if not cart.lines:
             return orders_pb2.CheckoutReply(

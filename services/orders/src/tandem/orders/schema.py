@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import asyncpg
-from asyncpg.pool import PoolConnectionProxy
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tandem.orders.catalog import DEMO_CATALOG
 
-# A plain connection or one borrowed from a pool.
-Connection = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
+if TYPE_CHECKING:
+    import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
+
+    # A plain connection or one borrowed from a pool (asyncpg's classes are generic only in stubs).
+    Connection: TypeAlias = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS products (

@@ -31,20 +31,13 @@ def _unauthenticated(message: str) -> TandemError:
 def verify_token(token: str, key: str, audience: str) -> Identity:
     """The identity a token proves, or an UNAUTHENTICATED error saying why not."""
     try:
-        claims = jwt.decode(
-            token, key, algorithms=["HS256"], audience=audience, options={"require": ["exp", "sub"]}
-        )
+        claims = jwt.decode(token, key, algorithms=["HS256"], audience=audience, options={"require": ["exp", "sub"]})
     except jwt.ExpiredSignatureError:
         raise _unauthenticated("the token has expired") from None
     except jwt.InvalidTokenError as exc:
         raise _unauthenticated(f"invalid token: {exc}") from None
     user_id, role = claims.get("sub"), ROLES.get(str(claims.get("role")))
-    if (
-        not isinstance(user_id, str)
-        or not 0 < len(user_id) <= MAX_USER_ID
-        or "." in user_id
-        or " " in user_id
-    ):
+    if not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_USER_ID or "." in user_id or " " in user_id:
         raise _unauthenticated("the token's subject is not a valid user id")
     if role is None:
         raise _unauthenticated("the token's role must be 'shopper' or 'host'")

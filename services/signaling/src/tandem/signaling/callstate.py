@@ -55,9 +55,7 @@ class Call:
     ) -> None:
         """Transition, or raise `InvalidTransitionError` naming both states."""
         if state not in TRANSITIONS[self.state]:
-            raise InvalidTransitionError(
-                f"a call cannot go from {State.Name(self.state)} to {State.Name(state)}"
-            )
+            raise InvalidTransitionError(f"a call cannot go from {State.Name(self.state)} to {State.Name(state)}")
         self.state = state
         self.reason = reason
         self.entered[state] = time.monotonic()

@@ -103,9 +103,7 @@ class CallCoordinator:
         )  # fmt: skip
         event.at.FromDatetime(datetime.now(UTC))
         try:
-            await self.bus.publish_fact(
-                subjects.join(subjects.CALL_EVENTS, call.call_id), event, msg_id=event.event_id
-            )
+            await self.bus.publish_fact(subjects.join(subjects.CALL_EVENTS, call.call_id), event, msg_id=event.event_id)
         except TandemError as exc:
             logger.error("call event not published", extra={"call_id": call.call_id, "error": str(exc)})
 
@@ -159,15 +157,11 @@ class CallCoordinator:
 
     # --- queue and match -----------------------------------------------------------------------
 
-    async def _enqueue(
-        self, call: Call, reason: common_pb2.EndReason.ValueType, correlation_id: str = ""
-    ) -> None:
+    async def _enqueue(self, call: Call, reason: common_pb2.EndReason.ValueType, correlation_id: str = "") -> None:
         call.move(S.CALL_STATE_QUEUED, reason)
         await self.deliver(
             call.shopper_id,
-            new_envelope(
-                correlation_id, queue_update=client_pb2.QueueUpdate(call_id=call.call_id, position=1)
-            ),
+            new_envelope(correlation_id, queue_update=client_pb2.QueueUpdate(call_id=call.call_id, position=1)),
         )
         await self._update(call, to_host=False)
         # Not a cancellable timer: a match in flight may have reserved a host, which must be freed.
@@ -216,9 +210,7 @@ class CallCoordinator:
         call.returning_customer = host.returning_customer
         call.hosts_tried.append(host.host_id)
         call.move(S.CALL_STATE_RINGING)
-        STAGE_SECONDS.labels("tap_to_ringing").observe(
-            time.monotonic() - call.entered[S.CALL_STATE_REQUESTED]
-        )
+        STAGE_SECONDS.labels("tap_to_ringing").observe(time.monotonic() - call.entered[S.CALL_STATE_REQUESTED])
         request = call.request
         invite = client_pb2.Invite(
             call_id=call.call_id, product_id=request.product_id, category=request.category,
@@ -239,10 +231,8 @@ class CallCoordinator:
     async def _requeue(self, call: Call, reason: common_pb2.EndReason.ValueType) -> None:
         """The ringing host did not take the call: tell them, free them, and try the next host."""
         host_id = call.host_id
-        await self.deliver(
-            host_id, new_envelope(call_update=client_pb2.CallUpdate(call_id=call.call_id, state=S.CALL_STATE_ENDED,
-                                                                    reason=reason))
-        )  # fmt: skip
+        ended = client_pb2.CallUpdate(call_id=call.call_id, state=S.CALL_STATE_ENDED, reason=reason)
+        await self.deliver(host_id, new_envelope(call_update=ended))
         call.host_id = ""
         await self._enqueue(call, reason)
         await self._emit(call, host_id=host_id)
@@ -312,9 +302,7 @@ class CallCoordinator:
     async def _sdp(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
         sdp = envelope.sdp
         if sdp.type != client_pb2.SessionDescription.TYPE_OFFER:
-            raise TandemError(
-                "clients send offers; the media worker answers", code=S.ERROR_CODE_INVALID_ARGUMENT
-            )
+            raise TandemError("clients send offers; the media worker answers", code=S.ERROR_CODE_INVALID_ARGUMENT)
         call.expect(S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
         offer = media_pb2.MediaOffer(call_id=call.call_id, leg=self._leg(call, who), sdp=sdp.sdp)
         answer = await self.bus.request(
@@ -330,9 +318,7 @@ class CallCoordinator:
         call.expect(S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
         await self.bus.request(
             subjects.join(subjects.MEDIA_WORKER, call.worker_id, "candidate"),
-            media_pb2.MediaCandidate(
-                call_id=call.call_id, leg=self._leg(call, who), candidate=envelope.ice_candidate
-            ),
+            media_pb2.MediaCandidate(call_id=call.call_id, leg=self._leg(call, who), candidate=envelope.ice_candidate),
             empty_pb2.Empty,
         )
 
@@ -342,10 +328,7 @@ class CallCoordinator:
             return
         async with self._locks[call.call_id]:
             if call.state != S.CALL_STATE_CONNECTING:
-                if (
-                    event.kind == media_pb2.MediaEvent.KIND_LEG_FAILED
-                    and call.state == S.CALL_STATE_CONNECTED
-                ):
+                if event.kind == media_pb2.MediaEvent.KIND_LEG_FAILED and call.state == S.CALL_STATE_CONNECTED:
                     await self._end(call, R.END_REASON_MEDIA_FAILURE)
                 return
             if event.kind == media_pb2.MediaEvent.KIND_LEG_FAILED:
@@ -426,9 +409,7 @@ class CallCoordinator:
         self._cancel_timer(call)
         call.move(S.CALL_STATE_ENDED, reason)
         CALLS_ENDED.labels(common_pb2.EndReason.Name(reason)).inc()
-        logger.info(
-            "call ended", extra={"call_id": call.call_id, "reason": common_pb2.EndReason.Name(reason)}
-        )
+        logger.info("call ended", extra={"call_id": call.call_id, "reason": common_pb2.EndReason.Name(reason)})
         await self._update(call)
         await self._emit(call)
         if call.worker_id:

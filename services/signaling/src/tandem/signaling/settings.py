@@ -13,9 +13,7 @@ class Settings(ServiceSettings):
     jwt_audience: str = Field(default="tandem", description="Required `aud` claim.")
     dev_mode: bool = Field(default=False, description="Serve /dev/token, which mints tokens for anyone.")
 
-    max_message_bytes: int = Field(
-        default=64 * 1024, ge=1024, le=1024 * 1024, description="Per client frame."
-    )
+    max_message_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024, description="Per client frame.")
     rate_per_s: float = Field(default=20.0, gt=0, description="Sustained client frames per second.")
     rate_burst: int = Field(default=60, ge=1, description="Client frames allowed in a burst.")
     hello_timeout_s: float = Field(default=10.0, gt=0, description="Time to authenticate after connecting.")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tandem.devstack.ports import PortTakenError
-from tandem.devstack.stack import Stack, StackConfig
+from tandem.devstack.stack import StackConfig, run_stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         http_base_port=args.http_base_port,
     )
     try:
-        return asyncio.run(Stack(config).run())
+        return asyncio.run(run_stack(config))
     except PortTakenError as exc:
         print(f"make up: {exc}", file=sys.stderr)
         return 2

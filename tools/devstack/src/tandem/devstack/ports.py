@@ -8,9 +8,7 @@ import socket
 
 class PortTakenError(RuntimeError):
     def __init__(self, what: str, host: str, port: int) -> None:
-        super().__init__(
-            f"{what}: port {port} on {host} is already in use; pick another with the flag shown in --help"
-        )
+        super().__init__(f"{what}: port {port} on {host} is already in use; pick another with the flag shown in --help")
         self.port = port
 
 

@@ -53,7 +53,7 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@{self.host}:{self.port}/{self.database}"
+        return self.url_for(self.database)
 
     def _bin(self, name: str) -> str:
         return str(POSTGRES_BIN_PATH / name)
@@ -62,9 +62,7 @@ class PostgresServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._as:
             _open_path_for(self.data_dir, self._as["user"], self._as["group"])
-            _open_path_for(
-                POSTGRES_BIN_PATH, os.stat(POSTGRES_BIN_PATH).st_uid, os.stat(POSTGRES_BIN_PATH).st_gid
-            )
+            _open_path_for(POSTGRES_BIN_PATH, os.stat(POSTGRES_BIN_PATH).st_uid, os.stat(POSTGRES_BIN_PATH).st_gid)
         pgdata = self.data_dir / "pgdata"
         if not (pgdata / "PG_VERSION").exists():
             subprocess.run(
@@ -84,32 +82,34 @@ class PostgresServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"postgres exited with {self._proc.returncode}; see {self.data_dir}/postgres.log"
-                )
+                raise RuntimeError(f"postgres exited with {self._proc.returncode}; see {self.data_dir}/postgres.log")
             ready = subprocess.run(
                 [self._bin("pg_isready"), "-h", self.host, "-p", str(self.port), "-U", "postgres"],
                 capture_output=True, check=False,
             )  # fmt: skip
             if ready.returncode == 0:
-                self._create_database()
+                self.create_database(self.database)
                 return
             time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"postgres did not start within {timeout_s} s")
 
-    def _create_database(self) -> None:
+    def url_for(self, database: str) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create the database unless it exists; returns its URL."""
         exists = subprocess.run(
             [self._bin("psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres", "-tAc",
-             f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
+             f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
             capture_output=True, check=True, text=True,
         )  # fmt: skip
         if exists.stdout.strip() != "1":
             subprocess.run(
-                [self._bin("createdb"), "-h", self.host, "-p", str(self.port), "-U", "postgres",
-                 self.database],
+                [self._bin("createdb"), "-h", self.host, "-p", str(self.port), "-U", "postgres", name],
                 check=True, capture_output=True,
             )  # fmt: skip
+        return self.url_for(name)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self._proc is None:

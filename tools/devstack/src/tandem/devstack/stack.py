@@ -1,5 +1,9 @@
-"""`make up`: embedded nats-server and PostgreSQL under `.run/`, then every service under one
-supervisor with prefixed logs. Ctrl-C (or SIGTERM) stops everything; nothing is left running."""
+"""The local stack: service processes under one supervisor with prefixed logs.
+
+`make up` runs embedded nats-server and PostgreSQL under `.run/` plus every service; the
+end-to-end tests use the same `Supervisor` with their own servers and settings. Ctrl-C (or
+SIGTERM) stops everything and leaves nothing running.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,22 @@ import contextlib
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import aiohttp
 
 from tandem.devstack.nats import NatsServer
 from tandem.devstack.ports import ensure_free
 from tandem.devstack.postgres import PostgresServer
 
-# A development-only signing key for the dev token endpoint; never used outside `make up`.
+# A development-only signing key for the dev token endpoint; never used outside the local stack.
 DEV_JWT_KEY = "tandem-dev-only-signing-key-change-me-in-any-real-deployment"
 _COLOURS = ("36", "35", "33", "32", "34", "31")
+
+LogSink = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,128 @@ class ServiceSpec:
     http_port: int
     extra_env: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+SIGNALING_DEV_ENV = {"TANDEM_SIGNALING_DEV_MODE": "true", "TANDEM_SIGNALING_JWT_KEY": DEV_JWT_KEY}
+
+
+def standard_services(ports: list[int], database_url: str, **extra: dict[str, str]) -> list[ServiceSpec]:
+    """Signaling (dev mode), matchmaking, a media worker and orders on these four ports.
+    `extra` adds settings per service name."""
+    signaling, matchmaking, media, orders = ports
+    specs = [
+        ServiceSpec("signaling", "tandem.signaling", "SIGNALING", signaling, SIGNALING_DEV_ENV),
+        ServiceSpec("matchmaking", "tandem.matchmaking", "MATCHMAKING", matchmaking),
+        ServiceSpec("media-worker", "tandem.media", "MEDIA", media),
+        ServiceSpec("orders", "tandem.orders", "ORDERS", orders, {"TANDEM_ORDERS_DATABASE_URL": database_url}),
+    ]
+    return [
+        ServiceSpec(s.name, s.module, s.env_prefix, s.http_port, {**s.extra_env, **extra.get(s.name, {})})
+        for s in specs
+    ]
+
+
+def print_line(name: str, line: str) -> None:
+    colour = _COLOURS[hash(name) % len(_COLOURS)]
+    prefix = f"\033[{colour}m{name:>12} |\033[0m " if sys.stdout.isatty() else f"{name:>12} | "
+    sys.stdout.write(prefix + line)
+    sys.stdout.flush()
+
+
+class Supervisor:
+    """Starts service processes, relays their output line by line, and stops them all."""
+
+    def __init__(
+        self,
+        specs: list[ServiceSpec],
+        nats_url: str,
+        *,
+        drain_timeout_s: float = 10.0,
+        log: LogSink = print_line,
+    ) -> None:
+        self.specs = specs
+        self.nats_url = nats_url
+        self.drain_timeout_s = drain_timeout_s
+        self.log = log
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self._pumps: list[asyncio.Task[None]] = []
+
+    def _env(self, spec: ServiceSpec) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
+        p = f"TANDEM_{spec.env_prefix}_"
+        env.update(
+            {
+                f"{p}NATS_URL": self.nats_url,
+                f"{p}HTTP_PORT": str(spec.http_port),
+                f"{p}DRAIN_TIMEOUT_S": str(self.drain_timeout_s),
+                f"{p}INSTANCE_ID": spec.name,
+                **spec.extra_env,
+            }
+        )
+        return env
+
+    async def _pump(self, name: str, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            self.log(name, line.decode(errors="replace"))
+
+    async def start(self) -> None:
+        for spec in self.specs:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", spec.module, env=self._env(spec),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            assert proc.stdout is not None
+            self.procs[spec.name] = proc
+            self._pumps.append(asyncio.create_task(self._pump(spec.name, proc.stdout)))
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until every service's /readyz answers 200; raises naming the ones that did not."""
+        deadline = time.monotonic() + timeout_s
+        pending = {s.name: f"{s.url}/readyz" for s in self.specs}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
+            while pending:
+                for name, url in list(pending.items()):
+                    if self.procs[name].returncode is not None:
+                        raise RuntimeError(f"{name} exited with {self.procs[name].returncode}")
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                        async with http.get(url) as resp:
+                            if resp.status == 200:
+                                del pending[name]
+                if pending and time.monotonic() > deadline:
+                    raise TimeoutError(f"not ready within {timeout_s} s: {', '.join(pending)}")
+                await asyncio.sleep(0.1)
+
+    async def wait_any_exit(self) -> list[str]:
+        """Until some service exits; returns the names of those that crashed."""
+        exits = [asyncio.create_task(p.wait()) for p in self.procs.values()]
+        try:
+            await asyncio.wait(exits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in exits:
+                task.cancel()
+        return [name for name, p in self.procs.items() if p.returncode not in (None, 0)]
+
+    async def stop(self) -> dict[str, int]:
+        """SIGTERM everything, wait for the drain, kill stragglers; returns exit codes."""
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = {}
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = await asyncio.wait_for(proc.wait(), self.drain_timeout_s + 5)
+            except TimeoutError:
+                self.log(name, "did not stop in time; killing it\n")
+                proc.kill()
+                codes[name] = await proc.wait()
+        for pump in self._pumps:
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        return codes
+
 
 @dataclass(frozen=True)
 class StackConfig:
@@ -36,131 +168,56 @@ class StackConfig:
     nats_port: int = 4222
     postgres_port: int = 5432
     http_base_port: int = 8080  # signaling (and /demo) here; the others on the next ports
-    drain_timeout_s: float = 10.0
 
 
-def services(config: StackConfig, nats_url: str, database_url: str) -> list[ServiceSpec]:
-    port = config.http_base_port
-    return [
-        ServiceSpec(
-            "signaling",
-            "tandem.signaling",
-            "SIGNALING",
-            port,
-            {"TANDEM_SIGNALING_DEV_MODE": "true", "TANDEM_SIGNALING_JWT_KEY": DEV_JWT_KEY},
-        ),
-        ServiceSpec("matchmaking", "tandem.matchmaking", "MATCHMAKING", port + 1),
-        ServiceSpec("media-worker", "tandem.media", "MEDIA", port + 2),
-        ServiceSpec(
-            "orders", "tandem.orders", "ORDERS", port + 3, {"TANDEM_ORDERS_DATABASE_URL": database_url}
-        ),
-    ]
-
-
-def service_env(spec: ServiceSpec, config: StackConfig, nats_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
-    p = f"TANDEM_{spec.env_prefix}_"
-    env.update(
-        {
-            f"{p}NATS_URL": nats_url,
-            f"{p}HTTP_HOST": config.host,
-            f"{p}HTTP_PORT": str(spec.http_port),
-            f"{p}DRAIN_TIMEOUT_S": str(config.drain_timeout_s),
-            f"{p}INSTANCE_ID": f"{spec.name}-local",
-            **spec.extra_env,
-        }
-    )
-    return env
-
-
-class Stack:
-    def __init__(self, config: StackConfig) -> None:
-        self.config = config
-        self.nats = NatsServer(config.run_dir / "nats", host=config.host, port=config.nats_port)
-        self.postgres = PostgresServer(
-            config.run_dir / "postgres", host=config.host, port=config.postgres_port
-        )
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
-        self._pumps: list[asyncio.Task[None]] = []
-
-    def check_ports(self) -> list[ServiceSpec]:
-        """Refuse to start when a port is taken, naming the flag that moves it."""
-        ensure_free("nats-server (--nats-port)", self.config.host, self.config.nats_port)
-        ensure_free("PostgreSQL (--postgres-port)", self.config.host, self.config.postgres_port)
-        specs = services(self.config, self.nats.url, self.postgres.url)
-        for spec in specs:
-            ensure_free(f"{spec.name} (--http-base-port)", self.config.host, spec.http_port)
-        return specs
-
-    async def _pump(self, name: str, colour: str, stream: asyncio.StreamReader) -> None:
-        prefix = f"\033[{colour}m{name:>12} |\033[0m " if sys.stdout.isatty() else f"{name:>12} | "
-        while line := await stream.readline():
-            sys.stdout.write(prefix + line.decode(errors="replace"))
-            sys.stdout.flush()
-
-    async def run(self) -> int:
-        specs = self.check_ports()
-        self.nats.start()
-        self.postgres.start()
+async def run_stack(config: StackConfig) -> int:
+    """`make up`: run until Ctrl-C / SIGTERM or a service crashes."""
+    nats = NatsServer(config.run_dir / "nats", host=config.host, port=config.nats_port)
+    postgres = PostgresServer(config.run_dir / "postgres", host=config.host, port=config.postgres_port)
+    specs = standard_services([config.http_base_port + i for i in range(4)], postgres.url)
+    ensure_free("nats-server (--nats-port)", config.host, config.nats_port)
+    ensure_free("PostgreSQL (--postgres-port)", config.host, config.postgres_port)
+    for spec in specs:
+        ensure_free(f"{spec.name} (--http-base-port)", config.host, spec.http_port)
+    nats.start()
+    try:
+        postgres.start()
+        supervisor = Supervisor(specs, nats.url)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        try:
-            for spec, colour in zip(specs, _COLOURS, strict=False):
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", spec.module,
-                    env=service_env(spec, self.config, self.nats.url),
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                )  # fmt: skip
-                assert proc.stdout is not None
-                self._procs[spec.name] = proc
-                self._pumps.append(asyncio.create_task(self._pump(spec.name, colour, proc.stdout)))
-            self._print_summary(specs)
-            exited = [asyncio.create_task(p.wait()) for p in self._procs.values()]
-            waiter = asyncio.create_task(stop.wait())
-            await asyncio.wait([waiter, *exited], return_when=asyncio.FIRST_COMPLETED)
-            crashed = [name for name, p in self._procs.items() if p.returncode not in (None, 0)]
-            waiter.cancel()
-            for task in exited:
-                task.cancel()
-        finally:
-            await self.stop()
-        if crashed:
-            print(f"stopped because {', '.join(crashed)} exited", file=sys.stderr)
-            return 1
-        return 0
+        await supervisor.start()
+        _print_summary(config, specs, nats, postgres)
+        stopper = asyncio.create_task(stop.wait())
+        crashed_task = asyncio.create_task(supervisor.wait_any_exit())
+        await asyncio.wait([stopper, crashed_task], return_when=asyncio.FIRST_COMPLETED)
+        crashed = crashed_task.result() if crashed_task.done() else []
+        stopper.cancel()
+        crashed_task.cancel()
+        await supervisor.stop()
+    finally:
+        postgres.stop()
+        nats.stop()
+    print("all stopped", flush=True)
+    if crashed:
+        print(f"stopped because {', '.join(crashed)} exited", file=sys.stderr)
+        return 1
+    return 0
 
-    def _print_summary(self, specs: list[ServiceSpec]) -> None:
-        host = self.config.host
-        lines = [
-            "",
-            "Tandem is starting. Where everything listens:",
-            f"  demo page      http://{host}:{specs[0].http_port}/demo",
-            f"  client socket  ws://{host}:{specs[0].http_port}/v1/ws",
-            f"  nats           {self.nats.url}",
-            f"  postgres       {self.postgres.url}",
-            *(f"  {s.name:<14} http://{host}:{s.http_port}  (/healthz /readyz /metrics)" for s in specs),
-            f"  data           {self.config.run_dir}",
-            "Press Ctrl-C to stop everything.",
-            "",
-        ]
-        print("\n".join(lines), flush=True)
 
-    async def stop(self) -> None:
-        for proc in self._procs.values():
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for name, proc in self._procs.items():
-            try:
-                await asyncio.wait_for(proc.wait(), self.config.drain_timeout_s + 2)
-            except TimeoutError:
-                print(f"{name} did not stop in time; killing it", file=sys.stderr)
-                proc.kill()
-                await proc.wait()
-        for pump in self._pumps:
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
-        self.postgres.stop()
-        self.nats.stop()
-        print("all stopped", flush=True)
+def _print_summary(config: StackConfig, specs: list[ServiceSpec], nats: NatsServer, pg: PostgresServer) -> None:
+    host, signaling = config.host, specs[0]
+    lines = [
+        "",
+        "Tandem is starting. Where everything listens:",
+        f"  demo page      http://{host}:{signaling.http_port}/demo  (open twice: shopper and host)",
+        f"  client socket  ws://{host}:{signaling.http_port}/v1/ws",
+        f"  nats           {nats.url}",
+        f"  postgres       {pg.url}",
+        *(f"  {s.name:<14} http://{host}:{s.http_port}  (/healthz /readyz /metrics)" for s in specs),
+        f"  data           {config.run_dir}",
+        "Press Ctrl-C to stop everything.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)

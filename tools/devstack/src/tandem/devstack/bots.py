@@ -1,0 +1,154 @@
+"""Bot clients that speak the client protocol and real WebRTC (aiortc): for `make demo`, the
+end-to-end tests and the connect-time benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from google.protobuf import json_format
+
+from tandem.devstack.media import PatternTrack, ToneTrack
+from tandem.v1 import client_pb2
+
+Envelope = client_pb2.Envelope
+
+
+async def dev_token(base_url: str, role: str, user: str) -> str:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{base_url}/dev/token", params={"role": role, "user": user}) as resp,
+    ):
+        resp.raise_for_status()
+        return str((await resp.json())["token"])
+
+
+@dataclass
+class MediaStats:
+    frames: dict[str, int] = field(default_factory=lambda: {"audio": 0, "video": 0})
+    first_frame_at: dict[str, float] = field(default_factory=dict)
+    first_video: asyncio.Event = field(default_factory=asyncio.Event)
+    first_audio: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Bot:
+    """One client: a WebSocket to signaling and, once a call connects, a peer connection."""
+
+    def __init__(self, base_url: str, token: str, *, binary: bool = False, name: str = "bot") -> None:
+        self.ws_url = base_url.replace("http", "ws", 1) + "/v1/ws"
+        self.token = token
+        self.binary = binary
+        self.name = name
+        self.inbox: list[Envelope] = []
+        self._arrived = asyncio.Condition()
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.pc: RTCPeerConnection | None = None
+        self.media = MediaStats()
+        self._pumps: list[asyncio.Task[None]] = []
+        self.marks: dict[str, float] = {}
+
+    async def connect(self) -> client_pb2.Welcome:
+        self._http = aiohttp.ClientSession()
+        self._ws = await self._http.ws_connect(self.ws_url)
+        self._reader = asyncio.create_task(self._read())
+        await self.send(hello=client_pb2.Hello(token=self.token, client=f"tandem-bot/{self.name}"))
+        return (await self.expect("welcome")).welcome
+
+    async def send_raw(self, frame: str | bytes) -> None:
+        assert self._ws is not None
+        await (self._ws.send_bytes(frame) if isinstance(frame, bytes) else self._ws.send_str(frame))
+
+    async def send(self, **payload: Any) -> str:
+        envelope = Envelope(id=str(uuid.uuid4()), **payload)
+        frame = envelope.SerializeToString() if self.binary else json_format.MessageToJson(envelope, indent=None)
+        await self.send_raw(frame)
+        return envelope.id
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        async for msg in self._ws:
+            envelope = Envelope()
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                envelope.ParseFromString(msg.data)
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                json_format.Parse(msg.data, envelope)
+            else:
+                continue
+            async with self._arrived:
+                self.inbox.append(envelope)
+                self._arrived.notify_all()
+
+    async def expect(self, kind: str, *, timeout_s: float = 10.0, **fields: Any) -> Envelope:
+        """Wait for (and consume) the first unread frame with this payload whose fields match."""
+
+        def find() -> Envelope | None:
+            for i, envelope in enumerate(self.inbox):
+                if envelope.WhichOneof("payload") != kind:
+                    continue
+                payload = getattr(envelope, kind)
+                if all(getattr(payload, k) == v for k, v in fields.items()):
+                    return self.inbox.pop(i)
+            return None
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        async with self._arrived:
+            while (found := find()) is None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    seen = [e.WhichOneof("payload") for e in self.inbox]
+                    raise TimeoutError(f"{self.name}: no {kind} {fields} within {timeout_s} s; unread: {seen}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+        return found
+
+    async def start_media(self, call_id: str, *, tone_hz: float, shade: int) -> None:
+        """Offer audio and video to the call's media worker and apply its answer."""
+        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._pumps.append(asyncio.create_task(self._count(track)))
+
+        pc.addTrack(ToneTrack(tone_hz))
+        pc.addTrack(PatternTrack(shade))
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = client_pb2.SessionDescription(
+            call_id=call_id, type=client_pb2.SessionDescription.TYPE_OFFER, sdp=pc.localDescription.sdp
+        )
+        request_id = await self.send(sdp=offer)
+        answer = await self.expect("sdp", call_id=call_id, timeout_s=15)
+        assert answer.correlation_id == request_id
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp.sdp, type="answer"))
+
+    async def _count(self, track: MediaStreamTrack) -> None:
+        kind = track.kind
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                await track.recv()
+                self.media.frames[kind] += 1
+                if kind not in self.media.first_frame_at:
+                    self.media.first_frame_at[kind] = time.monotonic()
+                    (self.media.first_video if kind == "video" else self.media.first_audio).set()
+
+    async def close(self) -> None:
+        for pump in self._pumps:
+            pump.cancel()
+        if self.pc is not None:
+            await self.pc.close()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._http is not None:
+            await self._http.close()
