@@ -70,7 +70,8 @@ def service_env(prefix: str, nats_url: str, port: int, extra: dict[str, str] | N
 async def service(request: pytest.FixtureRequest, nats_server: NatsServer, database_url: str) -> AsyncIterator[Running]:
     module, prefix = request.param, SERVICES[request.param]
     port = free_port()
-    env = service_env(prefix, nats_server.url, port, {f"TANDEM_{prefix}_DATABASE_URL": database_url})
+    extra = {f"TANDEM_{prefix}_DATABASE_URL": database_url, f"TANDEM_{prefix}_JWT_KEY": "k" * 32}
+    env = service_env(prefix, nats_server.url, port, extra)
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", f"tandem.{module}", env=env)
     yield Running(proc, f"http://127.0.0.1:{port}")
     if proc.returncode is None:

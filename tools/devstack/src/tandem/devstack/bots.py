@@ -15,6 +15,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 from google.protobuf import json_format
 
+from tandem.common.errors import TandemError
 from tandem.devstack.media import PatternTrack, ToneTrack
 from tandem.v1 import client_pb2
 
@@ -61,7 +62,10 @@ class Bot:
         self._ws = await self._http.ws_connect(self.ws_url)
         self._reader = asyncio.create_task(self._read())
         await self.send(hello=client_pb2.Hello(token=self.token, client=f"tandem-bot/{self.name}"))
-        return (await self.expect("welcome")).welcome
+        first = await self.expect("welcome", "error")
+        if first.HasField("error"):
+            raise TandemError.from_proto(first.error)
+        return first.welcome
 
     async def send_raw(self, frame: str | bytes) -> None:
         assert self._ws is not None
@@ -87,12 +91,13 @@ class Bot:
                 self.inbox.append(envelope)
                 self._arrived.notify_all()
 
-    async def expect(self, kind: str, *, timeout_s: float = 10.0, **fields: Any) -> Envelope:
-        """Wait for (and consume) the first unread frame with this payload whose fields match."""
+    async def expect(self, *kinds: str, timeout_s: float = 10.0, **fields: Any) -> Envelope:
+        """Wait for (and consume) the first unread frame with one of these payloads whose fields match."""
 
         def find() -> Envelope | None:
             for i, envelope in enumerate(self.inbox):
-                if envelope.WhichOneof("payload") != kind:
+                kind = envelope.WhichOneof("payload")
+                if kind not in kinds:
                     continue
                 payload = getattr(envelope, kind)
                 if all(getattr(payload, k) == v for k, v in fields.items()):
@@ -106,7 +111,7 @@ class Bot:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     seen = [e.WhichOneof("payload") for e in self.inbox]
-                    raise TimeoutError(f"{self.name}: no {kind} {fields} within {timeout_s} s; unread: {seen}")
+                    raise TimeoutError(f"{self.name}: no {kinds} {fields} within {timeout_s} s; unread: {seen}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), remaining)
         return found
