@@ -75,9 +75,11 @@ async def tandem(
         )
     )
     with log.open("w") as sink:
-        supervisor = Supervisor(
-            specs, module_nats.url, drain_timeout_s=3, log=lambda n, line: sink.write(f"{n} | {line}")
-        )
+
+        def log_line(name: str, line: str) -> None:
+            sink.write(f"{name} | {line}")
+
+        supervisor = Supervisor(specs, module_nats.url, drain_timeout_s=3, log=log_line)
         await supervisor.start()
         try:
             await supervisor.wait_ready(90)
