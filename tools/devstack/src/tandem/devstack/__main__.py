@@ -7,6 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from tandem.devstack.demo import demo
 from tandem.devstack.ports import PortTakenError
 from tandem.devstack.stack import StackConfig, run_stack
 
@@ -20,7 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--nats-port", type=int, default=4222)
     up.add_argument("--postgres-port", type=int, default=5432)
     up.add_argument("--http-base-port", type=int, default=8080, help="signaling here, the others next")
+    demo_cmd = commands.add_parser("demo", help="run one bot consultation and print its timeline")
+    demo_cmd.add_argument("--url", default="http://127.0.0.1:8080", help="signaling of a running stack")
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        return asyncio.run(demo(args.url))
 
     config = StackConfig(
         run_dir=args.run_dir.resolve(),
