@@ -59,6 +59,10 @@ class ServiceApp(Protocol):
         """Stop taking new work and finish (or hand over) what is in flight."""
         ...
 
+    async def close(self) -> None:
+        """Release resources (database pools) once NATS has drained: nothing uses them any more."""
+        ...
+
 
 class BaseApp:
     """Defaults for `ServiceApp`: no extra routes, nothing to drain."""
@@ -70,6 +74,9 @@ class BaseApp:
         return None
 
     async def stop(self) -> None:
+        return None
+
+    async def close(self) -> None:
         return None
 
 
@@ -140,6 +147,8 @@ async def serve(service: str, settings: S, app_factory: Callable[[S, str], Servi
         except TimeoutError:
             logger.warning("drain timed out; stopping with work in flight", extra={"service": service})
     await bus.close(timeout_s=max(0.5, deadline - time.monotonic()))
+    if started:
+        await app.close()
     await http.stop()
     await cancel_and_wait(lag_task)
     if lost_nats:

@@ -60,6 +60,8 @@ class OrdersApp(BaseApp):
 
     async def stop(self) -> None:
         await self.tasks.cancel_all()
+
+    async def close(self) -> None:
         if self.pool is not None:
             await self.pool.close()
 
