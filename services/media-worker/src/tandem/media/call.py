@@ -75,9 +75,13 @@ class MediaCall:
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        except ValueError as exc:
+            offered = {t.kind for t in pc.getTransceivers()}
+            if not offered & set(KINDS):
+                raise ValueError("no audio or video in the offer")
+        except (ValueError, KeyError, IndexError) as exc:
+            state.pc = None
+            await pc.close()
             raise TandemError(f"invalid SDP offer: {exc}", code=common_pb2.ERROR_CODE_INVALID_ARGUMENT) from None
-        offered = {t.kind for t in pc.getTransceivers()}
         for kind in KINDS:
             if kind in offered:
                 pc.addTrack(self.relays[(other(leg), kind)])
