@@ -110,7 +110,9 @@ async def serve(service: str, settings: S, app_factory: Callable[[S, str], Servi
     bus.on_status.append(stop_when_nats_is_lost)
 
     http = HttpServer(settings.http_host, settings.http_port, app.routes())
+    started = False
     http.add_check("nats", lambda: bus.connected)
+    http.add_check("started", lambda: started)
     http.add_check("accepting", lambda: not draining)
     try:
         await http.start()
@@ -129,7 +131,6 @@ async def serve(service: str, settings: S, app_factory: Callable[[S, str], Servi
     connect = asyncio.create_task(bus.connect())
     stop_wait = asyncio.create_task(stopping.wait())
     await asyncio.wait({connect, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-    started = False
     if connect.done() and not stopping.is_set():
         await app.start(bus, http)
         started = True
