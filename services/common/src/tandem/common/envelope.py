@@ -6,8 +6,10 @@ import uuid
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from opentelemetry.context import Context
 
 from tandem.common.errors import MalformedMessageError, MessageTooLargeError, TandemError
+from tandem.common.telemetry import TRACEPARENT, TRACESTATE, extract_context, inject_headers
 from tandem.v1 import client_pb2, common_pb2
 
 Envelope = client_pb2.Envelope
@@ -38,8 +40,22 @@ def encode_frame(envelope: Envelope, *, as_json: bool) -> bytes | str:
 
 
 def new_envelope(correlation_id: str = "", **payload: object) -> Envelope:
-    """An envelope with a fresh id, e.g. `new_envelope(welcome=Welcome(...))`."""
-    return Envelope(id=str(uuid.uuid4()), correlation_id=correlation_id, **payload)  # type: ignore[arg-type]
+    """An envelope with a fresh id and the current span's trace context,
+    e.g. `new_envelope(welcome=Welcome(...))`."""
+    trace = inject_headers({})
+    return Envelope(
+        id=str(uuid.uuid4()),
+        correlation_id=correlation_id,
+        traceparent=trace.get(TRACEPARENT, ""),
+        tracestate=trace.get(TRACESTATE, ""),
+        **payload,  # type: ignore[arg-type]
+    )
+
+
+def trace_context(envelope: Envelope) -> Context:
+    """The client's trace context carried by an envelope (empty when it sent none)."""
+    carrier = {TRACEPARENT: envelope.traceparent, TRACESTATE: envelope.tracestate}
+    return extract_context({k: v for k, v in carrier.items() if v})
 
 
 def error_envelope(error: TandemError, correlation_id: str = "") -> Envelope:

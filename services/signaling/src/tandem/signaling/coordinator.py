@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 
 from google.protobuf import empty_pb2
 from nats.aio.subscription import Subscription
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
 from tandem.common import subjects
@@ -30,6 +32,7 @@ from tandem.signaling.settings import Settings
 from tandem.v1 import calls_pb2, client_pb2, common_pb2, matchmaking_pb2, media_pb2, orders_pb2
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer("tandem.signaling")
 
 S = common_pb2
 R = common_pb2  # reasons and states share the module
@@ -56,6 +59,8 @@ class CallCoordinator:
         self._locks: dict[str, asyncio.Lock] = {}
         self._subs: dict[str, list[Subscription]] = {}
         self._timers: dict[str, asyncio.Task[None]] = {}
+        # Each call's trace: everything done for the call, whoever asked, is one trace.
+        self._traces: dict[str, otel_context.Context] = {}
         self._tasks = TaskSet("coordinator")
         self._handlers: dict[str, Handler] = {
             "accept": self._accept,
@@ -120,6 +125,7 @@ class CallCoordinator:
             )
         call = Call(call_id=str(uuid.uuid4()), shopper_id=shopper.user_id, request=request)
         self.calls[call.call_id] = call
+        self._traces[call.call_id] = otel_context.get_current()
         self._locks[call.call_id] = asyncio.Lock()
         self._subs[call.call_id] = [
             await self.bus.serve(
@@ -149,10 +155,14 @@ class CallCoordinator:
             identity.is_host and identity.user_id != call.host_id
         ):
             raise _denied("you are not a party to this call")
-        async with self._locks[call_id]:
-            if call.ended:
-                raise TandemError("the call has ended", code=S.ERROR_CODE_INVALID_STATE)
-            await self._handlers[kind](call, identity, envelope)
+        sender = trace.get_current_span().get_span_context()
+        with tracer.start_as_current_span(
+            f"call {kind}", context=self._traces[call_id], links=[trace.Link(sender)] if sender.is_valid else []
+        ):
+            async with self._locks[call_id]:
+                if call.ended:
+                    raise TandemError("the call has ended", code=S.ERROR_CODE_INVALID_STATE)
+                await self._handlers[kind](call, identity, envelope)
         return empty_pb2.Empty()
 
     # --- queue and match -----------------------------------------------------------------------
@@ -428,6 +438,7 @@ class CallCoordinator:
             await sub.unsubscribe()
         self.calls.pop(call_id, None)
         self._locks.pop(call_id, None)
+        self._traces.pop(call_id, None)
 
     async def hang_up_all(self) -> None:
         """On shutdown: end every call this instance owns, so nobody is left in a dead call."""

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from aiohttp import WSMsgType, web
 from google.protobuf import empty_pb2
 from nats.aio.subscription import Subscription
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge
 
 from tandem.common import subjects
 from tandem.common.aio import TaskSet
 from tandem.common.bus import Bus
-from tandem.common.envelope import decode_frame, encode_frame, error_envelope, new_envelope
+from tandem.common.envelope import decode_frame, encode_frame, error_envelope, new_envelope, trace_context
 from tandem.common.errors import NoRespondersError, TandemError
 from tandem.signaling.auth import Identity, verify_token
 from tandem.signaling.coordinator import CallCoordinator
@@ -29,6 +31,7 @@ from tandem.signaling.settings import Settings
 from tandem.v1 import calls_pb2, client_pb2, common_pb2
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer("tandem.signaling")
 
 CONNECTIONS = Gauge("tandem_signaling_connections", "Open client sockets", ["role"])
 CLIENT_ERRORS = Counter("tandem_signaling_client_errors_total", "Error envelopes sent to clients", ["code"])
@@ -154,7 +157,10 @@ class Gateway:
                     raise TandemError("too many messages; slow down", code=S.ERROR_CODE_RATE_LIMITED)
                 envelope = decode_frame(msg.data, max_bytes=self.settings.max_message_bytes)
                 correlation_id = envelope.id
-                await self._dispatch(conn, envelope)
+                with tracer.start_as_current_span(
+                    f"client {envelope.WhichOneof('payload')}", context=trace_context(envelope), kind=SpanKind.SERVER
+                ):
+                    await self._dispatch(conn, envelope)
             except TandemError as exc:
                 CLIENT_ERRORS.labels(exc.code_name).inc()
                 await conn.send(error_envelope(exc, correlation_id))
