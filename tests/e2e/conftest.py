@@ -16,7 +16,7 @@ from tandem.devstack.bots import Bot, dev_token
 from tandem.devstack.nats import NatsServer
 from tandem.devstack.ports import free_port
 from tandem.devstack.postgres import PostgresServer
-from tandem.devstack.stack import SIGNALING_DEV_ENV, ServiceSpec, Supervisor, standard_services
+from tandem.devstack.stack import SIGNALING_DEV_ENV, ServiceSpec, standard_services, supervised
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Tandem:
         return bot
 
 
-# Short timers so failure paths show quickly; every test module may override with `TANDEM_SETTINGS`.
+# Short timers so failure paths show quickly.
 FAST = {
     "signaling": {
         "TANDEM_SIGNALING_RING_TIMEOUT_S": "2",
@@ -48,10 +48,8 @@ FAST = {
 
 @pytest.fixture(scope="module")
 def module_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats"))
-    server.start()
-    yield server
-    server.stop()
+    with NatsServer(tmp_path_factory.mktemp("nats")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -74,21 +72,12 @@ async def tandem(
             {**SIGNALING_DEV_ENV, **FAST["signaling"]},
         )
     )
-    with log.open("w") as sink:
-
-        def log_line(name: str, line: str) -> None:
-            sink.write(f"{name} | {line}")
-
-        supervisor = Supervisor(specs, module_nats.url, drain_timeout_s=3, log=log_line)
-        await supervisor.start()
-        try:
-            await supervisor.wait_ready(90)
+    try:
+        async with supervised(specs, module_nats.url, log, drain_timeout_s=3) as supervisor:
             yield Tandem(module_nats, module_database, [specs[0].url, specs[4].url], [])
-        finally:
-            codes = await supervisor.stop()
-            sink.flush()
-            sys.stderr.write(log.read_text()[-4000:])
-    assert set(codes.values()) == {0}, f"a service did not exit cleanly: {codes}"
+    finally:
+        sys.stderr.write(log.read_text()[-4000:])  # shown by pytest when a test failed
+    assert set(supervisor.exit_codes.values()) == {0}, f"a service did not exit cleanly: {supervisor.exit_codes}"
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -15,7 +15,7 @@ from tandem.devstack.consultation import connect_bots, run_consultation
 from tandem.devstack.nats import NatsServer
 from tandem.devstack.ports import free_port
 from tandem.devstack.postgres import PostgresServer
-from tandem.devstack.stack import Supervisor, standard_services
+from tandem.devstack.stack import standard_services, supervised
 
 
 async def _reachable(url: str) -> bool:
@@ -32,27 +32,10 @@ async def _reachable(url: str) -> bool:
 @contextlib.asynccontextmanager
 async def temporary_stack(run_dir: Path, **extra: dict[str, str]) -> AsyncIterator[str]:
     """nats-server, PostgreSQL and every service on free ports; yields signaling's URL."""
-    nats = NatsServer(run_dir / "nats")
-    postgres = PostgresServer(run_dir / "postgres")
-    nats.start()
-    try:
-        postgres.start()
+    with NatsServer(run_dir / "nats") as nats, PostgresServer(run_dir / "postgres") as postgres:
         specs = standard_services([free_port() for _ in range(4)], postgres.url, **extra)
-        with (run_dir / "services.log").open("w") as log:
-
-            def write(name: str, line: str) -> None:
-                log.write(f"{name} | {line}")
-
-            supervisor = Supervisor(specs, nats.url, drain_timeout_s=5, log=write)
-            await supervisor.start()
-            try:
-                await supervisor.wait_ready(90)
-                yield specs[0].url
-            finally:
-                await supervisor.stop()
-    finally:
-        postgres.stop()
-        nats.stop()
+        async with supervised(specs, nats.url, run_dir / "services.log"):
+            yield specs[0].url
 
 
 async def demo(url: str) -> int:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 _LISTENING = re.compile(rb"Listening for client connections on [^\s]*:(\d+)")
 
@@ -66,6 +67,13 @@ class NatsServer:
             time.sleep(0.02)
         self.stop()
         raise TimeoutError(f"nats-server did not start within {timeout_s} s; see {self.log_path}")
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         if self._proc is None:

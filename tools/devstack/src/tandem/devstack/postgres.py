@@ -8,7 +8,7 @@ import pwd
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tandem.devstack.ports import free_port
 
@@ -110,6 +110,13 @@ class PostgresServer:
                 check=True, capture_output=True,
             )  # fmt: skip
         return self.url_for(name)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self._proc is None:

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +85,7 @@ class Supervisor:
         self.drain_timeout_s = drain_timeout_s
         self.log = log
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.exit_codes: dict[str, int] = {}
         self._pumps: list[asyncio.Task[None]] = []
 
     def _env(self, spec: ServiceSpec) -> dict[str, str]:
@@ -158,7 +159,29 @@ class Supervisor:
         for pump in self._pumps:
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
+        self.exit_codes = codes
         return codes
+
+
+@contextlib.asynccontextmanager
+async def supervised(
+    specs: list[ServiceSpec], nats_url: str, log_path: Path, *, drain_timeout_s: float = 5.0
+) -> AsyncIterator[Supervisor]:
+    """Services running, ready, with their output in `log_path`; stopped on exit (exit codes in
+    `supervisor.exit_codes`)."""
+    with log_path.open("w") as log:
+
+        def write(name: str, line: str) -> None:
+            log.write(f"{name} | {line}")
+            log.flush()
+
+        supervisor = Supervisor(specs, nats_url, drain_timeout_s=drain_timeout_s, log=write)
+        await supervisor.start()
+        try:
+            await supervisor.wait_ready(90)
+            yield supervisor
+        finally:
+            await supervisor.stop()
 
 
 @dataclass(frozen=True)
