@@ -8,6 +8,7 @@ caller as typed errors; JetStream streams, de-duplicated publishes and durable p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable
@@ -322,16 +323,21 @@ class Bus:
             sub = await self.js.pull_subscribe(
                 filter_subject or stream.subjects[0], durable=durable, stream=stream.name, config=config
             )
-            while True:
-                try:
-                    msgs = await sub.fetch(batch, timeout=1.0)
-                except nats.errors.TimeoutError:
-                    continue
-                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
-                    await asyncio.sleep(self.config.reconnect_wait_s)
-                    continue
-                for msg in msgs:
-                    await self._deliver(msg, message_type, handler, durable)
+            try:
+                while True:
+                    try:
+                        msgs = await sub.fetch(batch, timeout=1.0)
+                    except nats.errors.TimeoutError:
+                        continue
+                    except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                        await asyncio.sleep(self.config.reconnect_wait_s)
+                        continue
+                    for msg in msgs:
+                        await self._deliver(msg, message_type, handler, durable)
+            finally:
+                # Unfetched messages would keep a drain waiting; the server redelivers them.
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
 
         return self._tasks.spawn(loop(), name=f"consume:{durable}")
 

@@ -55,11 +55,14 @@ class PresenceMirror:
         while True:
             try:
                 watcher = await self.kv.watchall()
-                async for entry in watcher:
-                    if entry is None:
-                        self.synced.set()
-                    else:
-                        self._apply(entry)
+                try:
+                    async for entry in watcher:
+                        if entry is None:
+                            self.synced.set()
+                        else:
+                            self._apply(entry)
+                finally:
+                    await watcher.stop()  # type: ignore[no-untyped-call]
             except (nats.errors.Error, TimeoutError) as exc:
                 logger.warning("presence watch interrupted", extra={"error": repr(exc)})
                 await asyncio.sleep(1.0)

@@ -52,7 +52,10 @@ class NatsServer:
             "-l", str(self.log_path),
         ]  # fmt: skip
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A session of its own: Ctrl-C on `make up` must not stop the server before the services.
+        self._proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

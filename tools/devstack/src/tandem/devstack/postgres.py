@@ -76,7 +76,7 @@ class PostgresServer:
         self._proc = subprocess.Popen(
             [self._bin("postgres"), "-D", str(pgdata), "-h", self.host, "-p", str(self.port),
              "-k", str(self.data_dir), "-c", "fsync=off", "-c", "max_connections=200"],
-            stdout=log, stderr=log, **self._as,
+            stdout=log, stderr=log, start_new_session=True, **self._as,
         )  # fmt: skip
         log.close()
         deadline = time.monotonic() + timeout_s
@@ -95,7 +95,7 @@ class PostgresServer:
         raise TimeoutError(f"postgres did not start within {timeout_s} s")
 
     def url_for(self, database: str) -> str:
-        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}?sslmode=disable"
 
     def create_database(self, name: str) -> str:
         """Create the database unless it exists; returns its URL."""
