@@ -327,9 +327,10 @@ class Bus:
                 while True:
                     try:
                         msgs = await sub.fetch(batch, timeout=1.0)
-                    except nats.errors.TimeoutError:
+                    except TimeoutError:  # nothing to fetch (nats-py raises both kinds)
                         continue
-                    except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                    except nats.errors.Error as exc:  # reconnecting, or the server restarted
+                        logger.warning("stream fetch failed", extra={"consumer": durable, "error": repr(exc)})
                         await asyncio.sleep(self.config.reconnect_wait_s)
                         continue
                     for msg in msgs:
