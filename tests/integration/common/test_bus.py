@@ -138,3 +138,30 @@ async def test_key_value_buckets_hold_shared_state(bus: Bus, nats_server: NatsSe
     same = await other.key_value("t_presence")
     assert (await same.get("host-1")).value == b"available"
     await other.close()
+
+
+async def test_a_consumer_keeps_consuming_across_idle_time_and_a_server_restart(
+    bus: Bus, nats_server: NatsServer
+) -> None:
+    spec = StreamSpec(name="T_IDLE", subjects=("t.idle.>",))
+    await bus.ensure_stream(spec)
+    received: asyncio.Queue[int] = asyncio.Queue()
+
+    async def handle(money: common_pb2.Money) -> None:
+        await received.put(money.amount_minor)
+
+    task = bus.consume(spec, "t-idle", common_pb2.Money, handle)
+    await asyncio.sleep(2.5)  # several empty fetches
+    await bus.publish_fact("t.idle.1", common_pb2.Money(amount_minor=1), msg_id="i-1")
+    assert await asyncio.wait_for(received.get(), 10) == 1
+
+    nats_server.stop()
+    await asyncio.sleep(1.5)
+    nats_server.start()
+    for _ in range(100):
+        if bus.connected:
+            break
+        await asyncio.sleep(0.1)
+    await bus.publish_fact("t.idle.2", common_pb2.Money(amount_minor=2), msg_id="i-2")
+    assert await asyncio.wait_for(received.get(), 15) == 2
+    assert not task.done()
