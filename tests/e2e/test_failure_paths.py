@@ -33,6 +33,8 @@ async def request_consult(shopper: Bot, language: str) -> str:
 async def test_no_host_online_ends_the_call_with_no_host(tandem_bots: Tandem) -> None:
     shopper = await tandem_bots.bot("shopper", "shopper-nohost")
     call_id = await request_consult(shopper, "fi")
+    await shopper.send(consult_request=client_pb2.ConsultRequest(category="beauty", language="fi"))
+    assert (await shopper.expect("error")).error.code == S.ERROR_CODE_INVALID_STATE  # one consultation at a time
     ended = await shopper.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED, timeout_s=10)
     assert ended.call_update.reason == S.END_REASON_NO_HOST
 

@@ -123,6 +123,8 @@ class CallCoordinator:
                 "a consult request needs a language and a product or category",
                 code=S.ERROR_CODE_INVALID_ARGUMENT,
             )
+        if any(c.shopper_id == shopper.user_id and not c.ended for c in self.calls.values()):
+            raise TandemError("you are already in a consultation", code=S.ERROR_CODE_INVALID_STATE)
         call = Call(call_id=str(uuid.uuid4()), shopper_id=shopper.user_id, request=request)
         self.calls[call.call_id] = call
         self._traces[call.call_id] = otel_context.get_current()
