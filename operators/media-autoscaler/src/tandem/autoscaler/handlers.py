@@ -1,0 +1,95 @@
+"""The kopf handlers: thin adapters from kopf's causes to `PoolScaler`.
+
+The Deployment is created and updated by spec handlers; scaling is a level-based daemon per pool
+that re-reads the world every sync interval, so a restart resumes where the last run left off.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from kubernetes_asyncio.client.rest import ApiException
+
+from tandem.autoscaler.reconcile import PoolRef, PoolScaler
+from tandem.autoscaler.spec import GROUP, PLURAL, VERSION, InvalidSpecError, parse_spec
+from tandem.common.errors import TandemError
+
+logger = logging.getLogger(__name__)
+
+# After a failed sync (API or NATS trouble), seconds before the next try.
+RETRY_DELAY_S = 5.0
+
+
+def _pool(name: str | None, namespace: str | None, meta: kopf.Meta) -> PoolRef:
+    return PoolRef(
+        namespace=namespace or "default",
+        name=name or "",
+        uid=meta.uid or "",
+        generation=int(meta.get("generation", 0)),
+    )
+
+
+def build_registry(
+    scaler: PoolScaler, *, kube_api_url: str, retry_delay_s: float = RETRY_DELAY_S
+) -> kopf.OperatorRegistry:
+    """Handlers bound to `scaler`; `kube_api_url` empty means the in-cluster service account."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Progress in annotations: the pool's status schema is ours alone.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="autoscaler.tandem.dev"
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="autoscaler.tandem.dev"
+        )
+        settings.persistence.finalizer = "autoscaler.tandem.dev/finalizer"
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        if kube_api_url:
+            return kopf.ConnectionInfo(server=kube_api_url, default_namespace="default")
+        return kopf.login_with_service_account(**kwargs)
+
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    async def deploy(
+        name: str | None,
+        namespace: str | None,
+        meta: kopf.Meta,
+        spec: kopf.Spec,
+        status: kopf.Status,
+        **_: Any,
+    ) -> None:
+        pool = _pool(name, namespace, meta)
+        try:
+            parsed = parse_spec(spec)
+        except InvalidSpecError as exc:
+            await scaler.report_invalid(pool, exc, status)
+            raise kopf.PermanentError(f"invalid spec: {exc}") from None
+        await scaler.ensure_deployment(pool, parsed)
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
+    async def scale(
+        stopped: kopf.DaemonStopped,
+        name: str | None,
+        namespace: str | None,
+        meta: kopf.Meta,
+        spec: kopf.Spec,
+        status: kopf.Status,
+        **_: Any,
+    ) -> None:
+        while not stopped:
+            pool = _pool(name, namespace, meta)
+            try:
+                interval = await scaler.sync(pool, spec, status)
+            except (ApiException, TandemError, OSError) as exc:
+                logger.warning("pool sync failed", extra={"pool": pool.name, "error": repr(exc)})
+                interval = retry_delay_s
+            await stopped.wait(interval)
+        scaler.forget(_pool(name, namespace, meta))
+
+    return registry
