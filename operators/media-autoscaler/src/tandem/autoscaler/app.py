@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 import kopf
 
@@ -19,7 +20,10 @@ logger = logging.getLogger(__name__)
 
 
 async def run_operator(
-    settings: Settings, *, stop_flag: asyncio.Event, ready_flag: asyncio.Event | None = None
+    settings: Settings,
+    *,
+    stop_flag: asyncio.Event | threading.Event,
+    ready_flag: asyncio.Event | threading.Event | None = None,
 ) -> None:
     """Run until `stop_flag` is set; `ready_flag` is set once kopf watches the pools."""
     bus = Bus(bus_config(settings, instance_name(settings, "media-autoscaler")))

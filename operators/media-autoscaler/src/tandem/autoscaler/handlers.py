@@ -47,6 +47,8 @@ def build_registry(
             prefix="autoscaler.tandem.dev"
         )
         settings.persistence.finalizer = "autoscaler.tandem.dev/finalizer"
+        # One namespace, least privilege: no listing of namespaces or CRDs cluster-wide.
+        settings.scanning.disabled = True
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -1,0 +1,275 @@
+"""The operator running against kmock's Kubernetes emulator and a real nats-server, with fake
+media workers that report load and obey drains, and a tiny ReplicaSet controller that removes the
+pods with the lowest deletion cost first, as Kubernetes does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import kmock
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from tandem.autoscaler.app import run_operator
+from tandem.autoscaler.deployment import POOL_LABEL, deployment_name
+from tandem.autoscaler.drain import DELETION_COST_ANNOTATION
+from tandem.autoscaler.settings import Settings
+from tandem.common import subjects
+from tandem.common.bus import Bus, BusConfig
+from tandem.v1.media_pb2 import WorkerDrain, WorkerLoadReport
+
+NAMESPACE = "tandem-test"
+POOLS = "tandem.dev/v1/mediaworkerpools"
+DEPLOYMENTS = "apps/v1/deployments"
+PODS = "v1/pods"
+REPORT_INTERVAL_S = 0.05
+
+
+pytestmark = pytest.mark.integration
+
+
+def pool_spec(**autoscaling: Any) -> dict[str, Any]:
+    """A pool whose timers are fractions of a second, so tests never wait long."""
+    scaling: dict[str, Any] = {
+        "minWorkers": 1,
+        "maxWorkers": 10,
+        "syncIntervalSeconds": 0.1,
+        "buffer": {"calls": 2},
+        "behavior": {
+            "tolerance": 0,
+            "scaleUp": {"stabilizationWindowSeconds": 0},
+            "scaleDown": {"stabilizationWindowSeconds": 1},
+        },
+        "fallback": {"afterSeconds": 1},
+    }
+    scaling.update(autoscaling)
+    return {
+        "region": "eu",
+        "image": "tandem/media-worker:test",
+        "capacity": {"callsPerWorker": 4},
+        "autoscaling": scaling,
+        "drain": {"maxDrainSeconds": 600},
+        "spillover": {"neighbours": ["us"]},
+    }
+
+
+@dataclass
+class FakeWorker:
+    pod: str
+    calls: int = 0
+    draining: bool = False
+    reporting: bool = True
+
+
+@dataclass
+class FakeCluster:
+    """Fake workers and a fake ReplicaSet controller for one pool."""
+
+    k8s: kmock.KubernetesEmulator
+    bus: Bus
+    http: aiohttp.ClientSession
+    pool: str
+    workers: dict[str, FakeWorker] = field(default_factory=dict)
+    drains: list[WorkerDrain] = field(default_factory=list)
+    removed: list[FakeWorker] = field(default_factory=list)
+    _names: Iterator[int] = field(default_factory=itertools.count)
+
+    async def create_pool(self, spec: dict[str, Any]) -> None:
+        body = {
+            "apiVersion": "tandem.dev/v1",
+            "kind": "MediaWorkerPool",
+            "metadata": {
+                "name": self.pool,
+                "namespace": NAMESPACE,
+                "uid": "uid-1",
+                "generation": 1,
+                "resourceVersion": "1",
+            },
+            "spec": spec,
+        }
+        url = f"/apis/tandem.dev/v1/namespaces/{NAMESPACE}/mediaworkerpools"
+        async with self.http.post(url, json=body) as response:
+            assert response.status < 300, await response.text()
+
+    async def patch_pool(self, patch: dict[str, Any]) -> None:
+        url = f"/apis/tandem.dev/v1/namespaces/{NAMESPACE}/mediaworkerpools/{self.pool}"
+        headers = {"Content-Type": "application/merge-patch+json"}
+        async with self.http.patch(url, json=patch, headers=headers) as response:
+            assert response.status < 300, await response.text()
+
+    def pool_object(self) -> dict[str, Any]:
+        return dict(self.k8s.objects[POOLS, NAMESPACE, self.pool])
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return dict(self.pool_object().get("status", {}))
+
+    def deployment(self) -> dict[str, Any] | None:
+        try:
+            deployment = self.k8s.objects[DEPLOYMENTS, NAMESPACE, deployment_name(self.pool)]
+        except KeyError:
+            return None
+        return None if deployment.deleted else dict(deployment)
+
+    def replicas(self) -> int | None:
+        deployment = self.deployment()
+        return None if deployment is None else int(deployment["spec"]["replicas"])
+
+    def annotations(self, pod: str) -> dict[str, str]:
+        return dict(self.k8s.objects[PODS, NAMESPACE, pod].get("metadata", {}).get("annotations") or {})
+
+    def condition(self, kind: str) -> dict[str, Any]:
+        return next(c for c in self.status.get("conditions", []) if c["type"] == kind)
+
+    def _reconcile_pods(self) -> None:
+        replicas = self.replicas()
+        if replicas is None:
+            return
+        while len(self.workers) < replicas:
+            name = f"{self.pool}-{next(self._names)}"
+            self.k8s.objects[PODS, NAMESPACE, name] = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": NAMESPACE, "labels": {POOL_LABEL: self.pool}},
+                "spec": {"containers": [{"name": "media-worker", "image": "tandem/media-worker:test"}]},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+            }
+            self.workers[name] = FakeWorker(name)
+        while len(self.workers) > replicas:
+            # Kubernetes' ReplicaSet: the lowest pod-deletion-cost goes first (default 0).
+            victim = min(
+                self.workers, key=lambda pod: int(self.annotations(pod).get(DELETION_COST_ANNOTATION, "0"))
+            )
+            self.removed.append(self.workers.pop(victim))
+            del self.k8s.objects[PODS, NAMESPACE, victim]
+
+    async def _report(self) -> None:
+        for worker in list(self.workers.values()):
+            if not worker.reporting:
+                continue
+            reported_at = Timestamp()
+            reported_at.GetCurrentTime()
+            report = WorkerLoadReport(
+                worker_id=worker.pod,
+                region="eu",
+                pool=self.pool,
+                calls_active=worker.calls,
+                capacity=4,
+                accepting=not worker.draining,
+                draining=worker.draining,
+                reported_at=reported_at,
+                pod=worker.pod,
+            )
+            await self.bus.publish(subjects.join(subjects.MEDIA_LOAD, "eu", worker.pod), report)
+
+    async def run(self) -> None:
+        async def on_drain(message: WorkerDrain, _subject: str) -> None:
+            self.drains.append(message)
+            if message.worker_id in self.workers:
+                self.workers[message.worker_id].draining = message.drain
+
+        await self.bus.subscribe(f"{subjects.MEDIA_WORKER}.*.drain", WorkerDrain, on_drain)
+        while True:
+            self._reconcile_pods()
+            await self._report()
+            await asyncio.sleep(REPORT_INTERVAL_S)
+
+    def set_calls(self, total: int) -> None:
+        """Spread `total` calls over the workers, filling the first ones up to their capacity."""
+        for worker in self.workers.values():
+            worker.calls = 0 if worker.draining else min(4, total)
+            total -= worker.calls
+
+
+@dataclass
+class OperatorHandle:
+    """The operator in a thread of its own, as kopf's own test runner does: kopf cancels every
+    task of its event loop on exit, which must not include the test's."""
+
+    settings: Settings
+    thread: threading.Thread | None = None
+    stop_flag: threading.Event = field(default_factory=threading.Event)
+
+    async def start(self) -> None:
+        self.stop_flag = threading.Event()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.run(run_operator(self.settings, stop_flag=self.stop_flag, ready_flag=ready))
+
+        self.thread = threading.Thread(target=run, name="operator", daemon=True)
+        self.thread.start()
+        assert await asyncio.to_thread(ready.wait, 10), "the operator did not start"
+
+    async def stop(self) -> None:
+        self.stop_flag.set()
+        if self.thread is not None:
+            await asyncio.to_thread(self.thread.join, 10)
+            assert not self.thread.is_alive(), "the operator did not stop"
+            self.thread = None
+
+
+@pytest.fixture
+async def operator(k8s: kmock.KubernetesEmulator, nats_url: str) -> AsyncIterator[OperatorHandle]:
+    settings = Settings(
+        namespace=NAMESPACE, kube_api_url=str(k8s.url).rstrip("/"), nats_url=nats_url, liveness_port=0
+    )
+    handle = OperatorHandle(settings)
+    await handle.start()
+    try:
+        yield handle
+    finally:
+        await handle.stop()
+
+
+@pytest.fixture
+async def cluster(
+    k8s: kmock.KubernetesEmulator, nats_url: str, operator: OperatorHandle
+) -> AsyncIterator[FakeCluster]:
+    bus = Bus(BusConfig(servers=[nats_url], name="fake-workers"))
+    await bus.connect()
+    async with aiohttp.ClientSession(base_url=str(k8s.url)) as http:
+        fake = FakeCluster(k8s=k8s, bus=bus, http=http, pool="eu-pool")
+        task = asyncio.create_task(fake.run())
+        try:
+            yield fake
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await bus.close()
+
+
+async def eventually(check: Any, timeout_s: float = 5.0, interval_s: float = 0.05) -> None:
+    """Wait until `check()` is truthy (raising its last AssertionError on timeout)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            if check():
+                return
+        except (AssertionError, KeyError, StopIteration, TypeError):
+            if loop.time() > deadline:
+                raise
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval_s)
+
+
+async def test_creating_a_pool_creates_its_deployment_with_owner_reference(cluster: FakeCluster) -> None:
+    await cluster.create_pool(pool_spec())
+    await eventually(lambda: cluster.deployment() is not None)
+    deployment = cluster.deployment()
+    assert deployment is not None
+    owner = deployment["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "MediaWorkerPool"
+    assert owner["name"] == "eu-pool"
+    assert owner["uid"] == cluster.pool_object()["metadata"].get("uid", "")
+    assert owner["controller"] is True
