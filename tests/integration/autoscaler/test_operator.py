@@ -18,7 +18,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tandem.autoscaler.app import run_operator
-from tandem.autoscaler.deployment import POOL_LABEL, deployment_name
+from tandem.autoscaler.deployment import deployment_name, pod_labels
 from tandem.autoscaler.drain import DELETION_COST_ANNOTATION
 from tandem.autoscaler.settings import Settings
 from tandem.common import subjects
@@ -79,6 +79,8 @@ class FakeCluster:
     workers: dict[str, FakeWorker] = field(default_factory=dict)
     drains: list[WorkerDrain] = field(default_factory=list)
     removed: list[FakeWorker] = field(default_factory=list)
+    # Calls spread over the workers on every tick (None: tests set each worker's calls).
+    spread: int | None = None
     _names: Iterator[int] = field(default_factory=itertools.count)
 
     async def create_pool(self, spec: dict[str, Any]) -> None:
@@ -137,7 +139,7 @@ class FakeCluster:
             self.k8s.objects[PODS, NAMESPACE, name] = {
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": {"name": name, "namespace": NAMESPACE, "labels": {POOL_LABEL: self.pool}},
+                "metadata": {"name": name, "namespace": NAMESPACE, "labels": pod_labels(self.pool)},
                 "spec": {"containers": [{"name": "media-worker", "image": "tandem/media-worker:test"}]},
                 "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
             }
@@ -178,11 +180,19 @@ class FakeCluster:
         await self.bus.subscribe(f"{subjects.MEDIA_WORKER}.*.drain", WorkerDrain, on_drain)
         while True:
             self._reconcile_pods()
+            if self.spread is not None:
+                self._spread(self.spread)
             await self._report()
             await asyncio.sleep(REPORT_INTERVAL_S)
 
-    def set_calls(self, total: int) -> None:
-        """Spread `total` calls over the workers, filling the first ones up to their capacity."""
+    def set_calls(self, total: int | None) -> None:
+        """Keep `total` calls spread over the workers that take calls, filling the first ones up to
+        their capacity (None: leave each worker's calls as they are)."""
+        self.spread = total
+        if total is not None:
+            self._spread(total)
+
+    def _spread(self, total: int) -> None:
         for worker in self.workers.values():
             worker.calls = 0 if worker.draining else min(4, total)
             total -= worker.calls
@@ -263,13 +273,180 @@ async def eventually(check: Any, timeout_s: float = 5.0, interval_s: float = 0.0
         await asyncio.sleep(interval_s)
 
 
+def total_calls(cluster: FakeCluster) -> int:
+    return sum(w.calls for w in cluster.workers.values())
+
+
+async def started(cluster: FakeCluster, spec: dict[str, Any], workers: int = 1) -> None:
+    """Create the pool and wait until its first workers report."""
+    await cluster.create_pool(spec)
+    await eventually(lambda: len(cluster.workers) == workers and cluster.status.get("ready") == workers)
+
+
 async def test_creating_a_pool_creates_its_deployment_with_owner_reference(cluster: FakeCluster) -> None:
     await cluster.create_pool(pool_spec())
     await eventually(lambda: cluster.deployment() is not None)
     deployment = cluster.deployment()
     assert deployment is not None
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "tandem/media-worker:test"
     owner = deployment["metadata"]["ownerReferences"][0]
-    assert owner["kind"] == "MediaWorkerPool"
-    assert owner["name"] == "eu-pool"
-    assert owner["uid"] == cluster.pool_object()["metadata"].get("uid", "")
-    assert owner["controller"] is True
+    assert owner == {
+        "apiVersion": "tandem.dev/v1",
+        "kind": "MediaWorkerPool",
+        "name": "eu-pool",
+        "uid": "uid-1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+async def test_rising_load_raises_replicas_within_a_sync_interval(cluster: FakeCluster) -> None:
+    spec = pool_spec(syncIntervalSeconds=0.5)
+    await started(cluster, spec)
+    cluster.set_calls(4)  # the one worker is full: 4 calls + 2 buffer need 2 workers
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await eventually(lambda: cluster.replicas() == 2, timeout_s=5)
+    # One sync interval, plus one load report interval for the load to be seen, plus slack.
+    assert loop.time() - began < 0.5 + REPORT_INTERVAL_S + 0.4
+
+
+async def test_falling_load_scales_down_after_the_window_idle_workers_first(cluster: FakeCluster) -> None:
+    spec = pool_spec()
+    spec["autoscaling"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] = 2
+    await started(cluster, spec)
+    cluster.set_calls(4)
+    await eventually(lambda: cluster.replicas() == 2)
+    cluster.set_calls(12)  # 12 + 2 buffer: 4 workers
+    await eventually(lambda: cluster.replicas() == 4 and len(cluster.workers) == 4)
+    await eventually(lambda: cluster.status.get("ready") == 4)
+    busy = next(iter(cluster.workers))
+    cluster.set_calls(3)  # all on the first worker: 3 + 2 buffer fit in 2 workers
+
+    await eventually(lambda: cluster.status["desired"]["reason"] == "StabilizationWindow")
+    assert cluster.replicas() == 4
+    await eventually(lambda: cluster.replicas() == 2, timeout_s=8)
+    await eventually(lambda: len(cluster.workers) == 2)
+    assert busy in cluster.workers
+    assert [w.calls for w in cluster.removed] == [0, 0]
+    assert all(w.draining for w in cluster.removed)
+    assert total_calls(cluster) == 3
+
+
+async def test_a_busy_worker_is_never_removed_before_its_drain_time(cluster: FakeCluster) -> None:
+    await started(cluster, pool_spec())
+    cluster.set_calls(8)
+    await eventually(lambda: cluster.replicas() == 3 and cluster.status.get("ready") == 3)
+    cluster.set_calls(None)
+    for worker in cluster.workers.values():
+        worker.calls = 1  # 3 calls + 2 buffer: 2 workers would do, but every worker is busy
+
+    await eventually(lambda: cluster.status.get("draining") == 1, timeout_s=8)
+    draining = next(w for w in cluster.workers.values() if w.draining)
+    for _ in range(3):  # several scale-down windows pass
+        await asyncio.sleep(1.0)
+        assert cluster.replicas() == 3
+        assert draining.pod in cluster.workers
+    assert cluster.removed == []
+
+    draining.calls = 0  # its call ends: now it may go
+    await eventually(lambda: cluster.replicas() == 2 and draining.pod not in cluster.workers)
+    assert [w.pod for w in cluster.removed] == [draining.pod]
+
+
+async def test_editing_the_spec_reconciles_the_deployment_and_replicas(cluster: FakeCluster) -> None:
+    await started(cluster, pool_spec())
+    spec = pool_spec(minWorkers=3)
+    spec["image"] = "tandem/media-worker:v2"
+    await cluster.patch_pool({"metadata": {"generation": 2}, "spec": spec})
+
+    await eventually(lambda: cluster.replicas() == 3)
+    deployment = cluster.deployment()
+    assert deployment is not None
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "tandem/media-worker:v2"
+    await eventually(lambda: cluster.status.get("observedGeneration") == 2)
+    assert cluster.status["desired"]["reason"] == "MinWorkers"
+
+
+async def test_status_and_conditions_are_written(cluster: FakeCluster) -> None:
+    await started(cluster, pool_spec(maxWorkers=2))
+    cluster.set_calls(4)
+    await eventually(lambda: len(cluster.workers) == 2)
+    cluster.set_calls(8)  # 8 + 2 buffer want 3 workers; max is 2
+
+    await eventually(lambda: cluster.condition("ScalingLimited")["status"] == "True")
+    status = cluster.status
+    assert status["workers"] == 2
+    assert status["ready"] == 2
+    assert status["busy"] == 2
+    assert status["calls"] == {"active": 8, "capacity": 8}
+    assert status["desired"]["workers"] == 2
+    assert status["desired"]["reason"] == "MaxWorkers"
+    assert status["spillover"]["outCalls"] == 2
+    assert status["selector"] == "tandem.dev/pool=eu-pool,app.kubernetes.io/component=media-worker"
+    assert status["observedGeneration"] == 1
+    assert status["lastScaleTime"]
+    assert cluster.condition("ScalingLimited")["reason"] == "MaxWorkers"
+    assert cluster.condition("Ready")["status"] == "True"
+    assert cluster.condition("MetricsStale")["status"] == "False"
+
+
+async def test_restarting_the_operator_repeats_no_action(
+    cluster: FakeCluster, operator: OperatorHandle
+) -> None:
+    await started(cluster, pool_spec())
+    cluster.set_calls(8)
+    await eventually(lambda: cluster.replicas() == 3 and cluster.status.get("ready") == 3)
+    cluster.set_calls(None)
+    for worker in cluster.workers.values():
+        worker.calls = 1
+    await eventually(lambda: cluster.status.get("draining") == 1, timeout_s=8)
+    draining = next(w for w in cluster.workers.values() if w.draining)
+    started_at = cluster.annotations(draining.pod)["tandem.dev/drain-started-at"]
+
+    await operator.stop()
+    requests_before = len(list(cluster.k8s))
+    drains_before = len(cluster.drains)
+    await operator.start()
+
+    def syncs_since_restart() -> int:
+        after = list(cluster.k8s)[requests_before:]
+        return sum(1 for r in after if r.method.value == "PATCH" and r.url.path.endswith("/status"))
+
+    await eventually(lambda: syncs_since_restart() >= 5)
+
+    after = list(cluster.k8s)[requests_before:]
+    writes = [(r.method.value, r.url.path) for r in after if r.method.value != "GET"]
+    assert not [w for w in writes if "/deployments" in w[1] or "/pods" in w[1]], writes
+    assert len(cluster.drains) == drains_before  # no drain asked twice
+    assert cluster.annotations(draining.pod)["tandem.dev/drain-started-at"] == started_at
+    assert cluster.replicas() == 3
+
+
+async def test_an_invalid_spec_gets_a_condition_not_a_crash_loop(cluster: FakeCluster) -> None:
+    await cluster.create_pool(pool_spec(minWorkers=5, maxWorkers=2))
+
+    await eventually(lambda: cluster.condition("Ready")["reason"] == "InvalidSpec")
+    assert "minWorkers must not exceed maxWorkers" in cluster.condition("Ready")["message"]
+    assert cluster.condition("Ready")["status"] == "False"
+    assert cluster.deployment() is None
+
+    await cluster.patch_pool({"metadata": {"generation": 2}, "spec": pool_spec(minWorkers=2, maxWorkers=2)})
+    await eventually(lambda: cluster.replicas() == 2)
+    await eventually(lambda: cluster.condition("Ready")["reason"] == "WorkersReady")
+
+
+async def test_stale_load_reports_trigger_the_fallback_and_metrics_stale(cluster: FakeCluster) -> None:
+    spec = pool_spec()
+    spec["autoscaling"]["fallback"] = {"afterSeconds": 1, "minWorkers": 3}
+    await started(cluster, spec)
+    cluster.set_calls(4)
+    await eventually(lambda: cluster.replicas() == 2)
+    for worker in cluster.workers.values():
+        worker.reporting = False
+
+    await eventually(lambda: cluster.condition("MetricsStale")["status"] == "True")
+    await eventually(lambda: cluster.replicas() == 3)
+    assert cluster.status["desired"]["reason"] == "MetricsStale"
+    assert cluster.removed == []

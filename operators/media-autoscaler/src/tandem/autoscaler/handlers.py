@@ -6,6 +6,7 @@ that re-reads the world every sync interval, so a restart resumes where the last
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -14,6 +15,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from tandem.autoscaler.reconcile import PoolRef, PoolScaler
 from tandem.autoscaler.spec import GROUP, PLURAL, VERSION, InvalidSpecError, parse_spec
+from tandem.common.aio import cancel_and_wait
 from tandem.common.errors import TandemError
 
 logger = logging.getLogger(__name__)
@@ -31,11 +33,25 @@ def _pool(name: str | None, namespace: str | None, meta: kopf.Meta) -> PoolRef:
     )
 
 
+async def _sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float) -> None:
+    """Sleep until the next sync is due, the spec changed, or the daemon is stopped."""
+
+    async def until_stopped() -> None:
+        await stopped.wait(seconds)
+
+    waits = {asyncio.create_task(until_stopped()), asyncio.create_task(wake.wait())}
+    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    await cancel_and_wait(*pending)
+    wake.clear()
+
+
 def build_registry(
     scaler: PoolScaler, *, kube_api_url: str, retry_delay_s: float = RETRY_DELAY_S
 ) -> kopf.OperatorRegistry:
     """Handlers bound to `scaler`; `kube_api_url` empty means the in-cluster service account."""
     registry = kopf.OperatorRegistry()
+    # One event per pool: set when its spec changes, so the daemon syncs now, not at its next tick.
+    wakeups: dict[tuple[str, str], asyncio.Event] = {}
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -67,6 +83,7 @@ def build_registry(
         **_: Any,
     ) -> None:
         pool = _pool(name, namespace, meta)
+        wakeups.setdefault((pool.namespace, pool.name), asyncio.Event()).set()
         try:
             parsed = parse_spec(spec)
         except InvalidSpecError as exc:
@@ -74,7 +91,7 @@ def build_registry(
             raise kopf.PermanentError(f"invalid spec: {exc}") from None
         await scaler.ensure_deployment(pool, parsed)
 
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0, backoff=retry_delay_s)
     async def scale(
         stopped: kopf.DaemonStopped,
         name: str | None,
@@ -84,6 +101,8 @@ def build_registry(
         status: kopf.Status,
         **_: Any,
     ) -> None:
+        key = (namespace or "default", name or "")
+        wake = wakeups.setdefault(key, asyncio.Event())
         while not stopped:
             pool = _pool(name, namespace, meta)
             try:
@@ -91,7 +110,8 @@ def build_registry(
             except (ApiException, TandemError, OSError) as exc:
                 logger.warning("pool sync failed", extra={"pool": pool.name, "error": repr(exc)})
                 interval = retry_delay_s
-            await stopped.wait(interval)
+            await _sleep(stopped, wake, interval)
+        wakeups.pop(key, None)
         scaler.forget(_pool(name, namespace, meta))
 
     return registry

@@ -40,6 +40,9 @@ from tandem.v1.media_pb2 import RegionCapacity, WorkerDrain
 
 logger = logging.getLogger(__name__)
 
+# A pool with an invalid spec is looked at again after this long (seconds), or when its spec changes.
+INVALID_SPEC_RECHECK_S = 60.0
+
 
 @dataclass(frozen=True)
 class PoolRef:
@@ -119,7 +122,7 @@ class PoolScaler:
             spec = parse_spec(raw_spec)
         except InvalidSpecError as exc:
             await self.report_invalid(pool, exc, status)
-            return 30.0
+            return INVALID_SPEC_RECHECK_S
         now = self._clock()
         replicas = await self._kube.deployment_replicas(pool.namespace, deployment_name(pool.name))
         if replicas is None:
