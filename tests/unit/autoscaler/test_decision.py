@@ -65,9 +65,10 @@ def test_scale_down_waits_for_the_stabilization_window() -> None:
     decisions = run(make_spec(), [100] * 4 + [10] * 30, start_workers=13)
     workers = [d.workers for d in decisions]
     assert workers[:4] == [13] * 4
-    # The last high recommendation (at 45 s) holds for the 300 s window: until 345 s.
+    # The last high recommendation (at 45 s) holds for the 300 s window: until 345 s. Then down
+    # to the recommendation plus the 10 % tolerance, so noise after it does not scale straight up.
     assert workers[4:23] == [13] * 19
-    assert workers[23:] == [2] * 11
+    assert workers[23:] == [3] * 11
     assert decisions[5].reason is Reason.STABILIZING
 
 

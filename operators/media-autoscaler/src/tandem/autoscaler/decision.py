@@ -144,14 +144,10 @@ def decide(obs: Observation, spec: PoolSpec, history: History, now: datetime) ->
     spillover_out = max(0, own_required - scaling.max_workers * per_worker)
     live_floor = math.ceil(obs.calls_active / per_worker)
 
-    # 1. The recommendation: load plus buffer, unless within tolerance of what runs now.
+    # 1. The recommendation: load plus buffer. Tolerance only damps a scale-down: the buffer is a
+    # promise, and full workers hide the demand they turn away, so a shortfall is never tolerated.
     recommendation, reason, detail = math.ceil(required / per_worker), Reason.LOAD, f"{required} calls"
-    if (
-        current > 0
-        and not obs.metrics_stale
-        and abs(recommendation / current - 1) <= behavior.tolerance
-        and current >= live_floor
-    ):
+    if recommendation < current and (current - recommendation) / current <= behavior.tolerance:
         recommendation, reason = current, Reason.WITHIN_TOLERANCE
 
     # 2. Floors: min workers, scheduled peaks, an external scaler, stale reports (never down blind).
@@ -176,8 +172,10 @@ def decide(obs: Observation, spec: PoolSpec, history: History, now: datetime) ->
     def window(seconds: int) -> list[int]:
         return [s.workers for s in history.recommendations if s.at > at - seconds] + [recommendation]
 
+    # A scale-down stops the tolerance above that, so noise after it does not scale straight up.
     up_to = min(window(behavior.scale_up.stabilization_window_seconds))
     down_to = max(window(behavior.scale_down.stabilization_window_seconds))
+    down_to = min(current, math.ceil(down_to * (1 + behavior.tolerance)))
     workers = up_to if current < up_to else down_to if current > down_to else current
     if workers != recommendation:
         reason, detail = Reason.STABILIZING, f"recommended {recommendation}"
