@@ -37,8 +37,8 @@ CONFIG = SimConfig(markets=MARKETS, start=datetime(2026, 3, 2, tzinfo=UTC), call
 PLOT = Path(__file__).resolve().parents[2] / "docs" / "autoscaling-capacity.png"
 
 
-def operator_spec(market: Market) -> PoolSpec:
-    peak_workers = market.peak_calls / CALLS_PER_WORKER
+def pool_spec(market: Market, **autoscaling: Any) -> PoolSpec:
+    """The market's pool: 2 to MAX_WORKERS workers of 8 calls, with `autoscaling` on top."""
     return parse_spec(
         {
             "region": market.region,
@@ -47,45 +47,38 @@ def operator_spec(market: Market) -> PoolSpec:
             "autoscaling": {
                 "minWorkers": MIN_WORKERS,
                 "maxWorkers": MAX_WORKERS[market.region],
-                "buffer": {"calls": 8, "percent": 5},
-                # Spikes shorter than 90 s are the buffer's job; 15 min of quiet before a scale-down.
-                "behavior": {
-                    "tolerance": 0.1,
-                    "scaleUp": {"stabilizationWindowSeconds": 90},
-                    "scaleDown": {"stabilizationWindowSeconds": 900},
-                },
-                "schedules": [
-                    {
-                        "name": "evening",
-                        "cron": "30 17 * * *",
-                        "timeZone": market.zone,
-                        "durationMinutes": 300,
-                        "minWorkers": int(0.4 * peak_workers),
-                    }
-                ],
+                **autoscaling,
             },
             "spillover": {"neighbours": list(market.neighbours)},
         }
+    )
+
+
+def operator_spec(market: Market) -> PoolSpec:
+    evening = {
+        "name": "evening",
+        "cron": "30 17 * * *",
+        "timeZone": market.zone,
+        "durationMinutes": 300,
+        "minWorkers": int(0.4 * market.peak_calls / CALLS_PER_WORKER),
+    }
+    return pool_spec(
+        market,
+        buffer={"calls": 8, "percent": 5},
+        # Spikes shorter than 90 s are the buffer's job; 15 min of quiet before a scale-down.
+        behavior={
+            "tolerance": 0.1,
+            "scaleUp": {"stabilizationWindowSeconds": 90},
+            "scaleDown": {"stabilizationWindowSeconds": 900},
+        },
+        schedules=[evening],
     )
 
 
 def baseline_spec(market: Market) -> PoolSpec:
-    """Kubernetes HPA defaults on utilization with a 70 % target: nothing but load, no schedules,
-    no spillover demand."""
-    return parse_spec(
-        {
-            "region": market.region,
-            "image": "tandem/media-worker",
-            "capacity": {"callsPerWorker": CALLS_PER_WORKER},
-            "autoscaling": {
-                "minWorkers": MIN_WORKERS,
-                "maxWorkers": MAX_WORKERS[market.region],
-                "buffer": {"percent": 30},
-                "behavior": {"tolerance": 0.1},
-            },
-            "spillover": {"neighbours": list(market.neighbours)},
-        }
-    )
+    """Kubernetes HPA's default behaviour on utilization with a 70 % target: nothing but load, no
+    schedules, no absolute buffer, no spillover demand."""
+    return pool_spec(market, buffer={"percent": 30}, behavior={"tolerance": 0.1})
 
 
 def policies() -> list[Any]:

@@ -205,8 +205,9 @@ class RegionState:
     market: Market
     replicas: int
     workers: dict[str, SimWorker] = field(default_factory=dict)
-    # Ready, accepting workers by their calls, for O(capacity) packing.
-    by_calls: list[set[str]] = field(default_factory=list)
+    # Ready, accepting workers by their calls, for O(capacity) packing (dicts: insertion-ordered,
+    # so a run is reproducible whatever the hash seed).
+    by_calls: list[dict[str, None]] = field(default_factory=list)
     spillover_in: int = 0
 
 
@@ -271,7 +272,7 @@ class Simulation:
         self._last_direction: dict[str, int] = {m.region: 0 for m in config.markets}
         self._flip_times: dict[str, list[float]] = {m.region: [] for m in config.markets}
         for state in self.regions.values():
-            state.by_calls = [set() for _ in range(config.calls_per_worker)]
+            state.by_calls = [{} for _ in range(config.calls_per_worker)]
             self._grow(state, -config.warmup_s, instantly=True)
 
     # --- workers ------------------------------------------------------------------------------
@@ -282,7 +283,7 @@ class Simulation:
             ready_at = now if instantly else now + self.rng.uniform(*self.config.startup_s)
             state.workers[pod] = SimWorker(pod, ready_at)
             if instantly:
-                state.by_calls[0].add(pod)
+                state.by_calls[0][pod] = None
             else:
                 heapq.heappush(self._starting, (ready_at, state.market.region, pod))
 
@@ -293,11 +294,11 @@ class Simulation:
         for calls in range(self.config.calls_per_worker - 1, -1, -1):
             if state.by_calls[calls]:
                 pod = next(iter(state.by_calls[calls]))
-                state.by_calls[calls].discard(pod)
+                state.by_calls[calls].pop(pod, None)
                 worker = state.workers[pod]
                 worker.calls += 1
                 if worker.calls < self.config.calls_per_worker:
-                    state.by_calls[worker.calls].add(pod)
+                    state.by_calls[worker.calls][pod] = None
                 return worker
         return None
 
@@ -307,10 +308,10 @@ class Simulation:
         if worker is None:
             return  # removed at its drain deadline: the call was cut (counted as admitted already)
         if self._accepting(worker, now) and worker.calls < self.config.calls_per_worker:
-            state.by_calls[worker.calls].discard(pod)
+            state.by_calls[worker.calls].pop(pod, None)
         worker.calls -= 1
         if self._accepting(worker, now):
-            state.by_calls[worker.calls].add(pod)
+            state.by_calls[worker.calls][pod] = None
 
     # --- the day --------------------------------------------------------------------------------
 
@@ -335,7 +336,7 @@ class Simulation:
                     _, region, pod = heapq.heappop(self._starting)
                     state = self.regions[region]
                     if pod in state.workers and state.workers[pod].drain_started is None:
-                        state.by_calls[state.workers[pod].calls].add(pod)
+                        state.by_calls[state.workers[pod].calls][pod] = None
                 elif kind == 2:
                     _, region = heapq.heappop(self._own_ends)
                     self._own_calls[region] -= 1
@@ -406,17 +407,17 @@ class Simulation:
         for victim in plan.start:
             worker = state.workers[victim.pod]
             if worker.calls < self.config.calls_per_worker:
-                state.by_calls[worker.calls].discard(victim.pod)
+                state.by_calls[worker.calls].pop(victim.pod, None)
             worker.drain_started = now
         for back in plan.resume:
             worker = state.workers[back.pod]
             worker.drain_started, worker.released = None, False
             if worker.ready_at <= now and worker.calls < self.config.calls_per_worker:
-                state.by_calls[worker.calls].add(back.pod)
+                state.by_calls[worker.calls][back.pod] = None
         for leaving in plan.release:  # the ReplicaSet removes exactly these (lowest deletion cost)
             worker = state.workers.pop(leaving.pod)
             if worker.calls < self.config.calls_per_worker:
-                state.by_calls[worker.calls].discard(leaving.pod)
+                state.by_calls[worker.calls].pop(leaving.pod, None)
             if now >= 0:
                 self.results[state.market.region].cut_calls += worker.calls
         self._record_scale(state.market.region, plan.replicas - state.replicas, now)
