@@ -103,32 +103,28 @@ def required_calls(calls: int, spec: PoolSpec) -> int:
     return max(calls + buffer.calls, by_percent)
 
 
-def _up_limit(rules: ScalingRules, history: History, current: int, now: float) -> int:
+def _rate_limit(rules: ScalingRules, history: History, current: int, now: float, direction: int) -> int:
+    """The furthest the workers may move in `direction` (+1 up, -1 down) at `now` (epoch s): each
+    policy allows `value` pods or percent per period from the workers at the period's start
+    (the lowest of the period going up, the highest going down); `Max` picks the most change."""
     if rules.select_policy is SelectPolicy.DISABLED:
         return current
     limits = []
     for policy in rules.policies:
-        base = min([s.workers for s in history.decisions if s.at > now - policy.period_seconds] + [current])
-        step = (
-            policy.value if policy.type is PolicyType.PODS else max(1, math.ceil(base * policy.value / 100))
-        )
-        limits.append(base + step)
+        recent = [s.workers for s in history.decisions if s.at > now - policy.period_seconds] + [current]
+        base = min(recent) if direction > 0 else max(recent)
+        if policy.type is PolicyType.PODS:
+            step = policy.value
+        else:  # percent: at least one pod up, whole pods down
+            step = (
+                max(1, math.ceil(base * policy.value / 100)) if direction > 0 else base * policy.value // 100
+            )
+        limits.append(base + direction * step)
     if not limits:
-        return sys.maxsize  # no policy: no limit
-    return max(limits) if rules.select_policy is SelectPolicy.MAX else min(limits)
-
-
-def _down_limit(rules: ScalingRules, history: History, current: int, now: float) -> int:
-    if rules.select_policy is SelectPolicy.DISABLED:
-        return current
-    limits = []
-    for policy in rules.policies:
-        base = max([s.workers for s in history.decisions if s.at > now - policy.period_seconds] + [current])
-        step = policy.value if policy.type is PolicyType.PODS else math.floor(base * policy.value / 100)
-        limits.append(base - step)
-    if not limits:
-        return 0
-    return min(limits) if rules.select_policy is SelectPolicy.MAX else max(limits)
+        return sys.maxsize if direction > 0 else 0  # no policy: no limit
+    most_change = max(limits) if direction > 0 else min(limits)
+    least_change = min(limits) if direction > 0 else max(limits)
+    return most_change if rules.select_policy is SelectPolicy.MAX else least_change
 
 
 def decide(obs: Observation, spec: PoolSpec, history: History, now: datetime) -> Decision:
@@ -181,24 +177,13 @@ def decide(obs: Observation, spec: PoolSpec, history: History, now: datetime) ->
         reason, detail = Reason.STABILIZING, f"recommended {recommendation}"
 
     # 4. Rate policies.
-    if workers > current:
-        limit = _up_limit(behavior.scale_up, history, current, at)
-        if workers > limit:
-            workers, reason, limited, detail = (
-                limit,
-                Reason.RATE_LIMITED,
-                True,
-                f"recommended {recommendation}",
-            )
-    elif workers < current:
-        limit = _down_limit(behavior.scale_down, history, current, at)
-        if workers < limit:
-            workers, reason, limited, detail = (
-                limit,
-                Reason.RATE_LIMITED,
-                True,
-                f"recommended {recommendation}",
-            )
+    if workers != current:
+        direction = 1 if workers > current else -1
+        rules = behavior.scale_up if direction > 0 else behavior.scale_down
+        limit = _rate_limit(rules, history, current, at, direction)
+        if (workers - limit) * direction > 0:
+            workers, reason, limited = limit, Reason.RATE_LIMITED, True
+            detail = f"recommended {recommendation}"
 
     # 5. Hard bounds: the floor beats rate policies, live calls beat any scale-down, max beats all.
     if workers < floor:
