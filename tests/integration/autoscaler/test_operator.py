@@ -23,7 +23,7 @@ from tandem.autoscaler.drain import DELETION_COST_ANNOTATION
 from tandem.autoscaler.settings import Settings
 from tandem.common import subjects
 from tandem.common.bus import Bus, BusConfig
-from tandem.v1.media_pb2 import WorkerDrain, WorkerLoadReport
+from tandem.v1.media_pb2 import RegionCapacity, WorkerDrain, WorkerLoadReport
 
 NAMESPACE = "tandem-test"
 POOLS = "tandem.dev/v1/mediaworkerpools"
@@ -451,3 +451,31 @@ async def test_stale_load_reports_trigger_the_fallback_and_metrics_stale(cluster
     await eventually(lambda: cluster.replicas() == 3)
     assert cluster.status["desired"]["reason"] == "MetricsStale"
     assert cluster.removed == []
+
+
+async def test_spillover_is_published_at_max_and_neighbours_demand_is_counted(cluster: FakeCluster) -> None:
+    published: list[RegionCapacity] = []
+
+    async def on_capacity(message: RegionCapacity, _subject: str) -> None:
+        published.append(message)
+
+    await cluster.bus.subscribe(subjects.join(subjects.CAPACITY, "eu"), RegionCapacity, on_capacity)
+    await started(cluster, pool_spec(maxWorkers=2))
+    cluster.set_calls(4)
+    await eventually(lambda: len(cluster.workers) == 2)
+    cluster.set_calls(8)  # 8 + 2 buffer: 2 calls more than 2 workers hold, offered to "us"
+
+    await eventually(lambda: published[-1].spillover_to.get("us") == 2)
+    assert published[-1].spillover_demand_calls == 2
+    assert (published[-1].capacity_calls, published[-1].headroom_calls) == (8, 0)
+    assert list(published[-1].neighbours) == ["us"]
+
+    # The other way round: "us" asks "eu" to take 8 calls; eu counts them in its desired capacity.
+    await cluster.patch_pool({"metadata": {"generation": 2}, "spec": pool_spec(maxWorkers=10)})
+    cluster.set_calls(0)
+    await eventually(lambda: cluster.status.get("spillover", {}).get("outCalls") == 0)
+    demand = RegionCapacity(region="us", pool="us-pool", spillover_demand_calls=8, spillover_to={"eu": 8})
+    for _ in range(3):
+        await cluster.bus.publish(subjects.join(subjects.CAPACITY, "us"), demand)
+    await eventually(lambda: cluster.status["spillover"]["inCalls"] == 8)
+    await eventually(lambda: cluster.replicas() == 3)  # 8 calls + 2 buffer: 3 workers of 4

@@ -32,11 +32,10 @@ def worker_deployment(pool: str, namespace: str, spec: PoolSpec, replicas: int) 
     containers = pod_spec.setdefault("containers", [{"name": "media-worker"}])
     worker = containers[0]
     worker.setdefault("image", spec.image)
-    env = [e for e in worker.get("env", []) if not e.get("name", "").startswith("TANDEM_MEDIA_POOL")]
+    ours = {"TANDEM_MEDIA_POOL": pool, "TANDEM_MEDIA_REGION": spec.region}
     worker["env"] = [
-        *env,
-        {"name": "TANDEM_MEDIA_POOL", "value": pool},
-        {"name": "TANDEM_MEDIA_REGION", "value": spec.region},
+        *(e for e in worker.get("env", []) if e.get("name") not in ours),
+        *({"name": name, "value": value} for name, value in ours.items()),
     ]
     return {
         "apiVersion": "apps/v1",
