@@ -65,7 +65,6 @@ class FakeWorker:
     pod: str
     calls: int = 0
     draining: bool = False
-    reporting: bool = True
 
 
 @dataclass
@@ -81,6 +80,8 @@ class FakeCluster:
     removed: list[FakeWorker] = field(default_factory=list)
     # Calls spread over the workers on every tick (None: tests set each worker's calls).
     spread: int | None = None
+    # False: every worker, new ones too, stops publishing load reports (a NATS partition).
+    reporting: bool = True
     _names: Iterator[int] = field(default_factory=itertools.count)
 
     async def create_pool(self, spec: dict[str, Any]) -> None:
@@ -157,9 +158,9 @@ class FakeCluster:
             del self.k8s.objects[PODS, NAMESPACE, victim]
 
     async def _report(self) -> None:
+        if not self.reporting:
+            return
         for worker in list(self.workers.values()):
-            if not worker.reporting:
-                continue
             reported_at = Timestamp()
             reported_at.GetCurrentTime()
             report = WorkerLoadReport(
@@ -444,8 +445,7 @@ async def test_stale_load_reports_trigger_the_fallback_and_metrics_stale(cluster
     await started(cluster, spec)
     cluster.set_calls(4)
     await eventually(lambda: cluster.replicas() == 2)
-    for worker in cluster.workers.values():
-        worker.reporting = False
+    cluster.reporting = False
 
     await eventually(lambda: cluster.condition("MetricsStale")["status"] == "True")
     await eventually(lambda: cluster.replicas() == 3)
