@@ -442,9 +442,11 @@ async def test_an_invalid_spec_gets_a_condition_not_a_crash_loop(cluster: FakeCl
 async def test_stale_load_reports_trigger_the_fallback_and_metrics_stale(cluster: FakeCluster) -> None:
     spec = pool_spec()
     spec["autoscaling"]["fallback"] = {"afterSeconds": 1, "minWorkers": 3}
-    await started(cluster, spec)
+    await started(cluster, spec)  # the fallback may already have held workers before the first reports
     cluster.set_calls(4)
-    await eventually(lambda: cluster.replicas() == 2)
+    await eventually(lambda: cluster.replicas() == 2 and len(cluster.workers) == 2)
+    await eventually(lambda: cluster.condition("MetricsStale")["status"] == "False")
+    cluster.removed.clear()
     cluster.reporting = False
 
     await eventually(lambda: cluster.condition("MetricsStale")["status"] == "True")
