@@ -101,10 +101,11 @@ def build_registry(
         status: kopf.Status,
         **_: Any,
     ) -> None:
-        key = (namespace or "default", name or "")
+        pool = _pool(name, namespace, meta)
+        key = (pool.namespace, pool.name)
         wake = wakeups.setdefault(key, asyncio.Event())
         while not stopped:
-            pool = _pool(name, namespace, meta)
+            pool = _pool(name, namespace, meta)  # the generation moves with spec edits
             try:
                 interval = await scaler.sync(pool, spec, status)
             except (ApiException, TandemError, OSError) as exc:
@@ -112,6 +113,6 @@ def build_registry(
                 interval = retry_delay_s
             await _sleep(stopped, wake, interval)
         wakeups.pop(key, None)
-        scaler.forget(_pool(name, namespace, meta))
+        scaler.forget(pool)
 
     return registry
