@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
-RUN := $(UV) run --frozen --all-packages
+RUN := $(UV) run --frozen --no-sync
 APT_PACKAGES := chromium
 PYTEST_ARGS ?=
 
@@ -51,6 +51,7 @@ proto: sync
 		--python_out=services/common/src --mypy_out=services/common/src proto/tandem/v1/*.proto
 
 bench: sync
+	$(UV) sync --frozen --all-packages --group bench
 	$(RUN) pytest tests/benchmarks -s -p no:xdist --timeout=3600 $(PYTEST_ARGS)
 
 clean:

@@ -84,21 +84,24 @@ def instance_name(settings: ServiceSettings, service: str) -> str:
     return settings.instance_id or f"{service}-{socket.gethostname()}-{os.getpid()}"
 
 
+def bus_config(settings: ServiceSettings, name: str) -> BusConfig:
+    """The NATS connection of a process named `name`, from its settings."""
+    return BusConfig(
+        servers=settings.nats_servers,
+        name=name,
+        connect_timeout_s=settings.nats_connect_timeout_s,
+        reconnect_wait_s=settings.nats_reconnect_wait_s,
+        max_reconnect_attempts=settings.nats_max_reconnect_attempts,
+        request_timeout_s=settings.request_timeout_s,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
+
+
 async def serve(service: str, settings: S, app_factory: Callable[[S, str], ServiceApp]) -> int:
     """Run one service until SIGTERM/SIGINT; returns the process exit code."""
     instance = instance_name(settings, service)
     app = app_factory(settings, instance)
-    bus = Bus(
-        BusConfig(
-            servers=settings.nats_servers,
-            name=instance,
-            connect_timeout_s=settings.nats_connect_timeout_s,
-            reconnect_wait_s=settings.nats_reconnect_wait_s,
-            max_reconnect_attempts=settings.nats_max_reconnect_attempts,
-            request_timeout_s=settings.request_timeout_s,
-            max_payload_bytes=settings.max_payload_bytes,
-        )
-    )
+    bus = Bus(bus_config(settings, instance))
     stopping = asyncio.Event()
     draining = False
     bus.on_status.append(lambda status: NATS_CONNECTED.set(status is BusStatus.CONNECTED))

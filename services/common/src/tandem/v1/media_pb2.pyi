@@ -3,9 +3,11 @@
 isort:skip_file
 Service contracts of the media workers."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from tandem.v1 import client_pb2 as _client_pb2
 from tandem.v1 import common_pb2 as _common_pb2
@@ -345,3 +347,81 @@ class MediaEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MediaEvent: _TypeAlias = MediaEvent  # noqa: Y015
+
+@_typing.final
+class RegionCapacity(_message.Message):
+    """Media-autoscaler -> other regions' autoscalers, signaling, matchmaking: a pool's free capacity
+    and the demand it cannot serve, offered to its neighbours (published every sync interval).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class SpilloverToEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    REGION_FIELD_NUMBER: _builtins.int
+    POOL_FIELD_NUMBER: _builtins.int
+    FREE_CALLS_FIELD_NUMBER: _builtins.int
+    CAPACITY_CALLS_FIELD_NUMBER: _builtins.int
+    HEADROOM_CALLS_FIELD_NUMBER: _builtins.int
+    SPILLOVER_DEMAND_CALLS_FIELD_NUMBER: _builtins.int
+    NEIGHBOURS_FIELD_NUMBER: _builtins.int
+    SPILLOVER_TO_FIELD_NUMBER: _builtins.int
+    REPORTED_AT_FIELD_NUMBER: _builtins.int
+    region: _builtins.str
+    pool: _builtins.str
+    free_calls: _builtins.int
+    """Free call slots on accepting workers now."""
+    capacity_calls: _builtins.int
+    """Call slots on all workers now."""
+    headroom_calls: _builtins.int
+    """Call slots the pool could still add before reaching its max workers."""
+    spillover_demand_calls: _builtins.int
+    """Calls of demand beyond the pool's max workers (and buffer)."""
+    @_builtins.property
+    def neighbours(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Neighbour regions, nearest first."""
+
+    @_builtins.property
+    def spillover_to(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """The spillover demand split over the neighbours: region -> calls it is asked to take."""
+
+    @_builtins.property
+    def reported_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        region: _builtins.str = ...,
+        pool: _builtins.str = ...,
+        free_calls: _builtins.int = ...,
+        capacity_calls: _builtins.int = ...,
+        headroom_calls: _builtins.int = ...,
+        spillover_demand_calls: _builtins.int = ...,
+        neighbours: _abc.Iterable[_builtins.str] | None = ...,
+        spillover_to: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        reported_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reported_at", b"reported_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity_calls", b"capacity_calls", "free_calls", b"free_calls", "headroom_calls", b"headroom_calls", "neighbours", b"neighbours", "pool", b"pool", "region", b"region", "reported_at", b"reported_at", "spillover_demand_calls", b"spillover_demand_calls", "spillover_to", b"spillover_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegionCapacity: _TypeAlias = RegionCapacity  # noqa: Y015
