@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 
 from tandem.autoscaler.app import run_operator
 from tandem.autoscaler.settings import Settings
-from tandem.common.errors import ConfigError
 from tandem.common.log import configure_logging
-from tandem.common.service import EXIT_CONFIG
-from tandem.common.settings import load_settings
+from tandem.common.service import settings_or_exit
 
 
 async def _main(settings: Settings) -> None:
@@ -23,11 +20,7 @@ async def _main(settings: Settings) -> None:
 
 
 def main() -> None:
-    try:
-        settings = load_settings(Settings)
-    except ConfigError as exc:
-        print(f"media-autoscaler: {exc.message}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
+    settings = settings_or_exit("media-autoscaler", Settings)
     configure_logging(settings.log_format, settings.log_level)
     asyncio.run(_main(settings))
 

@@ -162,13 +162,18 @@ async def serve(service: str, settings: S, app_factory: Callable[[S, str], Servi
     return 0
 
 
-def run_service(service: str, settings_cls: type[S], app_factory: Callable[[S, str], ServiceApp]) -> NoReturn:
-    """Entry point of a service's `__main__`."""
+def settings_or_exit(service: str, settings_cls: type[S]) -> S:
+    """The process's settings; invalid ones exit 2 with one line naming the variable."""
     try:
-        settings = load_settings(settings_cls)
+        return load_settings(settings_cls)
     except ConfigError as exc:
         print(f"{service}: {exc.message}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
+
+
+def run_service(service: str, settings_cls: type[S], app_factory: Callable[[S, str], ServiceApp]) -> NoReturn:
+    """Entry point of a service's `__main__`."""
+    settings = settings_or_exit(service, settings_cls)
     configure_logging(settings.log_format, settings.log_level)
     configure_tracing(f"tandem-{service}", instance_name(settings, service), settings.otlp_endpoint)
     with contextlib.suppress(KeyboardInterrupt):
