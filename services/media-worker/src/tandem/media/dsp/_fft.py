@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 Real = npt.NDArray[np.float64]
 Complex = npt.NDArray[np.complex128]
+Single = npt.NDArray[np.float32]
 Index = npt.NDArray[np.int64]
 
 
@@ -28,14 +29,17 @@ class FftPlan:
         self.reverse: Index = np.array(
             [int(format(i, f"0{bits}b")[::-1], 2) for i in range(half)], dtype=np.int64
         )
-        self.twiddle: Complex = np.exp(-2j * np.pi * np.arange(half // 2) / half)
+        # stage twiddles back to back: the stage joining blocks of ``s`` uses entries [s-1, 2s-1)
+        self.twiddle: Complex = np.concatenate(
+            [np.exp(-1j * np.pi * np.arange(s) / s) for s in (1 << i for i in range(bits))]
+        )
         self.split: Complex = np.exp(-2j * np.pi * np.arange(half + 1) / size)
         self.work: Complex = np.zeros(half, dtype=np.complex128)
 
 
 @nb.njit(cache=True, fastmath=True)
-def _complex_fft(buf: Complex, reverse: Index, twiddle: Complex, inverse: bool) -> None:
-    """In-place unnormalized radix-2 transform of ``buf`` (forward, or inverse when ``inverse``)."""
+def _complex_fft(buf: Complex, reverse: Index, twiddle: Complex) -> None:
+    """In-place unnormalized forward radix-2 transform of ``buf``."""
     n = buf.shape[0]
     for i in range(n):
         j = reverse[i]
@@ -43,16 +47,17 @@ def _complex_fft(buf: Complex, reverse: Index, twiddle: Complex, inverse: bool) 
             tmp = buf[i]
             buf[i] = buf[j]
             buf[j] = tmp
-    span = 1
+    for start in range(0, n, 2):
+        a = buf[start]
+        b = buf[start + 1]
+        buf[start] = a + b
+        buf[start + 1] = a - b
+    span = 2
     while span < n:
-        step = n // (2 * span)
         for start in range(0, n, 2 * span):
             for k in range(span):
-                w = twiddle[k * step]
-                if inverse:
-                    w = w.conjugate()
+                b = buf[start + k + span] * twiddle[span - 1 + k]
                 a = buf[start + k]
-                b = buf[start + k + span] * w
                 buf[start + k] = a + b
                 buf[start + k + span] = a - b
         span *= 2
@@ -66,7 +71,7 @@ def rfft(
     half = work.shape[0]
     for i in range(half):
         work[i] = complex(signal[2 * i], signal[2 * i + 1])
-    _complex_fft(work, reverse, twiddle, False)
+    _complex_fft(work, reverse, twiddle)
     for k in range(half + 1):
         zk = work[k % half]
         zc = work[(half - k) % half].conjugate()
@@ -81,14 +86,15 @@ def irfft(
 ) -> None:
     """Inverse real transform: ``out = np.fft.irfft(spectrum)`` for a spectrum of ``n/2+1`` bins."""
     half = work.shape[0]
+    # inverse transform as conj(forward(conj(.))), folding the conjugations into the split steps
     for k in range(half):
         xk = spectrum[k]
         xc = spectrum[half - k].conjugate()
         even = 0.5 * (xk + xc)
         odd = 0.5 * (xk - xc) * split[k].conjugate()
-        work[k] = even + 1j * odd
-    _complex_fft(work, reverse, twiddle, True)
+        work[k] = (even + 1j * odd).conjugate()
+    _complex_fft(work, reverse, twiddle)
     scale = 1.0 / half
     for i in range(half):
         out[2 * i] = work[i].real * scale
-        out[2 * i + 1] = work[i].imag * scale
+        out[2 * i + 1] = -work[i].imag * scale

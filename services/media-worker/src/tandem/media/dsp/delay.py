@@ -67,7 +67,7 @@ class DelayEstimator:
 
     @property
     def confidence(self) -> float:
-        """How far (in bits of 32) the best lag stands below the median lag; above ~2 is a clear echo."""
+        """How far (in bits of 32) the best lag stands below the mean lag; above ~2 is a clear echo."""
         return float(self.scalars[_CONFIDENCE])
 
 
@@ -135,7 +135,7 @@ def update_delay(
     if not updated:
         return int(scalars[_DELAY])
     best = int(np.argmin(distance))
-    scalars[_CONFIDENCE] = np.median(distance) - distance[best]
+    scalars[_CONFIDENCE] = np.mean(distance) - distance[best]
     if best == int(scalars[_CANDIDATE]):
         scalars[_CANDIDATE_RUN] += 1
     else:

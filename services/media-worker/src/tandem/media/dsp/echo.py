@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from tandem.media.dsp._fft import Complex, FftPlan, Index, Real, irfft, rfft
+from tandem.media.dsp._fft import Complex, FftPlan, Index, Real, Single, irfft, rfft
 from tandem.media.dsp.delay import BANDS, DelayEstimator, update_delay
 
 # Indices into EchoCanceller.scalars.
@@ -100,12 +100,14 @@ class EchoCanceller:
         edges = np.round(np.geomspace(250.0, 4000.0, BANDS + 1) / hz_per_bin).astype(np.int64)
         self.delay = DelayEstimator(max_delay_frames, np.maximum.accumulate(edges + np.arange(BANDS + 1)))
         self.far_window: Real = np.zeros(fft_size)
-        self.far_spectra: Complex = np.zeros((self.history, bins), dtype=np.complex128)
+        # Spectra and weights are split into real and imaginary float32 planes so the partition
+        # loops vectorize; axis 0 is real/imaginary.
+        self.far_spectra: Single = np.zeros((2, self.history, bins), dtype=np.float32)
         self.near_spectrum: Complex = np.zeros(bins, dtype=np.complex128)
-        self.bg_weights: Complex = np.zeros((self.partitions, bins), dtype=np.complex128)
-        self.fg_weights: Complex = np.zeros((self.partitions, bins), dtype=np.complex128)
+        self.bg_weights: Single = np.zeros((2, self.partitions, bins), dtype=np.float32)
+        self.fg_weights: Single = np.zeros((2, self.partitions, bins), dtype=np.float32)
+        self.accumulator: Single = np.zeros((2, bins), dtype=np.float32)
         self.spectrum: Complex = np.zeros(bins, dtype=np.complex128)
-        self.fg_spectrum: Complex = np.zeros(bins, dtype=np.complex128)
         self.time: Real = np.zeros(fft_size)
         self.near: Real = np.zeros(frame)
         self.bg_echo: Real = np.zeros(frame)
@@ -134,7 +136,7 @@ class EchoCanceller:
         p = self.plan
         cancel_frame(
             near, far, out, self.far_window, self.far_spectra, self.near_spectrum,
-            self.bg_weights, self.fg_weights, self.spectrum, self.fg_spectrum, self.time, self.near,
+            self.bg_weights, self.fg_weights, self.accumulator, self.spectrum, self.time, self.near,
             self.bg_echo, self.fg_echo, self.power, self.step, self.err_smooth, self.echo_smooth,
             self.res_error, self.res_echo, self.residual_gain, self.prop, self.scalars,
             self.suppression_floor,
@@ -156,51 +158,55 @@ class EchoCanceller:
 
 
 @nb.njit(cache=True, fastmath=True)
-def _shift_partitions(weights: Complex, shift: int) -> None:
+def _shift_partitions(weights: Single, shift: int) -> None:
     """Keep the filter's absolute taps after the bulk lag grew by ``shift`` frames: ``w[p] <- w[p + shift]``."""
-    parts = weights.shape[0]
-    if shift > 0:
-        for q in range(parts):
-            src = q + shift
-            for k in range(weights.shape[1]):
-                weights[q, k] = weights[src, k] if src < parts else 0.0
-    elif shift < 0:
-        for q in range(parts - 1, -1, -1):
-            src = q + shift
-            for k in range(weights.shape[1]):
-                weights[q, k] = weights[src, k] if src >= 0 else 0.0
+    parts = weights.shape[1]
+    order = range(parts) if shift > 0 else range(parts - 1, -1, -1)
+    for q in order:
+        src = q + shift
+        for c in range(2):
+            for k in range(weights.shape[2]):
+                weights[c, q, k] = weights[c, src, k] if 0 <= src < parts else 0.0
 
 
 @nb.njit(cache=True, fastmath=True)
-def _partition_shares(weights: Complex, prop: Real) -> None:
+def _partition_shares(weights: Single, prop: Real) -> None:
     """Step share of each partition: its coefficient norm plus a tenth of the largest, summing to 0.99."""
     top = 1e-9
-    for p in range(weights.shape[0]):
-        acc = 0.0
-        for k in range(weights.shape[1]):
-            acc += weights[p, k].real ** 2 + weights[p, k].imag ** 2
+    for p in range(weights.shape[1]):
+        acc = np.float32(0.0)
+        for k in range(weights.shape[2]):
+            acc += weights[0, p, k] * weights[0, p, k] + weights[1, p, k] * weights[1, p, k]
         prop[p] = math.sqrt(acc)
         top = max(top, prop[p])
     total = 0.0
-    for p in range(weights.shape[0]):
+    for p in range(weights.shape[1]):
         prop[p] += 0.1 * top
         total += prop[p]
-    for p in range(weights.shape[0]):
+    for p in range(weights.shape[1]):
         prop[p] *= 0.99 / total
 
 
 @nb.njit(cache=True, fastmath=True)
 def _filter_output(
-    weights: Complex, spectra: Complex, newest: int, base: int, out_spec: Complex, time: Real,
-    echo: Real, work: Complex, rev: Index, tw: Complex, split: Complex,
+    weights: Single, spectra: Single, newest: int, base: int, acc: Single, out_spec: Complex,
+    time: Real, echo: Real, work: Complex, rev: Index, tw: Complex, split: Complex,
 ) -> None:  # fmt: skip
     """Echo estimate (last ``len(echo)`` samples of the overlap-save output) of one filter."""
-    history = spectra.shape[0]
-    out_spec[:] = 0.0
-    for p in range(weights.shape[0]):
+    history = spectra.shape[1]
+    bins = acc.shape[1]
+    acc[:, :] = 0.0
+    for p in range(weights.shape[1]):
         row = (newest - base - p) % history
-        for k in range(out_spec.shape[0]):
-            out_spec[k] += weights[p, k] * spectra[row, k]
+        for k in range(bins):
+            wr = weights[0, p, k]
+            wi = weights[1, p, k]
+            xr = spectra[0, row, k]
+            xi = spectra[1, row, k]
+            acc[0, k] += wr * xr - wi * xi
+            acc[1, k] += wr * xi + wi * xr
+    for k in range(bins):
+        out_spec[k] = complex(acc[0, k], acc[1, k])
     irfft(out_spec, time, work, rev, tw, split)
     n = time.shape[0]
     frame = echo.shape[0]
@@ -223,8 +229,8 @@ def _padded_spectrum(
 
 @nb.njit(cache=True, fastmath=True)
 def cancel_frame(
-    near_in: Real, far_in: Real, out: Real, far_window: Real, far_spectra: Complex,
-    near_spec: Complex, bg_w: Complex, fg_w: Complex, spec: Complex, fg_spec: Complex, time: Real,
+    near_in: Real, far_in: Real, out: Real, far_window: Real, far_spectra: Single,
+    near_spec: Complex, bg_w: Single, fg_w: Single, acc: Single, spec: Complex, time: Real,
     near: Real, bg_echo: Real, fg_echo: Real, power: Real, step: Real, err_smooth: Real,
     echo_smooth: Real, res_error: Real, res_echo: Real, res_gain: Real, prop: Real, s: Real,
     floor: float,
@@ -235,8 +241,8 @@ def cancel_frame(
     """One 10 ms frame of the canceller; see :meth:`EchoCanceller.process`."""
     frame = near_in.shape[0]
     n = far_window.shape[0]
-    history = far_spectra.shape[0]
-    parts = bg_w.shape[0]
+    history = far_spectra.shape[1]
+    parts = bg_w.shape[1]
     bins = spec.shape[0]
 
     # DC removal on both inputs, far-end window slide and spectra.
@@ -254,11 +260,14 @@ def cancel_frame(
     s[_DC_FAR] = dc_far
     newest = (int(s[_POS]) + 1) % history
     s[_POS] = newest
-    rfft(far_window, far_spectra[newest], work, rev, tw, split)
+    rfft(far_window, spec, work, rev, tw, split)
+    for k in range(bins):
+        far_spectra[0, newest, k] = spec[k].real
+        far_spectra[1, newest, k] = spec[k].imag
     _padded_spectrum(near, near_spec, time, work, rev, tw, split)
 
     lag = update_delay(
-        far_spectra[newest], near_spec, edges, far_bits, far_active, far_mean, near_mean, bands,
+        spec, near_spec, edges, far_bits, far_active, far_mean, near_mean, bands,
         distance, delay_scalars, confirm,
     )  # fmt: skip
     # Re-base only when the lag leaves a one-frame tolerance. The echo either jumped (the filter
@@ -275,15 +284,13 @@ def cancel_frame(
     aligned = (newest - base) % history
     sxx = 0.0
     for k in range(bins):
-        w = 1.0 if (k == 0 or k == bins - 1) else 2.0
-        sxx += w * (far_spectra[aligned, k].real ** 2 + far_spectra[aligned, k].imag ** 2)
+        x_pow = far_spectra[0, aligned, k] ** 2 + far_spectra[1, aligned, k] ** 2
+        sxx += x_pow if (k == 0 or k == bins - 1) else 2.0 * x_pow
+        power[k] = 0.98 * power[k] + 0.02 * x_pow
     sxx *= frame / (n * n)
-    for k in range(bins):
-        x = far_spectra[aligned, k]
-        power[k] = 0.98 * power[k] + 0.02 * (x.real * x.real + x.imag * x.imag)
 
-    _filter_output(bg_w, far_spectra, newest, base, spec, time, bg_echo, work, rev, tw, split)
-    _filter_output(fg_w, far_spectra, newest, base, spec, time, fg_echo, work, rev, tw, split)
+    _filter_output(bg_w, far_spectra, newest, base, acc, spec, time, bg_echo, work, rev, tw, split)
+    _filter_output(fg_w, far_spectra, newest, base, acc, spec, time, fg_echo, work, rev, tw, split)
 
     sff = 0.0
     see = 0.0
@@ -312,7 +319,7 @@ def cancel_frame(
         or s[_DAVG1] * abs(s[_DAVG1]) > _VAR1_UPDATE * s[_DVAR1]
         or s[_DAVG2] * abs(s[_DAVG2]) > _VAR2_UPDATE * s[_DVAR2]
     ):
-        fg_w[:, :] = bg_w
+        fg_w[:, :, :] = bg_w
         fg_echo[:] = bg_echo
         sff = see
         s[_DAVG1] = s[_DAVG2] = s[_DVAR1] = s[_DVAR2] = 0.0
@@ -321,7 +328,7 @@ def cancel_frame(
         or -s[_DAVG1] * abs(s[_DAVG1]) > _VAR_BACKTRACK * s[_DVAR1]
         or -s[_DAVG2] * abs(s[_DAVG2]) > _VAR_BACKTRACK * s[_DVAR2]
     ):
-        bg_w[:, :] = fg_w
+        bg_w[:, :, :] = fg_w
         bg_echo[:] = fg_echo
         see = sff
         s[_DAVG1] = s[_DAVG2] = s[_DVAR1] = s[_DVAR2] = 0.0
@@ -340,6 +347,7 @@ def cancel_frame(
     _padded_spectrum(bg_echo, spec, time, work, rev, tw, split)
     pey = 0.0
     pyy = 0.0
+    echo_sum = 0.0
     for k in range(bins):
         e_pow = spec[k].real ** 2 + spec[k].imag ** 2
         y = near_spec[k] - spec[k]
@@ -350,6 +358,9 @@ def cancel_frame(
         pyy += yh * yh
         err_smooth[k] += 0.01 * (e_pow - err_smooth[k])
         echo_smooth[k] += 0.01 * (y_pow - echo_smooth[k])
+        res_echo[k] = 0.6 * res_echo[k] + 0.4 * y_pow
+        res_error[k] = 0.6 * res_error[k] + 0.4 * e_pow
+        echo_sum += y_pow
         step[k] = y_pow  # stash |Y|^2 for the step below
     pyy = math.sqrt(pyy)
     pey = pey / (pyy + 1e-30)
@@ -360,6 +371,13 @@ def cancel_frame(
     s[_PEY] = min(max(s[_PEY], _MIN_LEAK * s[_PYY]), s[_PYY])
     leak = s[_PEY] / s[_PYY]
     s[_LEAK] = leak
+
+    # Residual-echo suppressor: the echo share of the error is leak x echo-estimate power.
+    res_leak = _RES_OVERSUBTRACT * min(2.0 * leak, 1.0)
+    for k in range(bins):
+        g = max(1.0 - res_leak * res_echo[k] / (res_error[k] + 1e-20), floor)
+        # fast attack, slower release so echo tails do not pump through
+        res_gain[k] = g if g < res_gain[k] else 0.5 * res_gain[k] + 0.5 * g
 
     far_active = sxx > _FAR_ACTIVE_POWER * frame
     if s[_ADAPTED] == 0.0 and s[_SUM_ADAPT] > parts and leak * syy > 0.03 * syy:
@@ -381,33 +399,31 @@ def cancel_frame(
             step[k] = rate / (power[k] + 1e-10 * n * n)
 
     # Gradient step on every partition, gradient constraint on one partition per frame.
-    # Proportionate split of the step over partitions (larger where the filter has energy).
+    # Proportionate split of the step over partitions (larger where the filter has energy), then
+    # the gradient conj(X) * E, constrained to one partition's length on one partition per frame.
     if far_active:
         _partition_shares(bg_w, prop)
+        for k in range(bins):
+            acc[0, k] = step[k] * spec[k].real
+            acc[1, k] = step[k] * spec[k].imag
         for p in range(parts):
             row = (newest - base - p) % history
+            share = np.float32(prop[p])
             for k in range(bins):
-                bg_w[p, k] += prop[p] * step[k] * far_spectra[row, k].conjugate() * spec[k]
+                xr = far_spectra[0, row, k]
+                xi = far_spectra[1, row, k]
+                bg_w[0, p, k] += share * (xr * acc[0, k] + xi * acc[1, k])
+                bg_w[1, p, k] += share * (xr * acc[1, k] - xi * acc[0, k])
     c = int(s[_CONSTRAIN])
     s[_CONSTRAIN] = (c + 1) % parts
-    irfft(bg_w[c], time, work, rev, tw, split)
-    time[frame:] = 0.0
-    rfft(time, bg_w[c], work, rev, tw, split)
-
-    # Residual-echo suppressor on the foreground output: echo share = leak x echo estimate power.
-    _padded_spectrum(fg_echo, fg_spec, time, work, rev, tw, split)
-    echo_sum = 0.0
     for k in range(bins):
-        y_pow = fg_spec[k].real ** 2 + fg_spec[k].imag ** 2
-        e = near_spec[k] - fg_spec[k]
-        e_pow = e.real * e.real + e.imag * e.imag
-        res_echo[k] = 0.6 * res_echo[k] + 0.4 * y_pow
-        res_error[k] = 0.6 * res_error[k] + 0.4 * e_pow
-        echo_sum += y_pow
-        g = 1.0 - _RES_OVERSUBTRACT * min(2.0 * leak, 1.0) * res_echo[k] / (res_error[k] + 1e-20)
-        g = max(g, floor)
-        # fast attack, slower release so echo tails do not pump through
-        res_gain[k] = g if g < res_gain[k] else 0.5 * res_gain[k] + 0.5 * g
+        spec[k] = complex(bg_w[0, c, k], bg_w[1, c, k])
+    irfft(spec, time, work, rev, tw, split)
+    time[frame:] = 0.0
+    rfft(time, spec, work, rev, tw, split)
+    for k in range(bins):
+        bg_w[0, c, k] = spec[k].real
+        bg_w[1, c, k] = spec[k].imag
 
     if far_active:
         sout = 0.0
