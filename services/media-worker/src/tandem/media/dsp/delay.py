@@ -27,9 +27,9 @@ _LOCKED = 4
 _CONFIDENCE = 5
 _NSCALARS = 6
 
-_SMOOTHING = 0.04
+_SMOOTHING = 0.015
 _MEAN_SMOOTHING = 0.03
-_MARGIN_BITS = 0.4
+_MARGIN_BITS = 1.0
 _ACTIVE_POWER = 1e-7
 """Mean band power per bin below which a frame counts as silent (about -70 dBFS)."""
 
@@ -41,7 +41,7 @@ class DelayEstimator:
     indices (``BANDS + 1`` of them) of the spectra passed to :func:`update_delay`.
     """
 
-    def __init__(self, max_delay_frames: int, band_edges: Index, confirm_frames: int = 12) -> None:
+    def __init__(self, max_delay_frames: int, band_edges: Index, confirm_frames: int = 25) -> None:
         if band_edges.shape[0] != BANDS + 1:
             raise ValueError("band_edges must hold BANDS + 1 bin indices")
         lags = max_delay_frames + 1

@@ -26,7 +26,7 @@ from tandem.media.dsp._fft import Complex, FftPlan, Index, Real, Single, irfft, 
 from tandem.media.dsp.delay import BANDS, DelayEstimator, update_delay
 
 # Indices into EchoCanceller.scalars.
-_BASE = 0  # far-end lag of partition 0, frames
+_BG_BASE = 0  # far-end lag of the background filter's partition 0, frames
 _LEAK = 1
 _PEY = 2
 _PYY = 3
@@ -43,7 +43,9 @@ _ERLE_NUM = 13  # smoothed near-end energy in far-end-active frames
 _ERLE_DEN = 14  # smoothed output energy in the same frames
 _ECHO_RATIO = 15  # smoothed echo-estimate / near-end energy ratio
 _POS = 16  # ring position of the newest far-end spectrum
-_NSCALARS = 17
+_FG_BASE = 17  # far-end lag of the foreground filter's partition 0, frames
+_LAG = 18  # the estimator's lag the background was last placed for
+_NSCALARS = 19
 
 _DC_POLE = 0.995
 _MIN_LEAK = 0.005
@@ -56,6 +58,8 @@ _FAR_ACTIVE_POWER = 1e-7
 """Mean squared sample (normalized full scale 1.0) above which the far end counts as talking."""
 _MARGIN_FRAMES = 2
 """The filter starts this many frames before the estimated delay, for estimation error."""
+_DRIFT_FRAMES = 2
+"""A delay step up to this many frames is taken for clock drift rather than a jump."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,15 +274,18 @@ def cancel_frame(
         spec, near_spec, edges, far_bits, far_active, far_mean, near_mean, bands,
         distance, delay_scalars, confirm,
     )  # fmt: skip
-    # Re-base only when the lag leaves a one-frame tolerance. The echo either jumped (the filter
-    # keeps its shape relative to the new lag) or drifted (the filter keeps its absolute position):
-    # the background tries the first, the foreground the second, and the two-path logic picks.
-    old_base = int(s[_BASE])
-    base = old_base
-    if abs(lag - _MARGIN_FRAMES - old_base) > 1:
+    # A new bulk delay re-places only the background filter: after a jump it keeps its shape
+    # relative to the new lag, after a small (drift) step it keeps its absolute taps. The two-path
+    # logic below then either promotes it or, when the estimate was wrong (double talk), backs it out.
+    if lag != int(s[_LAG]):
+        s[_LAG] = lag
+        old_base = int(s[_BG_BASE])
         base = max(0, lag - _MARGIN_FRAMES)
-        _shift_partitions(fg_w, base - old_base)
-        s[_BASE] = base
+        if abs(base - old_base) <= _DRIFT_FRAMES:
+            _shift_partitions(bg_w, base - old_base)
+        s[_BG_BASE] = base
+    base = int(s[_BG_BASE])
+    fg_base = int(s[_FG_BASE])
 
     # Aligned far-end energy (Parseval on the newest aligned window, scaled to one frame).
     aligned = (newest - base) % history
@@ -290,7 +297,7 @@ def cancel_frame(
     sxx *= frame / (n * n)
 
     _filter_output(bg_w, far_spectra, newest, base, acc, spec, time, bg_echo, work, rev, tw, split)
-    _filter_output(fg_w, far_spectra, newest, base, acc, spec, time, fg_echo, work, rev, tw, split)
+    _filter_output(fg_w, far_spectra, newest, fg_base, acc, spec, time, fg_echo, work, rev, tw, split)
 
     sff = 0.0
     see = 0.0
@@ -320,6 +327,7 @@ def cancel_frame(
         or s[_DAVG2] * abs(s[_DAVG2]) > _VAR2_UPDATE * s[_DVAR2]
     ):
         fg_w[:, :, :] = bg_w
+        s[_FG_BASE] = base
         fg_echo[:] = bg_echo
         sff = see
         s[_DAVG1] = s[_DAVG2] = s[_DVAR1] = s[_DVAR2] = 0.0
@@ -329,6 +337,7 @@ def cancel_frame(
         or -s[_DAVG2] * abs(s[_DAVG2]) > _VAR_BACKTRACK * s[_DVAR2]
     ):
         bg_w[:, :, :] = fg_w
+        s[_BG_BASE] = base = fg_base
         bg_echo[:] = fg_echo
         see = sff
         s[_DAVG1] = s[_DAVG2] = s[_DVAR1] = s[_DVAR2] = 0.0
