@@ -122,8 +122,10 @@ def bench_cost(rate: int) -> dict[str, float]:
             lambda i: ns.process(near16[i], core, unity), TIMED_FRAMES
         ),
         "ours: agc+limiter": per_frame_us(lambda i: agc.process(near[i], out, True), TIMED_FRAMES),
-        "ours: vad (16k band)": per_frame_us(lambda i: vad.process(near16[i]), TIMED_FRAMES),
-        "ours: meters": per_frame_us(lambda i: meters.process(near[i], True, -60.0), TIMED_FRAMES),
+        "ours: vad (16k band)": per_frame_us(
+            lambda i: vad.process(ns.prior_snr, ns.post_snr), TIMED_FRAMES
+        ),
+        "ours: meters": per_frame_us(lambda i: meters.process(near[i], True), TIMED_FRAMES),
     }
     peer_vad = WebRtcVad(rate)
     costs["webrtcvad"] = per_frame_us(lambda i: peer_vad.process(near[i]), TIMED_FRAMES)
@@ -221,14 +223,22 @@ def bench_noise(snr_db: float) -> dict[str, tuple[float, float, float]]:
 
 
 def bench_vad() -> dict[str, list[float]]:
+    """Frame accuracy against labels from the clean speech; ours reads the suppressor's SNRs."""
     result: dict[str, list[float]] = {"ours": [], "webrtcvad (mode 2)": []}
+    unity = np.ones(257)
+    out = np.zeros(160)
     for snr in (None, *SNRS_DB):
         clean, noisy = noisy_speech(16000, 60.0 if snr is None else snr)
         labels = vad_labels(clean, 16000)
-        ours, theirs = VoiceActivityDetector(), WebRtcVad(16000)
+        ns, ours, theirs = NoiseSuppressor(16000), VoiceActivityDetector(), WebRtcVad(16000)
         frames = frames_of(noisy, 160)
-        for name, engine in (("ours", ours), ("webrtcvad (mode 2)", theirs)):
-            decisions = np.array([engine.process(f) for f in frames])
+
+        def ours_step(f: Signal) -> bool:
+            ns.process(f, out, unity)
+            return ours.process(ns.prior_snr, ns.post_snr)
+
+        for name, step in (("ours", ours_step), ("webrtcvad (mode 2)", theirs.process)):
+            decisions = np.array([step(f) for f in frames])
             result[name].append(float(np.mean(decisions == labels[: decisions.shape[0]])))
     return result
 

@@ -46,15 +46,13 @@ class AudioMeters:
 
     def __init__(self) -> None:
         self.scalars: Real = np.zeros(_NSCALARS)
-        self.noise_floor_dbfs = -120.0
 
-    def process(self, signal: Real, speech: bool, noise_floor_dbfs: float) -> None:
-        """Meter one frame; ``speech`` is the VAD decision, ``noise_floor_dbfs`` the tracked floor."""
+    def process(self, signal: Real, speech: bool) -> None:
+        """Meter one frame; ``speech`` is the VAD decision for it."""
         meter_frame(signal, speech, self.scalars)
-        self.noise_floor_dbfs = noise_floor_dbfs
 
-    def reading(self) -> MeterReading:
-        """The current values; resets the peak."""
+    def reading(self, noise_floor_dbfs: float) -> MeterReading:
+        """The current values, with the noise floor tracked by the suppressor; resets the peak."""
         s = self.scalars
         speech_db = 10.0 * math.log10(s[_SPEECH] + 1e-12)
         reading = MeterReading(
@@ -62,8 +60,8 @@ class AudioMeters:
             speech_level_dbfs=speech_db,
             peak_dbfs=20.0 * math.log10(s[_PEAK] + 1e-12),
             clipped_ratio=float(s[_CLIPPED] / max(s[_SAMPLES], 1.0)),
-            noise_floor_dbfs=self.noise_floor_dbfs,
-            snr_db=speech_db - self.noise_floor_dbfs,
+            noise_floor_dbfs=noise_floor_dbfs,
+            snr_db=speech_db - noise_floor_dbfs,
             talk_time_s=float(s[_TALK_FRAMES]) * 0.01,
         )
         s[_PEAK] = 0.0

@@ -1,10 +1,10 @@
-"""Noise suppression: noise-floor tracking and a speech-presence-aware spectral gain.
+"""Noise suppression: noise-floor tracking and a speech-presence-aware MMSE spectral gain.
 
 The noise power per bin follows the speech-presence-probability estimator of Gerkmann & Hendriks
 (2012): where speech is unlikely the periodogram updates the noise estimate, where it is likely the
 estimate holds. The gain is the Wiener gain of the decision-directed a priori SNR (Ephraim & Malah),
-which keeps the gain smooth on stationary noise and so avoids musical noise, combined as in OM-LSA
-with a floor: ``G = G_wiener^p * G_min^(1-p)`` for the conditional speech-presence probability ``p``.
+which keeps the gain smooth on stationary noise and so avoids musical noise, applied through the
+log-spectral-amplitude (MMSE-LSA) gain with a floor of ``-max_attenuation_db``.
 
 The suppressor owns the analysis/synthesis STFT (sqrt-Hann, two frames long, one-frame hop), so it is
 also where the echo canceller's residual-echo gain is applied: one transform pair per frame for both.
@@ -22,7 +22,7 @@ from tandem.media.dsp._fft import Complex, FftPlan, Index, Real, irfft, rfft
 
 _XI_H1 = 31.6
 """Typical a priori SNR when speech is present (15 dB), for the noise tracker's presence probability."""
-_NOISE_SMOOTHING = 0.8
+_NOISE_SMOOTHING = 0.9
 _DD_ALPHA = 0.98
 _XI_MIN = 10.0 ** (-25.0 / 10.0)
 _STUCK_PRESENCE = 0.99
@@ -45,7 +45,7 @@ class NoiseSuppressor:
     STFT that applies the residual-echo gain.
     """
 
-    def __init__(self, sample_rate: int = 16000, max_attenuation_db: float = 20.0) -> None:
+    def __init__(self, sample_rate: int = 16000, max_attenuation_db: float = 25.0) -> None:
         frame = sample_rate // 100
         self.frame = frame
         self.plan = FftPlan(1 << (2 * frame - 1).bit_length())
@@ -59,6 +59,9 @@ class NoiseSuppressor:
         self.noise: Real = np.zeros(bins)
         self.presence: Real = np.zeros(bins)
         self.clean_prev: Real = np.zeros(bins)
+        # per-bin a priori and a posteriori SNR of the last frame, read by the VAD
+        self.prior_snr: Real = np.zeros(bins)
+        self.post_snr: Real = np.zeros(bins)
         self.gain: Real = np.ones(bins)
         self.scalars: Real = np.zeros(_NSCALARS)
 
@@ -70,7 +73,8 @@ class NoiseSuppressor:
         p = self.plan
         suppress_frame(
             signal, out, extra_gain, self.window, self.input, self.overlap, self.time, self.spectrum,
-            self.noise, self.presence, self.clean_prev, self.gain, self.scalars, self.gain_floor,
+            self.noise, self.presence, self.clean_prev, self.prior_snr, self.post_snr, self.gain,
+            self.scalars, self.gain_floor,
             p.work, p.reverse, p.twiddle, p.split,
         )  # fmt: skip
 
@@ -82,10 +86,24 @@ class NoiseSuppressor:
 
 
 @nb.njit(cache=True, fastmath=True)
+def _exp_integral(v: float) -> float:
+    """E1(v) for v > 0 (Abramowitz & Stegun 5.1.53 and 5.1.56), accurate to ~1e-5."""
+    if v < 1.0:
+        v = max(v, 1e-10)
+        return (
+            -math.log(v) - 0.57721566 + v * (0.99999193 + v * (-0.24991055 + v * (0.05519968
+            + v * (-0.00976004 + v * 0.00107857))))
+        )  # fmt: skip
+    num = v * v + 2.334733 * v + 0.250621
+    den = v * v + 3.330657 * v + 1.681534
+    return math.exp(-v) / v * num / den
+
+
+@nb.njit(cache=True, fastmath=True)
 def suppress_frame(
     signal: Real, out: Real, extra_gain: Real, window: Real, buf: Real, overlap: Real, time: Real,
-    spec: Complex, noise: Real, presence: Real, clean_prev: Real, gain: Real, s: Real,
-    gain_floor: float, work: Complex, rev: Index, tw: Complex, split: Complex,
+    spec: Complex, noise: Real, presence: Real, clean_prev: Real, prior_snr: Real, post_snr: Real,
+    gain: Real, s: Real, gain_floor: float, work: Complex, rev: Index, tw: Complex, split: Complex,
 ) -> None:  # fmt: skip
     """One frame of the suppressor; see :meth:`NoiseSuppressor.process`."""
     frame = signal.shape[0]
@@ -119,11 +137,12 @@ def suppress_frame(
         post = y_pow / noise[k]
         xi = _DD_ALPHA * clean_prev[k] / noise[k] + (1.0 - _DD_ALPHA) * max(post - 1.0, 0.0)
         xi = max(xi, _XI_MIN)
+        prior_snr[k] = xi
+        post_snr[k] = post
         v = post * xi / (1.0 + xi)
-        p_speech = 1.0 / (1.0 + (1.0 + xi) * math.exp(-min(v, 50.0)))
         g = 1.0
         if gain_floor < 1.0:
-            g = math.exp(p_speech * math.log(xi / (1.0 + xi)) + (1.0 - p_speech) * math.log(gain_floor))
+            g = min(max(xi / (1.0 + xi) * math.exp(0.5 * _exp_integral(v)), gain_floor), 1.0)
         clean_prev[k] = g * g * y_pow
         gain[k] = g
         spec[k] *= g * extra_gain[k]

@@ -31,17 +31,18 @@ _HIGH_BAND_FROM = 0.75
 
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
-    """Per-call settings. Levels in dB re full scale, times in ms."""
+    """Per-call settings. Levels in dB re full scale, times in ms; ``vad_threshold`` is the mean log
+    likelihood ratio above which a frame is speech."""
 
     sample_rate: int = 16000
     echo_cancellation: bool = True
     tail_ms: int = 200
     max_delay_ms: int = 500
     residual_echo_floor_db: float = -40.0
-    noise_attenuation_db: float = 20.0
+    noise_attenuation_db: float = 25.0
     gain_control: bool = True
     target_level_dbfs: float = -23.0
-    vad_threshold_db: float = 9.0
+    vad_threshold: float = 0.4
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ class AudioPipeline:
             CORE_RATE, config.tail_ms, config.max_delay_ms, config.residual_echo_floor_db
         )
         self.noise = NoiseSuppressor(CORE_RATE, config.noise_attenuation_db)
-        self.vad = VoiceActivityDetector(config.vad_threshold_db)
+        self.vad = VoiceActivityDetector(CORE_RATE, self.noise.plan.size, config.vad_threshold)
         self.agc = GainControl(config.target_level_dbfs)
         self.meters = AudioMeters()
         self.speech = False
@@ -107,7 +108,7 @@ class AudioPipeline:
         else:
             self._core(near, far)
             self._finish(self._clean, out)
-        self.meters.process(near, self.speech, self._noise_floor_dbfs())
+        self.meters.process(near, self.speech)
         return self.speech
 
     def _core(self, near: Real, far: Real) -> None:
@@ -116,7 +117,7 @@ class AudioPipeline:
             self.noise.process(self._linear, self._clean, self.echo.residual_gain)
         else:
             self.noise.process(near, self._clean, self._unity)
-        self.speech = self.vad.process(self._clean)
+        self.speech = self.vad.process(self.noise.prior_snr, self.noise.post_snr)
 
     def _finish(self, signal: Real, out: Real) -> None:
         if self.config.gain_control:
@@ -124,15 +125,12 @@ class AudioPipeline:
         else:
             out[:] = signal
 
-    def _noise_floor_dbfs(self) -> float:
-        return 10.0 * math.log10(self.noise.noise_power + 1e-12)
-
     def stats(self) -> PipelineStats:
         """A snapshot of this direction's reports (resets the peak meter)."""
         return PipelineStats(
             speech=self.speech,
             echo=self.echo.report,
-            meters=self.meters.reading(),
+            meters=self.meters.reading(10.0 * math.log10(self.noise.noise_power + 1e-12)),
             agc_gain_db=self.agc.gain_db,
         )
 
