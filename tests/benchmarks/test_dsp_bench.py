@@ -1,6 +1,6 @@
 """Call-audio benchmark (issue 4): cost per 10 ms frame and quality against the peers, in one run.
 
-Run with ``make bench``. It synthesizes its material (see ``material.py``), prints one table per
+Run with ``make bench``. It synthesizes its material (see ``dsp_material.py``), prints one table per
 question with ratios against the baselines measured in the same run, draws ERLE versus delay to
 ``docs/dsp-erle-vs-delay.png`` and finally asserts the issue's ratio targets.
 """
@@ -19,8 +19,8 @@ from pesq import pesq
 from pystoi import stoi
 from speechmos import dnsmos
 
-from material import Signal, echo_scene, noisy_speech, vad_labels
-from peers import RnNoise, SpeexAec, SpeexNs, WebRtcNs, WebRtcVad
+from dsp_material import Signal, echo_scene, noisy_speech, vad_labels
+from dsp_peers import RnNoise, SpeexAec, SpeexNs, WebRtcNs, WebRtcVad
 from tandem.media.dsp.agc import GainControl
 from tandem.media.dsp.echo import EchoCanceller
 from tandem.media.dsp.meters import AudioMeters

@@ -13,7 +13,7 @@ from pyspeex_noise import AudioProcessor as SpeexPreprocessor
 from speexdsp import EchoCanceller as SpeexEchoCanceller
 from webrtc_noise_gain import AudioProcessor as WebRtcProcessor
 
-from material import Signal
+from dsp_material import Signal
 
 _SCALE = 32767.0
 
