@@ -4,6 +4,7 @@ survives double talk, and every stage stays bounded and finite on hostile input.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from tandem.media.dsp.echo import EchoCanceller
@@ -11,10 +12,11 @@ from tandem.media.dsp.pipeline import AudioPipeline, PipelineConfig, warm_up
 
 pytestmark = pytest.mark.unit
 RATE = 16000
+Signal = npt.NDArray[np.float64]
 FRAME = 160
 
 
-def talker(seconds: float, seed: int) -> np.ndarray:
+def talker(seconds: float, seed: int) -> Signal:
     """Speech-like signal: coloured noise in syllables of random length, level and spacing, with
     phrase pauses; about -26 dBFS."""
     rng = np.random.default_rng(seed)
@@ -30,10 +32,10 @@ def talker(seconds: float, seed: int) -> np.ndarray:
         if rng.random() < 0.1:
             pos += int(rng.uniform(0.3, 0.8) * RATE)
     x = coloured * envelope
-    return x * 0.05 / np.sqrt(np.mean(x**2))
+    return np.asarray(x * 0.05 / np.sqrt(np.mean(x**2)), dtype=np.float64)
 
 
-def room(seed: int, rt60_s: float = 0.2) -> np.ndarray:
+def room(seed: int, rt60_s: float = 0.2) -> Signal:
     """Synthetic room response: a direct path then exponentially decaying diffuse reflections."""
     rng = np.random.default_rng(seed)
     n = int(0.15 * RATE)
@@ -41,17 +43,17 @@ def room(seed: int, rt60_s: float = 0.2) -> np.ndarray:
     rir = rng.standard_normal(n) * decay * 0.08
     rir[:40] = 0.0
     rir[40] = 0.6
-    return rir
+    return np.asarray(rir, dtype=np.float64)
 
 
-def echo_of(far: np.ndarray, delay_ms: float, rir: np.ndarray) -> np.ndarray:
+def echo_of(far: Signal, delay_ms: float, rir: Signal) -> Signal:
     size = far.shape[0] + rir.shape[0]
     wet = np.fft.irfft(np.fft.rfft(far, size) * np.fft.rfft(rir, size), size)[: far.shape[0]]
     d = int(delay_ms * RATE / 1000)
-    return np.concatenate([np.zeros(d), wet[: far.shape[0] - d]])
+    return np.concatenate([np.zeros(d), wet[: far.shape[0] - d]]).astype(np.float64)
 
 
-def cancel(mic: np.ndarray, far: np.ndarray) -> tuple[np.ndarray, EchoCanceller]:
+def cancel(mic: Signal, far: Signal) -> tuple[Signal, EchoCanceller]:
     aec = EchoCanceller(RATE)
     out = np.zeros(FRAME)
     frames = mic.shape[0] // FRAME
@@ -63,7 +65,7 @@ def cancel(mic: np.ndarray, far: np.ndarray) -> tuple[np.ndarray, EchoCanceller]
     return result, aec
 
 
-def erle_db(mic: np.ndarray, out: np.ndarray) -> float:
+def erle_db(mic: Signal, out: Signal) -> float:
     return float(10 * np.log10(np.sum(mic**2) / np.sum(out**2)))
 
 
@@ -104,7 +106,7 @@ def test_near_end_talker_survives_double_talk() -> None:
     assert np.dot(out[dt], near[dt]) / np.dot(near[dt], near[dt]) > 0.9
 
 
-def hostile_inputs(rate: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def hostile_inputs(rate: int) -> dict[str, tuple[Signal, Signal]]:
     rng = np.random.default_rng(9)
     n = 3 * rate
     noise = rng.uniform(-1.0, 1.0, n)

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
-from dsp_reference import (
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tandem.media.dsp._fft import FftPlan, Real, irfft, rfft
+from tandem.media.dsp.agc import GainControl
+from tandem.media.dsp.delay import BANDS, _band_bits
+from tandem.media.dsp.echo import EchoCanceller, _filter_output
+from tandem.media.dsp.meters import CLIP_LEVEL, AudioMeters
+from tandem.media.dsp.noise import NoiseSuppressor
+from tandem.media.dsp.reference import (
     band_bits,
     decimate,
     gain_control,
@@ -13,15 +24,6 @@ from dsp_reference import (
     suppress,
     vad_scores,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from tandem.media.dsp._fft import FftPlan, irfft, rfft
-from tandem.media.dsp.agc import GainControl
-from tandem.media.dsp.delay import BANDS, _band_bits
-from tandem.media.dsp.echo import EchoCanceller, _filter_output
-from tandem.media.dsp.meters import CLIP_LEVEL, AudioMeters
-from tandem.media.dsp.noise import NoiseSuppressor
 from tandem.media.dsp.resample import Decimator, Interpolator
 from tandem.media.dsp.vad import VoiceActivityDetector
 
@@ -29,8 +31,18 @@ pytestmark = pytest.mark.unit
 FEW = settings(max_examples=12, deadline=None)
 
 
-def signal(seed: int, n: int, scale: float = 0.3) -> np.ndarray:
+def signal(seed: int, n: int, scale: float = 0.3) -> Real:
     return np.random.default_rng(seed).standard_normal(n) * scale
+
+
+def stream(step: Callable[[Real, Real], None], x: Real, frame_in: int, frame_out: int) -> Real:
+    """Run ``step(frame, out)`` over ``x`` frame by frame and concatenate the outputs."""
+    out = np.zeros(frame_out)
+    chunks = []
+    for frame in x.reshape(-1, frame_in):
+        step(frame, out)
+        chunks.append(out.copy())
+    return np.concatenate(chunks)
 
 
 @FEW
@@ -50,13 +62,9 @@ def test_real_fft_matches_numpy(log_size: int, seed: int) -> None:
 @given(frames=st.integers(1, 8), seed=st.integers(0, 2**32 - 1))
 def test_resamplers_streamed_equal_batch_convolution(frames: int, seed: int) -> None:
     x48 = signal(seed, 480 * frames)
-    down = Decimator(480)
-    out16 = np.zeros(160)
-    streamed = np.concatenate([(down.process(f, out16), out16.copy())[1] for f in x48.reshape(-1, 480)])
+    streamed = stream(Decimator(480).process, x48, 480, 160)
     np.testing.assert_allclose(streamed, decimate(x48), atol=1e-12)
-    up = Interpolator(160)
-    out48 = np.zeros(480)
-    streamed_up = np.concatenate([(up.process(f, out48), out48.copy())[1] for f in streamed.reshape(-1, 160)])
+    streamed_up = stream(Interpolator(160).process, streamed, 160, 480)
     np.testing.assert_allclose(streamed_up, interpolate(streamed), atol=1e-12)
 
 
@@ -73,9 +81,8 @@ def test_noise_suppressor_streamed_equals_reference(
     x = signal(seed, 160 * frames, level)
     x[160 * (frames // 2) :] += 0.3 * np.sin(np.arange(160 * (frames - frames // 2)) * 0.2)
     ns = NoiseSuppressor(16000, attenuation)
-    out = np.zeros(160)
     unity = np.ones(ns.plan.bins)
-    streamed = np.concatenate([(ns.process(f, out, unity), out.copy())[1] for f in x.reshape(-1, 160)])
+    streamed = stream(lambda f, out: ns.process(f, out, unity), x, 160, 160)
     expected, prior, post = suppress(x, 160, ns.gain_floor)
     # the kernel's E1 is a rational approximation good to ~5e-5 relative, the reference is exact
     np.testing.assert_allclose(streamed, expected, rtol=1e-3, atol=1e-6)
@@ -83,15 +90,16 @@ def test_noise_suppressor_streamed_equals_reference(
     np.testing.assert_allclose(ns.post_snr, post, rtol=1e-3)
     vad = VoiceActivityDetector(threshold=1e9)
     vad.process(ns.prior_snr, ns.post_snr)
-    assert vad.score == pytest.approx(vad_scores(prior, post, vad.first_bin, vad.last_bin), rel=1e-3, abs=1e-6)
+    assert vad.score == pytest.approx(
+        vad_scores(prior, post, vad.first_bin, vad.last_bin), rel=1e-3, abs=1e-6
+    )
 
 
 def test_suppressor_without_attenuation_reconstructs_the_input_one_frame_late() -> None:
     x = signal(3, 160 * 20)
     ns = NoiseSuppressor(16000, max_attenuation_db=0.0)
-    out = np.zeros(160)
     unity = np.ones(ns.plan.bins)
-    y = np.concatenate([(ns.process(f, out, unity), out.copy())[1] for f in x.reshape(-1, 160)])
+    y = stream(lambda f, out: ns.process(f, out, unity), x, 160, 160)
     np.testing.assert_allclose(y[160:], x[:-160], atol=1e-12)
 
 
@@ -106,13 +114,9 @@ def test_gain_control_equals_reference(frames: int, seed: int, level: float, spe
     x = signal(seed, 160 * frames, level)
     speech = np.random.default_rng(speech_seed).random(frames) > 0.3
     agc = GainControl(target_dbfs=-20.0)
-    out = np.zeros(160)
-    streamed = np.concatenate(
-        [(agc.process(f, out, bool(s)), out.copy())[1] for f, s in zip(x.reshape(-1, 160), speech, strict=True)]
-    )
-    expected = gain_control(
-        x, speech, 160, agc.target, agc.slew, agc.ceiling, agc.max_gain, agc.min_gain
-    )
+    flags = iter(speech)
+    streamed = stream(lambda f, out: agc.process(f, out, bool(next(flags))), x, 160, 160)
+    expected = gain_control(x, speech, 160, agc.target, agc.slew, agc.ceiling, agc.max_gain, agc.min_gain)
     np.testing.assert_allclose(streamed, expected, rtol=1e-9, atol=1e-12)
     assert np.all(np.abs(streamed) <= 1.0)
 

@@ -64,9 +64,7 @@ def _complex_fft(buf: Complex, reverse: Index, twiddle: Complex) -> None:
 
 
 @nb.njit(cache=True, fastmath=True)
-def rfft(
-    signal: Real, out: Complex, work: Complex, reverse: Index, twiddle: Complex, split: Complex
-) -> None:
+def rfft(signal: Real, out: Complex, work: Complex, reverse: Index, twiddle: Complex, split: Complex) -> None:
     """Forward real transform: ``out[:n/2+1] = np.fft.rfft(signal)`` for ``signal`` of ``n`` samples."""
     half = work.shape[0]
     for i in range(half):

@@ -163,7 +163,7 @@ class EchoCanceller:
 
 @nb.njit(cache=True, fastmath=True)
 def _shift_partitions(weights: Single, shift: int) -> None:
-    """Keep the filter's absolute taps after the bulk lag grew by ``shift`` frames: ``w[p] <- w[p + shift]``."""
+    """Keep the filter's absolute taps after its bulk lag grew by ``shift`` frames (w[p] <- w[p+shift])."""
     parts = weights.shape[1]
     order = range(parts) if shift > 0 else range(parts - 1, -1, -1)
     for q in order:
@@ -254,7 +254,6 @@ def cancel_frame(
     dc_far = s[_DC_FAR]
     for i in range(n - frame):
         far_window[i] = far_window[i + frame]
-    sxx_in = 0.0
     for i in range(frame):
         dc_near = _DC_POLE * dc_near + (1.0 - _DC_POLE) * near_in[i]
         dc_far = _DC_POLE * dc_far + (1.0 - _DC_POLE) * far_in[i]

@@ -176,4 +176,3 @@ def warm_up() -> None:
     AudioPipeline(PipelineConfig(echo_cancellation=False, gain_control=False)).process(
         np.zeros(CORE_RATE // 100), np.zeros(CORE_RATE // 100), np.zeros(CORE_RATE // 100)
     )
-

@@ -36,7 +36,7 @@ def exp1(v: Real) -> Real:
     for n in range(60, 0, -1):  # E1(v) = exp(-v) / (v + 1/(1 + 1/(v + 2/(1 + 2/(v + ...)))))
         frac = n / (1.0 + n / (large + frac))
     cont = np.exp(-large) / (large + frac)
-    return np.where(v < 1.0, series, cont)
+    return np.asarray(np.where(v < 1.0, series, cont), dtype=np.float64)
 
 
 def suppress(x: Real, frame: int, gain_floor: float) -> tuple[Real, Real, Real]:
@@ -63,7 +63,7 @@ def suppress(x: Real, frame: int, gain_floor: float) -> tuple[Real, Real, Real]:
         p_h1 = np.where(presence > 0.99, np.minimum(p_h1, 0.99), p_h1)
         noise = 0.9 * noise + 0.1 * (p_h1 * noise + (1.0 - p_h1) * power)
         post = power / noise
-        prior = np.maximum(0.98 * clean_prev / noise + 0.02 * np.maximum(post - 1.0, 0.0), 10 ** -2.5)
+        prior = np.maximum(0.98 * clean_prev / noise + 0.02 * np.maximum(post - 1.0, 0.0), 10**-2.5)
         if gain_floor < 1.0:
             v = post * prior / (1.0 + prior)
             gain = np.clip(prior / (1.0 + prior) * np.exp(0.5 * exp1(v)), gain_floor, 1.0)
@@ -93,7 +93,7 @@ def gain_control(
     for t in range(x.shape[0] // frame):
         seg = x[t * frame : (t + 1) * frame]
         if speech[t]:
-            level += 0.05 * (np.mean(seg**2) - level)
+            level += 0.05 * (float(np.mean(seg**2)) - level)
         desired = np.clip(np.sqrt(target / (level + 1e-12)), min_gain, max_gain)
         end = np.clip(desired, gain / slew, gain * slew)
         y = seg * (gain + (end - gain) * ramp)
@@ -104,7 +104,9 @@ def gain_control(
     return out
 
 
-def partitioned_echo(weights: npt.NDArray[np.float32], spectra: npt.NDArray[np.float32], rows: list[int]) -> Real:
+def partitioned_echo(
+    weights: npt.NDArray[np.float32], spectra: npt.NDArray[np.float32], rows: list[int]
+) -> Real:
     """Overlap-save output spectrum of a partitioned filter: sum_p W_p X_rows[p] (complex)."""
     w = weights[0].astype(np.float64) + 1j * weights[1].astype(np.float64)
     x = spectra[0, rows].astype(np.float64) + 1j * spectra[1, rows].astype(np.float64)
