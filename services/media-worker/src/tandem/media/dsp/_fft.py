@@ -17,7 +17,11 @@ Index = npt.NDArray[np.int64]
 
 
 class FftPlan:
-    """Tables and scratch for real transforms of ``size`` samples (a power of two, >= 8)."""
+    """Tables and scratch for real transforms of ``size`` samples (a power of two, >= 8).
+
+    The complex work buffer and the twiddles are stored as separate real and imaginary planes
+    (axis 0) so that the butterfly loops vectorize.
+    """
 
     def __init__(self, size: int) -> None:
         if size < 8 or size & (size - 1):
@@ -30,69 +34,93 @@ class FftPlan:
             [int(format(i, f"0{bits}b")[::-1], 2) for i in range(half)], dtype=np.int64
         )
         # stage twiddles back to back: the stage joining blocks of ``s`` uses entries [s-1, 2s-1)
-        self.twiddle: Complex = np.concatenate(
+        twiddle = np.concatenate(
             [np.exp(-1j * np.pi * np.arange(s) / s) for s in (1 << i for i in range(bits))]
         )
+        self.twiddle: Real = np.stack([twiddle.real, twiddle.imag])
         self.split: Complex = np.exp(-2j * np.pi * np.arange(half + 1) / size)
-        self.work: Complex = np.zeros(half, dtype=np.complex128)
+        self.work: Real = np.zeros((2, half))
 
 
 @nb.njit(cache=True, fastmath=True)
-def _complex_fft(buf: Complex, reverse: Index, twiddle: Complex) -> None:
-    """In-place unnormalized forward radix-2 transform of ``buf``."""
-    n = buf.shape[0]
+def _complex_fft(work: Real, reverse: Index, twiddle: Real) -> None:
+    """In-place unnormalized forward radix-2 transform of ``work[0] + 1j * work[1]``."""
+    re = work[0]
+    im = work[1]
+    n = re.shape[0]
     for i in range(n):
         j = reverse[i]
         if j > i:
-            tmp = buf[i]
-            buf[i] = buf[j]
-            buf[j] = tmp
+            re[i], re[j] = re[j], re[i]
+            im[i], im[j] = im[j], im[i]
     for start in range(0, n, 2):
-        a = buf[start]
-        b = buf[start + 1]
-        buf[start] = a + b
-        buf[start + 1] = a - b
+        ar = re[start]
+        ai = im[start]
+        re[start] = ar + re[start + 1]
+        im[start] = ai + im[start + 1]
+        re[start + 1] = ar - re[start + 1]
+        im[start + 1] = ai - im[start + 1]
+    tr = twiddle[0]
+    ti = twiddle[1]
     span = 2
     while span < n:
         for start in range(0, n, 2 * span):
             for k in range(span):
-                b = buf[start + k + span] * twiddle[span - 1 + k]
-                a = buf[start + k]
-                buf[start + k] = a + b
-                buf[start + k + span] = a - b
+                a = start + k
+                b = a + span
+                wr = tr[span - 1 + k]
+                wi = ti[span - 1 + k]
+                br = re[b] * wr - im[b] * wi
+                bi = re[b] * wi + im[b] * wr
+                re[b] = re[a] - br
+                im[b] = im[a] - bi
+                re[a] += br
+                im[a] += bi
         span *= 2
 
 
 @nb.njit(cache=True, fastmath=True)
-def rfft(signal: Real, out: Complex, work: Complex, reverse: Index, twiddle: Complex, split: Complex) -> None:
+def rfft(signal: Real, out: Complex, work: Real, reverse: Index, twiddle: Real, split: Complex) -> None:
     """Forward real transform: ``out[:n/2+1] = np.fft.rfft(signal)`` for ``signal`` of ``n`` samples."""
-    half = work.shape[0]
+    half = work.shape[1]
     for i in range(half):
-        work[i] = complex(signal[2 * i], signal[2 * i + 1])
+        work[0, i] = signal[2 * i]
+        work[1, i] = signal[2 * i + 1]
     _complex_fft(work, reverse, twiddle)
-    for k in range(half + 1):
-        zk = work[k % half]
-        zc = work[(half - k) % half].conjugate()
-        even = 0.5 * (zk + zc)
-        odd = -0.5j * (zk - zc)
-        out[k] = even + split[k] * odd
+    # split the half-length transform z into the real transform: X[k] = E[k] + W^k O[k]
+    re = work[0]
+    im = work[1]
+    out[0] = re[0] + im[0]
+    out[half] = re[0] - im[0]
+    for k in range(1, half):
+        ar = re[k]
+        ai = im[k]
+        br = re[half - k]
+        bi = -im[half - k]
+        er = 0.5 * (ar + br)
+        ei = 0.5 * (ai + bi)
+        orr = 0.5 * (ai - bi)
+        oi = -0.5 * (ar - br)
+        wr = split[k].real
+        wi = split[k].imag
+        out[k] = complex(er + wr * orr - wi * oi, ei + wr * oi + wi * orr)
 
 
 @nb.njit(cache=True, fastmath=True)
-def irfft(
-    spectrum: Complex, out: Real, work: Complex, reverse: Index, twiddle: Complex, split: Complex
-) -> None:
+def irfft(spectrum: Complex, out: Real, work: Real, reverse: Index, twiddle: Real, split: Complex) -> None:
     """Inverse real transform: ``out = np.fft.irfft(spectrum)`` for a spectrum of ``n/2+1`` bins."""
-    half = work.shape[0]
+    half = work.shape[1]
     # inverse transform as conj(forward(conj(.))), folding the conjugations into the split steps
     for k in range(half):
         xk = spectrum[k]
         xc = spectrum[half - k].conjugate()
         even = 0.5 * (xk + xc)
         odd = 0.5 * (xk - xc) * split[k].conjugate()
-        work[k] = (even + 1j * odd).conjugate()
+        z = even + 1j * odd
+        work[0, k] = z.real
+        work[1, k] = -z.imag
     _complex_fft(work, reverse, twiddle)
     scale = 1.0 / half
     for i in range(half):
-        out[2 * i] = work[i].real * scale
-        out[2 * i + 1] = -work[i].imag * scale
+        out[2 * i] = work[0, i] * scale
+        out[2 * i + 1] = -work[1, i] * scale

@@ -194,7 +194,7 @@ def _partition_shares(weights: Single, prop: Real) -> None:
 @nb.njit(cache=True, fastmath=True)
 def _filter_output(
     weights: Single, spectra: Single, newest: int, base: int, acc: Single, out_spec: Complex,
-    time: Real, echo: Real, work: Complex, rev: Index, tw: Complex, split: Complex,
+    time: Real, echo: Real, work: Real, rev: Index, tw: Real, split: Complex,
 ) -> None:  # fmt: skip
     """Echo estimate (last ``len(echo)`` samples of the overlap-save output) of one filter."""
     history = spectra.shape[1]
@@ -220,7 +220,7 @@ def _filter_output(
 
 @nb.njit(cache=True, fastmath=True)
 def _padded_spectrum(
-    frame_signal: Real, out: Complex, time: Real, work: Complex, rev: Index, tw: Complex, split: Complex
+    frame_signal: Real, out: Complex, time: Real, work: Real, rev: Index, tw: Real, split: Complex
 ) -> None:
     """Spectrum of ``frame_signal`` placed at the end of an otherwise zero FFT window."""
     n = time.shape[0]
@@ -238,7 +238,7 @@ def cancel_frame(
     near: Real, bg_echo: Real, fg_echo: Real, power: Real, step: Real, err_smooth: Real,
     echo_smooth: Real, res_error: Real, res_echo: Real, res_gain: Real, prop: Real, s: Real,
     floor: float,
-    work: Complex, rev: Index, tw: Complex, split: Complex,
+    work: Real, rev: Index, tw: Real, split: Complex,
     edges: Index, far_bits: np.ndarray, far_active: np.ndarray, far_mean: Real, near_mean: Real,
     bands: Real, distance: Real, delay_scalars: Real, confirm: int,
 ) -> None:  # fmt: skip
@@ -408,7 +408,7 @@ def cancel_frame(
 
     # Gradient step on every partition, gradient constraint on one partition per frame.
     # Proportionate split of the step over partitions (larger where the filter has energy), then
-    # the gradient conj(X) * E, constrained to one partition's length on one partition per frame.
+    # the gradient conj(X) * E, constrained to one partition's length on one partition at a time.
     if far_active:
         _partition_shares(bg_w, prop)
         for k in range(bins):

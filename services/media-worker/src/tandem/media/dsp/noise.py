@@ -86,24 +86,32 @@ class NoiseSuppressor:
 
 
 @nb.njit(cache=True, fastmath=True)
-def _exp_integral(v: float) -> float:
-    """E1(v) for v > 0 (Abramowitz & Stegun 5.1.53 and 5.1.56), accurate to ~1e-5."""
+def _lsa_factor(v: float) -> float:
+    """``exp(E1(v) / 2)``, the MMSE-LSA correction of the Wiener gain, to ~1e-5 relative.
+
+    Below 1 it is ``exp(-euler_gamma/2) / sqrt(v) * exp(S(v)/2)`` with the series part ``S`` of E1
+    (Abramowitz & Stegun 5.1.53); above 1, E1 (A&S 5.1.56) is small and its exponential a short
+    Taylor series. One ``exp`` at most, none below 1.
+    """
     if v < 1.0:
         v = max(v, 1e-10)
-        return (
-            -math.log(v) - 0.57721566 + v * (0.99999193 + v * (-0.24991055 + v * (0.05519968
-            + v * (-0.00976004 + v * 0.00107857))))
-        )  # fmt: skip
-    num = v * v + 2.334733 * v + 0.250621
-    den = v * v + 3.330657 * v + 1.681534
-    return math.exp(-v) / v * num / den
+        half_series = (
+            0.5 * v * (0.99999193 + v * (-0.24991055 + v * (0.05519968 + v * (-0.00976004 + v * 0.00107857))))
+        )
+        h = half_series
+        taylor = 1.0 + h * (1.0 + h * (0.5 + h * (1.0 / 6.0 + h * (1.0 / 24.0 + h / 120.0))))
+        return 0.74930600 / math.sqrt(v) * taylor
+    if v > 30.0:
+        return 1.0
+    h = 0.5 * math.exp(-v) / v * (v * v + 2.334733 * v + 0.250621) / (v * v + 3.330657 * v + 1.681534)
+    return 1.0 + h * (1.0 + h * (0.5 + h / 6.0))
 
 
 @nb.njit(cache=True, fastmath=True)
 def suppress_frame(
     signal: Real, out: Real, extra_gain: Real, window: Real, buf: Real, overlap: Real, time: Real,
     spec: Complex, noise: Real, presence: Real, clean_prev: Real, prior_snr: Real, post_snr: Real,
-    gain: Real, s: Real, gain_floor: float, work: Complex, rev: Index, tw: Complex, split: Complex,
+    gain: Real, s: Real, gain_floor: float, work: Real, rev: Index, tw: Real, split: Complex,
 ) -> None:  # fmt: skip
     """One frame of the suppressor; see :meth:`NoiseSuppressor.process`."""
     frame = signal.shape[0]
@@ -126,7 +134,8 @@ def suppress_frame(
             noise[k] = y_pow
         # noise tracker: a posteriori speech presence with a fixed typical speech SNR
         post = y_pow / noise[k]
-        p_h1 = 1.0 / (1.0 + log_h1 * math.exp(-min(post * ratio_h1, 50.0)))
+        exponent = post * ratio_h1
+        p_h1 = 1.0 if exponent > 30.0 else 1.0 / (1.0 + log_h1 * math.exp(-exponent))
         presence[k] = 0.9 * presence[k] + 0.1 * p_h1
         if presence[k] > _STUCK_PRESENCE:
             p_h1 = min(p_h1, _STUCK_PRESENCE)
@@ -142,7 +151,7 @@ def suppress_frame(
         v = post * xi / (1.0 + xi)
         g = 1.0
         if gain_floor < 1.0:
-            g = min(max(xi / (1.0 + xi) * math.exp(0.5 * _exp_integral(v)), gain_floor), 1.0)
+            g = min(max(xi / (1.0 + xi) * _lsa_factor(v), gain_floor), 1.0)
         clean_prev[k] = g * g * y_pow
         gain[k] = g
         spec[k] *= g * extra_gain[k]
