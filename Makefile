@@ -7,6 +7,8 @@ export UV_PYTHON := $(PYTHON)
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 APT_PACKAGES := chromium
+# The call-audio benchmark's material (speech) and the Speex peer it builds from source.
+BENCH_APT_PACKAGES := espeak-ng codec2-examples libspeexdsp-dev swig
 PYTEST_ARGS ?=
 
 .PHONY: up demo test lint proto bench sync apt clean
@@ -51,6 +53,7 @@ proto: sync
 		--python_out=services/common/src --mypy_out=services/common/src proto/tandem/v1/*.proto
 
 bench: sync
+	$(MAKE) --no-print-directory apt APT_PACKAGES="$(APT_PACKAGES) $(BENCH_APT_PACKAGES)"
 	$(UV) sync --frozen --all-packages --group bench
 	$(RUN) pytest tests/benchmarks -s -p no:xdist --timeout=3600 $(PYTEST_ARGS)
 
