@@ -118,7 +118,7 @@ async def test_a_service_starts_while_nats_is_down_and_becomes_ready(tmp_path: P
 
 @pytest.mark.parametrize(
     ("setting", "value"),
-    [("NATS_URL", "http//not a url"), ("NATS_URL", "http://127.0.0.1:4222"), ("HTTP_PORT", "70000")],
+    [("NATS_URL", "http//not a url"), ("NATS_URL", "http://127.0.0.1:1"), ("HTTP_PORT", "70000")],
 )
 async def test_bad_config_exits_with_one_line_naming_the_setting(setting: str, value: str) -> None:
     env = service_env("MATCHMAKING", "nats://127.0.0.1:1", 0, {f"TANDEM_MATCHMAKING_{setting}": value})
