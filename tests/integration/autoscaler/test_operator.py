@@ -23,6 +23,7 @@ from tandem.autoscaler.drain import DELETION_COST_ANNOTATION
 from tandem.autoscaler.settings import Settings
 from tandem.common import subjects
 from tandem.common.bus import Bus, BusConfig
+from tandem.devstack.ports import free_port
 from tandem.v1.media_pb2 import RegionCapacity, WorkerDrain, WorkerLoadReport
 
 NAMESPACE = "tandem-test"
@@ -231,7 +232,13 @@ class OperatorHandle:
 
 @pytest.fixture
 async def operator(k8s: kmock.KubernetesEmulator, nats_url: str) -> AsyncIterator[OperatorHandle]:
-    settings = Settings(namespace=NAMESPACE, kube_api_url=str(k8s.url).rstrip("/"), nats_url=nats_url, liveness_port=0)
+    settings = Settings(
+        namespace=NAMESPACE,
+        kube_api_url=str(k8s.url).rstrip("/"),
+        nats_url=nats_url,
+        liveness_port=0,
+        http_port=free_port(),
+    )
     handle = OperatorHandle(settings)
     await handle.start()
     try:
@@ -298,6 +305,16 @@ async def test_creating_a_pool_creates_its_deployment_with_owner_reference(clust
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+async def test_the_operator_reports_ready_and_serves_metrics(operator: OperatorHandle) -> None:
+    url = f"http://127.0.0.1:{operator.settings.http_port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/readyz") as ready:
+            assert ready.status == 200, await ready.text()
+        async with http.get(f"{url}/metrics") as metrics:
+            assert metrics.status == 200
+            assert "python_info" in await metrics.text()
 
 
 async def test_rising_load_raises_replicas_within_a_sync_interval(cluster: FakeCluster) -> None:
