@@ -7,6 +7,7 @@ that re-reads the world every sync interval, so a restart resumes where the last
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -37,7 +38,9 @@ async def _sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: floa
     """Sleep until the next sync is due, the spec changed, or the daemon is stopped."""
 
     async def until_stopped() -> None:
-        await stopped.wait(seconds)
+        # kopf's wait may surface its internal timeout instead of returning: either way, time is up.
+        with contextlib.suppress(TimeoutError):
+            await stopped.wait(seconds)
 
     waits = {asyncio.create_task(until_stopped()), asyncio.create_task(wake.wait())}
     _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

@@ -176,7 +176,10 @@ class Bus:
             except (TimeoutError, nats.errors.Error) as exc:
                 logger.warning("nats drain did not finish", extra={"error": repr(exc)})
         if not self._nc.is_closed:
-            await self._nc.close()
+            try:
+                await asyncio.wait_for(self._nc.close(), timeout_s)
+            except TimeoutError:
+                logger.warning("nats close did not finish")
         self._set_status(BusStatus.CLOSED)
 
     # --- core NATS --------------------------------------------------------------------------
@@ -337,8 +340,8 @@ class Bus:
                         await self._deliver(msg, message_type, handler, durable)
             finally:
                 # Unfetched messages would keep a drain waiting; the server redelivers them.
-                with contextlib.suppress(nats.errors.Error):
-                    await sub.unsubscribe()
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    await asyncio.wait_for(sub.unsubscribe(), self.config.connect_timeout_s)
 
         return self._tasks.spawn(loop(), name=f"consume:{durable}")
 
