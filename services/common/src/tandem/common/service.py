@@ -8,7 +8,6 @@ reports not-ready, stops taking work (`app.stop`), drains NATS, and exits 0 with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -175,7 +174,12 @@ def run_service(service: str, settings_cls: type[S], app_factory: Callable[[S, s
     """Entry point of a service's `__main__`."""
     settings = settings_or_exit(service, settings_cls)
     configure_logging(settings.log_format, settings.log_level)
-    configure_tracing(f"tandem-{service}", instance_name(settings, service), settings.otlp_endpoint)
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(asyncio.run(serve(service, settings, app_factory)))
-    sys.exit(0)
+    tracing = configure_tracing(f"tandem-{service}", instance_name(settings, service), settings.otlp_endpoint)
+    code = 0
+    try:
+        code = asyncio.run(serve(service, settings, app_factory))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        tracing.shutdown()  # flush the spans still batched
+    sys.exit(code)

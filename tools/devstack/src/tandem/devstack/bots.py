@@ -42,8 +42,12 @@ class MediaStats:
 class Bot:
     """One client: a WebSocket to signaling and, once a call connects, a peer connection."""
 
-    def __init__(self, base_url: str, token: str, *, binary: bool = False, name: str = "bot") -> None:
+    def __init__(
+        self, base_url: str, token: str, *, binary: bool = False, name: str = "bot", traceparent: str = ""
+    ) -> None:
         self.ws_url = base_url.replace("http", "ws", 1) + "/v1/ws"
+        # Like an app with tracing on: every frame carries this W3C trace context.
+        self.traceparent = traceparent
         self.token = token
         self.binary = binary
         self.name = name
@@ -72,7 +76,7 @@ class Bot:
         await (self._ws.send_bytes(frame) if isinstance(frame, bytes) else self._ws.send_str(frame))
 
     async def send(self, **payload: Any) -> str:
-        envelope = Envelope(id=str(uuid.uuid4()), **payload)
+        envelope = Envelope(id=str(uuid.uuid4()), traceparent=self.traceparent, **payload)
         frame = envelope.SerializeToString() if self.binary else json_format.MessageToJson(envelope, indent=None)
         await self.send_raw(frame)
         return envelope.id
