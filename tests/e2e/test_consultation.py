@@ -98,3 +98,18 @@ async def test_a_consultation_connects_relays_media_and_places_one_order(tandem_
     ended = (await host.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED)).call_update
     assert ended.reason == S.END_REASON_HANGUP
     await shopper.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED)
+
+    # Orders recorded the consultation from the call facts.
+    conn = await asyncpg.connect(t.database_url)
+    try:
+        for _ in range(100):
+            row = await conn.fetchrow("SELECT * FROM consultations WHERE call_id = $1", call_id)
+            if row is not None and row["state"] == "CALL_STATE_ENDED":
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    assert row is not None
+    assert (row["shopper_id"], row["host_id"], row["market"]) == ("shopper-happy", "host-happy", "US")
+    assert (row["state"], row["end_reason"]) == ("CALL_STATE_ENDED", "END_REASON_HANGUP")
+    assert row["requested_at"] <= row["ringing_at"] <= row["connected_at"] <= row["ended_at"]
