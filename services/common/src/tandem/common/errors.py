@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from tandem.v1 import common_pb2
 
-ErrorCode = common_pb2.ErrorCode
-
 
 class TandemError(Exception):
     """An error with a stable code from `tandem.v1.ErrorCode` and a message safe to show a client."""

@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("tandem.signaling")
 
 S = common_pb2
-R = common_pb2  # reasons and states share the module
 CALLS_ENDED = Counter("tandem_signaling_calls_ended_total", "Calls ended, by reason", ["reason"])
 STAGE_SECONDS = Histogram(
     "tandem_signaling_stage_seconds",
@@ -62,18 +61,9 @@ class CallCoordinator:
         # Each call's trace: everything done for the call, whoever asked, is one trace.
         self._traces: dict[str, otel_context.Context] = {}
         self._tasks = TaskSet("coordinator")
-        self._handlers: dict[str, Handler] = {
-            "accept": self._accept,
-            "decline": self._decline,
-            "cancel": self._cancel,
-            "hangup": self._hangup,
-            "sdp": self._sdp,
-            "ice_candidate": self._ice_candidate,
-            "push_product_card": self._push_product_card,
-            "add_to_cart": self._add_to_cart,
-            "checkout": self._checkout,
-        }
+        self._handlers: dict[str, Handler] = {kind: getattr(self, f"_{kind}") for kind in self.CALL_PAYLOADS}
 
+    # Envelope payloads about an existing call; each is handled by the method `_<payload>`.
     CALL_PAYLOADS = frozenset(
         {"accept", "decline", "cancel", "hangup", "sdp", "ice_candidate", "push_product_card", "add_to_cart",
          "checkout"}
@@ -140,7 +130,7 @@ class CallCoordinator:
         ]  # fmt: skip
         await self._emit(call)
         async with self._locks[call.call_id]:
-            await self._enqueue(call, R.END_REASON_UNSPECIFIED, correlation_id=envelope.id)
+            await self._enqueue(call, S.END_REASON_UNSPECIFIED, correlation_id=envelope.id)
 
     async def handle(self, command: calls_pb2.CallCommand) -> empty_pb2.Empty:
         """A client's message about a call this instance owns (local or from another instance)."""
@@ -215,7 +205,7 @@ class CallCoordinator:
             return
         async with self._locks[call.call_id]:
             if call.state == S.CALL_STATE_QUEUED:
-                await self._end(call, R.END_REASON_NO_HOST)
+                await self._end(call, S.END_REASON_NO_HOST)
 
     async def _ring(self, call: Call, host: matchmaking_pb2.MatchedHost) -> None:
         call.host_id = host.host_id
@@ -238,7 +228,7 @@ class CallCoordinator:
         await asyncio.sleep(self.settings.ring_timeout_s)
         async with self._locks[call.call_id]:
             if call.state == S.CALL_STATE_RINGING:
-                await self._requeue(call, R.END_REASON_RING_TIMEOUT)
+                await self._requeue(call, S.END_REASON_RING_TIMEOUT)
 
     async def _requeue(self, call: Call, reason: common_pb2.EndReason.ValueType) -> None:
         """The ringing host did not take the call: tell them, free them, and try the next host."""
@@ -260,7 +250,7 @@ class CallCoordinator:
             allocated = await self._allocate_media(call)
         except TandemError as exc:
             logger.error("media allocation failed", extra={"call_id": call.call_id, "error": str(exc)})
-            await self._end(call, R.END_REASON_MEDIA_FAILURE)
+            await self._end(call, S.END_REASON_MEDIA_FAILURE)
             return
         call.worker_id = allocated.worker.worker_id
         await self._update(call)
@@ -285,22 +275,22 @@ class CallCoordinator:
         await asyncio.sleep(self.settings.connect_timeout_s)
         async with self._locks[call.call_id]:
             if call.state == S.CALL_STATE_CONNECTING:
-                await self._end(call, R.END_REASON_CONNECT_TIMEOUT)
+                await self._end(call, S.END_REASON_CONNECT_TIMEOUT)
 
     async def _decline(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
         if who.user_id != call.host_id:
             raise _denied("only the invited host may decline")
         call.expect(S.CALL_STATE_RINGING)
-        await self._requeue(call, R.END_REASON_DECLINED)
+        await self._requeue(call, S.END_REASON_DECLINED)
 
     async def _cancel(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
         if who.user_id != call.shopper_id:
             raise _denied("only the shopper may cancel")
         call.expect(S.CALL_STATE_QUEUED, S.CALL_STATE_RINGING, S.CALL_STATE_CONNECTING)
-        await self._end(call, R.END_REASON_CANCELLED)
+        await self._end(call, S.END_REASON_CANCELLED)
 
     async def _hangup(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
-        reason = envelope.hangup.reason or R.END_REASON_HANGUP
+        reason = envelope.hangup.reason or S.END_REASON_HANGUP
         if call.state == S.CALL_STATE_RINGING and who.user_id == call.host_id:
             await self._requeue(call, reason)  # a ringing host that leaves has declined
         else:
@@ -341,10 +331,10 @@ class CallCoordinator:
         async with self._locks[call.call_id]:
             if call.state != S.CALL_STATE_CONNECTING:
                 if event.kind == media_pb2.MediaEvent.KIND_LEG_FAILED and call.state == S.CALL_STATE_CONNECTED:
-                    await self._end(call, R.END_REASON_MEDIA_FAILURE)
+                    await self._end(call, S.END_REASON_MEDIA_FAILURE)
                 return
             if event.kind == media_pb2.MediaEvent.KIND_LEG_FAILED:
-                await self._end(call, R.END_REASON_MEDIA_FAILURE)
+                await self._end(call, S.END_REASON_MEDIA_FAILURE)
             elif event.kind == media_pb2.MediaEvent.KIND_LEG_CONNECTED:
                 call.legs_connected.add(event.leg)
                 if len(call.legs_connected) == 2:
@@ -447,7 +437,7 @@ class CallCoordinator:
         for call in list(self.calls.values()):
             async with self._locks[call.call_id]:
                 if not call.ended:
-                    await self._end(call, R.END_REASON_HANGUP)
+                    await self._end(call, S.END_REASON_HANGUP)
         await self._tasks.wait(5.0)
         await cancel_and_wait(*self._timers.values())
         await self._tasks.cancel_all()
