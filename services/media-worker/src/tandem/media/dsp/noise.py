@@ -156,16 +156,20 @@ def suppress_frame(
         xi = max(xi, _XI_MIN)
         prior_snr[k] = xi
         post_snr[k] = post
-        g = 1.0
         g1 = 1.0
         if gain_floor < 1.0:
             g1 = min(max(xi / (1.0 + xi) * _lsa_factor(post * xi / (1.0 + xi)), gain_floor), 1.0)
-            xi2 = max(g1 * g1 * post, _XI_MIN)
-            g2 = min(xi2 / (1.0 + xi2) * _lsa_factor(post * xi2 / (1.0 + xi2)), 1.0)
-            g = max(math.sqrt(g1 * g2), gain_floor)
         clean_prev[k] = g1 * g1 * y_pow
-        gain[k] = g
-        spec[k] *= g * extra_gain[k]
+        gain[k] = g1
+    # second step, in its own loop (two LSA factors in one loop body compile to much slower code)
+    if gain_floor < 1.0:
+        for k in range(spec.shape[0]):
+            g1 = gain[k]
+            xi2 = max(g1 * g1 * post_snr[k], _XI_MIN)
+            g2 = min(xi2 / (1.0 + xi2) * _lsa_factor(post_snr[k] * xi2 / (1.0 + xi2)), 1.0)
+            gain[k] = max(math.sqrt(g1 * g2), gain_floor)
+    for k in range(spec.shape[0]):
+        spec[k] *= gain[k] * extra_gain[k]
 
     irfft(spec, time, work, rev, tw, split)
     for i in range(frame):
