@@ -70,7 +70,8 @@ def test_resamplers_streamed_equal_batch_convolution(frames: int, seed: int) -> 
 
 @FEW
 @given(
-    frames=st.integers(2, 12),
+    # past 100 frames the second noise average leaves its running-mean start
+    frames=st.one_of(st.integers(2, 12), st.just(130)),
     seed=st.integers(0, 2**32 - 1),
     attenuation=st.sampled_from([0.0, 12.0, 25.0]),
     level=st.floats(1e-4, 0.5),

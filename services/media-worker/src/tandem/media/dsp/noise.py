@@ -1,10 +1,14 @@
-"""Noise suppression: noise-floor tracking and a speech-presence-aware MMSE spectral gain.
+"""Noise suppression: noise-floor tracking and a two-step MMSE log-spectral-amplitude gain.
 
 The noise power per bin follows the speech-presence-probability estimator of Gerkmann & Hendriks
 (2012): where speech is unlikely the periodogram updates the noise estimate, where it is likely the
-estimate holds. The gain is the Wiener gain of the decision-directed a priori SNR (Ephraim & Malah),
-which keeps the gain smooth on stationary noise and so avoids musical noise, applied through the
-log-spectral-amplitude (MMSE-LSA) gain with a floor of ``-max_attenuation_db``.
+estimate holds. That estimate is averaged once more over about a second (a running mean over the
+first second of a call), which removes most of its frame-to-frame variance and the speech that leaks
+into it; the gain uses the averaged estimate. The first gain is the log-spectral-amplitude (MMSE-LSA)
+gain of the decision-directed a priori SNR (Ephraim & Malah); as in the two-step scheme of Plapous,
+Marro & Scalart (2006) it gives a second a priori SNR (gain squared times the a posteriori SNR,
+without the decision-directed one-frame lag at onsets) and a second LSA gain. The applied gain is the
+geometric mean of the two, with a floor of ``-max_attenuation_db``.
 
 The suppressor owns the analysis/synthesis STFT (sqrt-Hann, two frames long, one-frame hop), so it is
 also where the echo canceller's residual-echo gain is applied: one transform pair per frame for both.
@@ -26,9 +30,12 @@ _NOISE_SMOOTHING = 0.9
 _DD_ALPHA = 0.98
 _XI_MIN = 10.0 ** (-25.0 / 10.0)
 _STUCK_PRESENCE = 0.99
+_SLOW_SMOOTHING = 0.99
+"""Second averaging of the noise estimate (time constant 1 s at 10 ms frames)."""
 # Indices into NoiseSuppressor.scalars.
 _STARTED = 0
-_NSCALARS = 1
+_FRAMES = 1
+_NSCALARS = 2
 
 
 def analysis_window(frame: int) -> Real:
@@ -57,6 +64,7 @@ class NoiseSuppressor:
         self.time: Real = np.zeros(self.plan.size)
         self.spectrum: Complex = np.zeros(bins, dtype=np.complex128)
         self.noise: Real = np.zeros(bins)
+        self.noise_slow: Real = np.zeros(bins)
         self.presence: Real = np.zeros(bins)
         self.clean_prev: Real = np.zeros(bins)
         # per-bin a priori and a posteriori SNR of the last frame, read by the VAD
@@ -73,7 +81,7 @@ class NoiseSuppressor:
         p = self.plan
         suppress_frame(
             signal, out, extra_gain, self.window, self.input, self.overlap, self.time, self.spectrum,
-            self.noise, self.presence, self.clean_prev, self.prior_snr, self.post_snr, self.gain,
+            self.noise, self.noise_slow, self.presence, self.clean_prev, self.prior_snr, self.post_snr, self.gain,
             self.scalars, self.gain_floor,
             p.work, p.reverse, p.twiddle, p.split,
         )  # fmt: skip
@@ -82,7 +90,7 @@ class NoiseSuppressor:
     def noise_power(self) -> float:
         """Estimated noise power per sample (normalized full scale 1.0, mean square)."""
         n = self.plan.size
-        return float(2.0 * np.sum(self.noise) / (n * float(np.sum(self.window**2))))
+        return float(2.0 * np.sum(self.noise_slow) / (n * float(np.sum(self.window**2))))
 
 
 @nb.njit(cache=True, fastmath=True)
@@ -108,7 +116,7 @@ def _lsa_factor(v: float) -> float:
 @nb.njit(cache=True, fastmath=True)
 def suppress_frame(
     signal: Real, out: Real, extra_gain: Real, window: Real, buf: Real, overlap: Real, time: Real,
-    spec: Complex, noise: Real, presence: Real, clean_prev: Real, prior_snr: Real, post_snr: Real,
+    spec: Complex, noise: Real, slow: Real, presence: Real, clean_prev: Real, prior_snr: Real, post_snr: Real,
     gain: Real, s: Real, gain_floor: float, work: Real, rev: Index, tw: Real, split: Complex,
 ) -> None:  # fmt: skip
     """One frame of the suppressor; see :meth:`NoiseSuppressor.process`."""
@@ -124,6 +132,9 @@ def suppress_frame(
 
     started = s[_STARTED] != 0.0
     s[_STARTED] = 1.0
+    frames = s[_FRAMES]
+    s[_FRAMES] = frames + 1.0
+    keep = min(_SLOW_SMOOTHING, 1.0 - 1.0 / (frames + 1.0))
     log_h1 = 1.0 + _XI_H1
     ratio_h1 = _XI_H1 / (1.0 + _XI_H1)
     for k in range(spec.shape[0]):
@@ -138,19 +149,27 @@ def suppress_frame(
         if presence[k] > _STUCK_PRESENCE:
             p_h1 = min(p_h1, _STUCK_PRESENCE)
         noise[k] = _NOISE_SMOOTHING * noise[k] + (1.0 - _NOISE_SMOOTHING) * (p_h1 * noise[k] + (1.0 - p_h1) * y_pow)
-        # decision-directed a priori SNR and the presence-weighted Wiener gain
-        post = y_pow / noise[k]
-        xi = _DD_ALPHA * clean_prev[k] / noise[k] + (1.0 - _DD_ALPHA) * max(post - 1.0, 0.0)
+        slow[k] = keep * slow[k] + (1.0 - keep) * noise[k]
+        # decision-directed a priori SNR, its LSA gain, then the two-step a priori SNR and its LSA gain
+        post = y_pow / slow[k]
+        xi = _DD_ALPHA * clean_prev[k] / slow[k] + (1.0 - _DD_ALPHA) * max(post - 1.0, 0.0)
         xi = max(xi, _XI_MIN)
         prior_snr[k] = xi
         post_snr[k] = post
-        v = post * xi / (1.0 + xi)
-        g = 1.0
+        g1 = 1.0
         if gain_floor < 1.0:
-            g = min(max(xi / (1.0 + xi) * _lsa_factor(v), gain_floor), 1.0)
-        clean_prev[k] = g * g * y_pow
-        gain[k] = g
-        spec[k] *= g * extra_gain[k]
+            g1 = min(max(xi / (1.0 + xi) * _lsa_factor(post * xi / (1.0 + xi)), gain_floor), 1.0)
+        clean_prev[k] = g1 * g1 * y_pow
+        gain[k] = g1
+    # second step, in its own loop (two LSA factors in one loop body compile to much slower code)
+    if gain_floor < 1.0:
+        for k in range(spec.shape[0]):
+            g1 = gain[k]
+            xi2 = max(g1 * g1 * post_snr[k], _XI_MIN)
+            g2 = min(xi2 / (1.0 + xi2) * _lsa_factor(post_snr[k] * xi2 / (1.0 + xi2)), 1.0)
+            gain[k] = max(math.sqrt(g1 * g2), gain_floor)
+    for k in range(spec.shape[0]):
+        spec[k] *= gain[k] * extra_gain[k]
 
     irfft(spec, time, work, rev, tw, split)
     for i in range(frame):

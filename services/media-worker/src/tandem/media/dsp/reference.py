@@ -46,6 +46,7 @@ def suppress(x: Real, frame: int, gain_floor: float) -> tuple[Real, Real, Real]:
     bins = n_fft // 2 + 1
     xi_h1 = 31.6
     noise = np.zeros(bins)
+    slow = np.zeros(bins)
     presence = np.zeros(bins)
     clean_prev = np.zeros(bins)
     prior = post = np.zeros(bins)
@@ -62,14 +63,18 @@ def suppress(x: Real, frame: int, gain_floor: float) -> tuple[Real, Real, Real]:
         presence = 0.9 * presence + 0.1 * p_h1
         p_h1 = np.where(presence > 0.99, np.minimum(p_h1, 0.99), p_h1)
         noise = 0.9 * noise + 0.1 * (p_h1 * noise + (1.0 - p_h1) * power)
-        post = power / noise
-        prior = np.maximum(0.98 * clean_prev / noise + 0.02 * np.maximum(post - 1.0, 0.0), 10**-2.5)
+        keep = min(0.99, 1.0 - 1.0 / (t + 1))
+        slow = keep * slow + (1.0 - keep) * noise
+        post = power / slow
+        prior = np.maximum(0.98 * clean_prev / slow + 0.02 * np.maximum(post - 1.0, 0.0), 10**-2.5)
         if gain_floor < 1.0:
-            v = post * prior / (1.0 + prior)
-            gain = np.clip(prior / (1.0 + prior) * np.exp(0.5 * exp1(v)), gain_floor, 1.0)
+            g1 = np.clip(prior / (1.0 + prior) * np.exp(0.5 * exp1(post * prior / (1.0 + prior))), gain_floor, 1.0)
+            prior2 = np.maximum(g1**2 * post, 10**-2.5)
+            g2 = np.minimum(prior2 / (1.0 + prior2) * np.exp(0.5 * exp1(post * prior2 / (1.0 + prior2))), 1.0)
+            gain = np.maximum(np.sqrt(g1 * g2), gain_floor)
         else:
-            gain = np.ones(bins)
-        clean_prev = gain**2 * power
+            g1 = gain = np.ones(bins)
+        clean_prev = g1**2 * power
         y = np.fft.irfft(spec * gain, n_fft)[: 2 * frame] * window
         out[t * frame : (t + 1) * frame] = overlap + y[:frame]
         overlap = y[frame:]
