@@ -12,10 +12,22 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
-async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
-    """Cancel tasks and wait until they have finished, swallowing their cancellation."""
-    for task in tasks:
-        task.cancel()
+async def cancel_and_wait(*tasks: asyncio.Task[Any], timeout_s: float = 10.0) -> None:
+    """Cancel tasks and wait until they have finished, swallowing their cancellation.
+
+    Cancels again while a task is still running: before Python 3.12 `asyncio.wait_for` (used inside
+    libraries such as nats-py) can swallow a cancellation that races with its own completion.
+    Gives up after `timeout_s`, logging the tasks left running."""
+    pending = {task for task in tasks if not task.done()}
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while pending:
+        for task in pending:
+            task.cancel()
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            logger.error("tasks ignored cancellation", extra={"tasks": [t.get_name() for t in pending]})
+            return
+        _, pending = await asyncio.wait(pending, timeout=min(0.5, remaining))
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
