@@ -1,0 +1,48 @@
+"""Consultations converge whatever the order and number of deliveries of the call facts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from tandem.orders.consultations import record_call_event
+from tandem.orders.schema import apply_schema
+from tandem.v1 import calls_pb2, common_pb2
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    async with pool.acquire() as conn:
+        await apply_schema(conn)
+    yield pool
+    await pool.close()
+
+
+def event(state: common_pb2.CallState.ValueType, seconds: int, **fields: object) -> calls_pb2.CallEvent:
+    e = calls_pb2.CallEvent(call_id="c1", shopper_id="s1", market="JP", state=state, **fields)  # type: ignore[arg-type]
+    e.at.FromDatetime(T0 + timedelta(seconds=seconds))
+    return e
+
+
+async def test_out_of_order_and_replayed_facts_converge(pool: asyncpg.Pool) -> None:
+    facts = [
+        event(common_pb2.CALL_STATE_REQUESTED, 0),
+        event(common_pb2.CALL_STATE_RINGING, 1, host_id="h1"),
+        event(common_pb2.CALL_STATE_CONNECTED, 3, host_id="h1"),
+        event(common_pb2.CALL_STATE_ENDED, 60, host_id="h1", reason=common_pb2.END_REASON_HANGUP),
+    ]
+    for fact in [facts[3], facts[0], facts[2], facts[1], facts[3], facts[0]]:
+        await record_call_event(pool, fact)
+    row = await pool.fetchrow("SELECT * FROM consultations WHERE call_id = 'c1'")
+    assert row is not None
+    assert (row["state"], row["end_reason"], row["host_id"]) == ("CALL_STATE_ENDED", "END_REASON_HANGUP", "h1")
+    stamps = [row["requested_at"], row["ringing_at"], row["connected_at"], row["ended_at"]]
+    assert stamps == [T0 + timedelta(seconds=s) for s in (0, 1, 3, 60)]
+    assert row["updated_at"] == T0 + timedelta(seconds=60)
