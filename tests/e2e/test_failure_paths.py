@@ -152,3 +152,29 @@ async def test_a_bad_token_is_refused(tandem_bots: Tandem) -> None:
         await forged.connect()
     assert refused.value.code == S.ERROR_CODE_UNAUTHENTICATED
     await forged.close()
+
+
+async def test_a_dropped_socket_ends_the_call_after_the_grace_period_unless_it_comes_back(
+    tandem_bots: Tandem,
+) -> None:
+    t = tandem_bots
+    host = await available_host(t, "host-drop", "cs")
+    # Comes back within the grace period (1 s here): the call goes on, on the new socket.
+    shopper = await t.bot("shopper", "shopper-back")
+    call_id = await request_consult(shopper, "cs")
+    await host.expect("invite", call_id=call_id)
+    await shopper.close()
+    shopper_again = await t.bot("shopper", "shopper-back")
+    await asyncio.sleep(1.5)
+    await host.send(accept=client_pb2.Accept(call_id=call_id))
+    await shopper_again.expect("call_update", call_id=call_id, state=S.CALL_STATE_CONNECTING)
+    await shopper_again.send(hangup=client_pb2.Hangup(call_id=call_id))
+    await host.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED, reason=S.END_REASON_HANGUP)
+
+    # Does not come back: the call ends for the host with PEER_DISCONNECTED.
+    leaver = await t.bot("shopper", "shopper-gone")
+    other_call = await request_consult(leaver, "cs")
+    await host.expect("invite", call_id=other_call, timeout_s=5)
+    await leaver.close()
+    ended = await host.expect("call_update", call_id=other_call, state=S.CALL_STATE_ENDED, timeout_s=5)
+    assert ended.call_update.reason == S.END_REASON_PEER_DISCONNECTED
