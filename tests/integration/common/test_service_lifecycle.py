@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from tandem.devstack.nats import NatsServer
 from tandem.devstack.ports import free_port
+from tandem.devstack.stack import service_environment
 
 pytestmark = pytest.mark.integration
 
@@ -53,17 +53,8 @@ async def _eventually(url: str, status: int, timeout_s: float = 20) -> None:
 
 
 def service_env(prefix: str, nats_url: str, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
-    env.update(
-        {
-            f"TANDEM_{prefix}_NATS_URL": nats_url,
-            f"TANDEM_{prefix}_HTTP_PORT": str(port),
-            f"TANDEM_{prefix}_DRAIN_TIMEOUT_S": str(DRAIN_TIMEOUT_S),
-            f"TANDEM_{prefix}_NATS_RECONNECT_WAIT_S": "0.2",
-            **(extra or {}),
-        }
-    )
-    return env
+    reconnect = {f"TANDEM_{prefix}_NATS_RECONNECT_WAIT_S": "0.2"}
+    return service_environment(prefix, nats_url, port, DRAIN_TIMEOUT_S, {**reconnect, **(extra or {})})
 
 
 @pytest.fixture(params=sorted(SERVICES))

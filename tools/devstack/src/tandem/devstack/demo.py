@@ -15,18 +15,12 @@ from tandem.devstack.consultation import connect_bots, run_consultation
 from tandem.devstack.nats import NatsServer
 from tandem.devstack.ports import free_port
 from tandem.devstack.postgres import PostgresServer
-from tandem.devstack.stack import standard_services, supervised
+from tandem.devstack.stack import is_ready, standard_services, supervised
 
 
 async def _reachable(url: str) -> bool:
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http,
-            http.get(f"{url}/readyz") as resp,
-        ):
-            return resp.status == 200
-    except (aiohttp.ClientError, TimeoutError):
-        return False
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
+        return await is_ready(http, url)
 
 
 @contextlib.asynccontextmanager

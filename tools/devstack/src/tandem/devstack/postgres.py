@@ -33,9 +33,8 @@ def _run_as() -> dict[str, Any]:
     return {"user": entry.pw_uid, "group": entry.pw_gid}
 
 
-def _open_path_for(path: Path, uid: int, gid: int) -> None:
-    """Let the service user reach `path`: own it, and make every parent traversable."""
-    os.chown(path, uid, gid)
+def _traversable(path: Path) -> None:
+    """Let any user reach `path`: make every parent folder traversable."""
     for parent in path.parents:
         mode = parent.stat().st_mode
         if mode & 0o005 != 0o005:
@@ -61,8 +60,9 @@ class PostgresServer:
     def start(self, timeout_s: float = 30.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._as:
-            _open_path_for(self.data_dir, self._as["user"], self._as["group"])
-            _open_path_for(POSTGRES_BIN_PATH, os.stat(POSTGRES_BIN_PATH).st_uid, os.stat(POSTGRES_BIN_PATH).st_gid)
+            os.chown(self.data_dir, self._as["user"], self._as["group"])
+            _traversable(self.data_dir)
+            _traversable(POSTGRES_BIN_PATH)
         pgdata = self.data_dir / "pgdata"
         if not (pgdata / "PG_VERSION").exists():
             subprocess.run(

@@ -62,6 +62,32 @@ def standard_services(ports: list[int], database_url: str, **extra: dict[str, st
     ]
 
 
+def service_environment(
+    prefix: str, nats_url: str, http_port: int, drain_timeout_s: float, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a service process: this one's, minus any `TANDEM_*`, plus its settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
+    p = f"TANDEM_{prefix}_"
+    env.update(
+        {
+            f"{p}NATS_URL": nats_url,
+            f"{p}HTTP_PORT": str(http_port),
+            f"{p}DRAIN_TIMEOUT_S": str(drain_timeout_s),
+            **(extra or {}),
+        }
+    )
+    return env
+
+
+async def is_ready(http: aiohttp.ClientSession, url: str) -> bool:
+    """Whether the service at `url` answers /readyz with 200."""
+    try:
+        async with http.get(f"{url}/readyz") as resp:
+            return resp.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
 def print_line(name: str, line: str) -> None:
     colour = _COLOURS[hash(name) % len(_COLOURS)]
     prefix = f"\033[{colour}m{name:>12} |\033[0m " if sys.stdout.isatty() else f"{name:>12} | "
@@ -89,18 +115,10 @@ class Supervisor:
         self._pumps: list[asyncio.Task[None]] = []
 
     def _env(self, spec: ServiceSpec) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
-        p = f"TANDEM_{spec.env_prefix}_"
-        env.update(
-            {
-                f"{p}NATS_URL": self.nats_url,
-                f"{p}HTTP_PORT": str(spec.http_port),
-                f"{p}DRAIN_TIMEOUT_S": str(self.drain_timeout_s),
-                f"{p}INSTANCE_ID": spec.name,
-                **spec.extra_env,
-            }
-        )
-        return env
+        return service_environment(
+            spec.env_prefix, self.nats_url, spec.http_port, self.drain_timeout_s,
+            {f"TANDEM_{spec.env_prefix}_INSTANCE_ID": spec.name, **spec.extra_env},
+        )  # fmt: skip
 
     async def _pump(self, name: str, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():
@@ -119,16 +137,14 @@ class Supervisor:
     async def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Until every service's /readyz answers 200; raises naming the ones that did not."""
         deadline = time.monotonic() + timeout_s
-        pending = {s.name: f"{s.url}/readyz" for s in self.specs}
+        pending = {s.name: s.url for s in self.specs}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
             while pending:
                 for name, url in list(pending.items()):
                     if self.procs[name].returncode is not None:
                         raise RuntimeError(f"{name} exited with {self.procs[name].returncode}")
-                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                        async with http.get(url) as resp:
-                            if resp.status == 200:
-                                del pending[name]
+                    if await is_ready(http, url):
+                        del pending[name]
                 if pending and time.monotonic() > deadline:
                     raise TimeoutError(f"not ready within {timeout_s} s: {', '.join(pending)}")
                 await asyncio.sleep(0.1)
