@@ -1,5 +1,6 @@
 """What a caller notices: the canceller converges in a room and after a delay jump, the near-end talker
-survives double talk, and every stage stays bounded and finite on hostile input."""
+survives double talk, the noise estimate follows a street getting louder and quieter under speech, and
+every stage stays bounded and finite on hostile input."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy.typing as npt
 import pytest
 
 from tandem.media.dsp.echo import EchoCanceller
+from tandem.media.dsp.noise import NoiseSuppressor
 from tandem.media.dsp.pipeline import AudioPipeline, PipelineConfig, warm_up
 
 pytestmark = pytest.mark.unit
@@ -104,6 +106,31 @@ def test_near_end_talker_survives_double_talk() -> None:
     # the near end passes through and the echo underneath it is still cancelled
     assert erle_db(echo[dt], residual) > 10.0
     assert np.dot(out[dt], near[dt]) / np.dot(near[dt], near[dt]) > 0.9
+
+
+def test_noise_estimate_follows_level_changes_under_speech() -> None:
+    n = 12 * RATE
+    t = np.arange(n) / RATE
+    level_db = np.where((t >= 4.0) & (t < 8.0), -40.0, -50.0)
+    noise = np.random.default_rng(11).standard_normal(n) * 10.0 ** (level_db / 20.0)
+    x = talker(12.0, seed=12) + noise
+    ns = NoiseSuppressor(RATE)
+    out = np.zeros(FRAME)
+    unity = np.ones(ns.plan.bins)
+    error_db = []
+    for i in range(0, n, FRAME):
+        ns.process(x[i : i + FRAME], out, unity)
+        error_db.append(10.0 * np.log10(ns.noise_power) - level_db[i])
+
+    def at(seconds: float) -> float:
+        return float(error_db[int(seconds * 100)])
+
+    # the talker (24 dB above the noise) does not pass for noise, a 10 dB rise is followed within
+    # two seconds, a 10 dB drop within one (the change detector; the plain second average took ~3 s)
+    assert abs(at(3.9)) < 4.0
+    assert abs(at(6.0)) < 3.0
+    assert abs(at(9.0)) < 4.0
+    assert abs(at(11.9)) < 3.0
 
 
 def hostile_inputs(rate: int) -> dict[str, tuple[Signal, Signal]]:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tandem.media.dsp._fft import FftPlan, Real, irfft, rfft
 from tandem.media.dsp.agc import GainControl
-from tandem.media.dsp.delay import BANDS, _band_bits
+from tandem.media.dsp.delay import BANDS, _band_bits, _band_powers
 from tandem.media.dsp.echo import EchoCanceller, _filter_output
 from tandem.media.dsp.meters import CLIP_LEVEL, AudioMeters
 from tandem.media.dsp.noise import NoiseSuppressor
@@ -45,17 +45,31 @@ def stream(step: Callable[[Real, Real], None], x: Real, frame_in: int, frame_out
     return np.concatenate(chunks)
 
 
+FFT_SIZES = st.one_of(
+    st.integers(3, 11).map(lambda bits: 1 << bits),
+    st.builds(lambda a, b, c: 2 * 2**a * 3**b * 5**c, st.integers(0, 6), st.integers(0, 2), st.integers(0, 2)).filter(
+        lambda n: n >= 8
+    ),
+)
+
+
 @FEW
-@given(log_size=st.integers(3, 11), seed=st.integers(0, 2**32 - 1))
-def test_real_fft_matches_numpy(log_size: int, seed: int) -> None:
-    plan = FftPlan(1 << log_size)
+@given(size=FFT_SIZES, seed=st.integers(0, 2**32 - 1))
+def test_real_fft_matches_numpy(size: int, seed: int) -> None:
+    plan = FftPlan(size)
     x = signal(seed, plan.size)
     spectrum = np.zeros(plan.bins, dtype=np.complex128)
-    rfft(x, spectrum, plan.work, plan.reverse, plan.twiddle, plan.split)
+    rfft(x, spectrum, plan.work, plan.order, plan.twiddle, plan.split)
     np.testing.assert_allclose(spectrum, np.fft.rfft(x), atol=1e-9)
     back = np.zeros(plan.size)
-    irfft(spectrum, back, plan.work, plan.reverse, plan.twiddle, plan.split)
+    irfft(spectrum, back, plan.work, plan.order, plan.twiddle, plan.split)
     np.testing.assert_allclose(back, x, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [7, 6, 14, 44, 2 * 7 * 16])
+def test_fft_plan_refuses_sizes_it_cannot_transform(size: int) -> None:
+    with pytest.raises(ValueError, match="FFT size"):
+        FftPlan(size)
 
 
 @FEW
@@ -70,21 +84,24 @@ def test_resamplers_streamed_equal_batch_convolution(frames: int, seed: int) -> 
 
 @FEW
 @given(
-    # past 100 frames the second noise average leaves its running-mean start
-    frames=st.one_of(st.integers(2, 12), st.just(130)),
+    # past 100 frames the second noise average leaves its running-mean start, past 160 the
+    # minimum-statistics floor is up, and the level drop half-way sets off the change detector
+    frames=st.one_of(st.integers(2, 12), st.just(260)),
     seed=st.integers(0, 2**32 - 1),
     attenuation=st.sampled_from([0.0, 12.0, 25.0]),
     level=st.floats(1e-4, 0.5),
 )
 def test_noise_suppressor_streamed_equals_reference(frames: int, seed: int, attenuation: float, level: float) -> None:
     x = signal(seed, 160 * frames, level)
+    x[: 160 * (frames // 2)] *= 10.0
     x[160 * (frames // 2) :] += 0.3 * np.sin(np.arange(160 * (frames - frames // 2)) * 0.2)
     ns = NoiseSuppressor(16000, attenuation)
     unity = np.ones(ns.plan.bins)
     streamed = stream(lambda f, out: ns.process(f, out, unity), x, 160, 160)
     expected, prior, post = suppress(x, 160, ns.gain_floor)
-    # the kernel's E1 is a rational approximation good to ~5e-5 relative, the reference is exact
-    np.testing.assert_allclose(streamed, expected, rtol=1e-3, atol=1e-6)
+    # the kernel's LSA factor is a table interpolated to ~1e-6 relative, the reference's E1 is exact;
+    # the tolerance scales with the input because the rectification and the bin counts amplify rounding
+    np.testing.assert_allclose(streamed, expected, rtol=1e-3, atol=1e-6 * np.max(np.abs(x)))
     np.testing.assert_allclose(ns.prior_snr, prior, rtol=1e-3)
     np.testing.assert_allclose(ns.post_snr, post, rtol=1e-3)
     vad = VoiceActivityDetector(threshold=1e9)
@@ -147,7 +164,7 @@ def test_partitioned_filter_equals_reference(seed: int, newest: int, base: int) 
     echo = np.zeros(aec.frame)
     _filter_output(
         aec.bg_weights, aec.far_spectra, newest, base, aec.accumulator, spectrum, aec.time, echo,
-        p.work, p.reverse, p.twiddle, p.split,
+        p.work, p.order, p.twiddle, p.split,
     )  # fmt: skip
     rows = [(newest - base - q) % aec.history for q in range(aec.partitions)]
     expected = partitioned_echo(aec.bg_weights, aec.far_spectra, rows)
@@ -163,6 +180,8 @@ def test_band_bits_equal_reference(seed: int) -> None:
     spectrum = rng.standard_normal(aec.plan.bins) + 1j * rng.standard_normal(aec.plan.bins)
     mean = rng.random(BANDS) * 2.0
     expected = band_bits(np.abs(spectrum) ** 2, aec.delay.band_edges, mean)
-    bits, active = _band_bits(spectrum, aec.delay.band_edges, mean.copy(), np.zeros(BANDS))
+    bands = np.zeros(BANDS)
+    _band_powers(spectrum, aec.delay.band_edges, bands)
+    bits, active = _band_bits(bands, mean.copy())
     assert active
     assert int(bits) == expected

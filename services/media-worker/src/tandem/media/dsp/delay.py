@@ -1,8 +1,11 @@
 """Bulk-delay estimation between the forwarded far-end audio and the echo in the near-end capture.
 
 The estimator compares one-bit band spectra (a band is 1 when its energy is above its running mean) of
-each 10 ms far-end frame against the current near-end frame for every candidate lag, as WebRTC's binary
-delay estimator does: the lag with the smallest smoothed Hamming distance wins. A new lag is adopted
+each far-end window against the current near-end window for every candidate lag, as WebRTC's binary
+delay estimator does: the lag with the smallest smoothed Hamming distance wins. The far-end spectrum
+covers the canceller's two-frame window; the near-end band powers of the last two frames are added so
+that both sides span the same 20 ms and only the true lag lines them up (a one-frame near end matches
+two lags equally). A new lag is adopted
 only after it has won for ``confirm_frames`` consecutive frames, so the estimate re-locks within about
 half a second of a delay jump and follows clock drift one frame at a time.
 """
@@ -52,6 +55,7 @@ class DelayEstimator:
         self.far_mean: Real = np.zeros(BANDS)
         self.near_mean: Real = np.zeros(BANDS)
         self.bands: Real = np.zeros(BANDS)
+        self.near_previous: Real = np.zeros(BANDS)
         self.distance: Real = np.full(lags, BANDS / 2.0)
         self.scalars: Real = np.zeros(_NSCALARS)
 
@@ -82,14 +86,20 @@ def _popcount(value: np.int64) -> int:
 
 
 @nb.njit(cache=True)
-def _band_bits(spectrum: Complex, edges: Index, mean: Real, bands: Real) -> tuple[np.int64, bool]:
-    """One-bit band spectrum of ``spectrum`` against the running band means (which it updates)."""
-    total = 0.0
+def _band_powers(spectrum: Complex, edges: Index, bands: Real) -> None:
+    """Mean power per bin of each band of ``spectrum``."""
     for b in range(BANDS):
         acc = 0.0
         for k in range(edges[b], edges[b + 1]):
             acc += spectrum[k].real ** 2 + spectrum[k].imag ** 2
         bands[b] = acc / (edges[b + 1] - edges[b])
+
+
+@nb.njit(cache=True)
+def _band_bits(bands: Real, mean: Real) -> tuple[np.int64, bool]:
+    """One-bit band spectrum of the band powers against the running band means (which it updates)."""
+    total = 0.0
+    for b in range(BANDS):
         total += bands[b]
     active = total / BANDS > _ACTIVE_POWER
     bits = np.int64(0)
@@ -111,18 +121,25 @@ def update_delay(
     far_mean: Real,
     near_mean: Real,
     bands: Real,
+    near_previous: Real,
     distance: Real,
     scalars: Real,
     confirm_frames: int,
 ) -> int:
-    """Feed one frame's far-end and near-end spectra; return the locked delay in frames."""
+    """Feed one frame's far-end window and near-end frame spectra; return the locked delay in frames."""
     lags = far_bits.shape[0]
     pos = (int(scalars[_POS]) + 1) % lags
     scalars[_POS] = pos
-    fbits, factive = _band_bits(far, edges, far_mean, bands)
+    _band_powers(far, edges, bands)
+    fbits, factive = _band_bits(bands, far_mean)
     far_bits[pos] = fbits
     far_active[pos] = factive
-    nbits, nactive = _band_bits(near, edges, near_mean, bands)
+    _band_powers(near, edges, bands)
+    for b in range(BANDS):
+        latest = bands[b]
+        bands[b] += near_previous[b]
+        near_previous[b] = latest
+    nbits, nactive = _band_bits(bands, near_mean)
     if not nactive:
         return int(scalars[_DELAY])
     updated = False

@@ -45,7 +45,8 @@ _ECHO_RATIO = 15  # smoothed echo-estimate / near-end energy ratio
 _POS = 16  # ring position of the newest far-end spectrum
 _FG_BASE = 17  # far-end lag of the foreground filter's partition 0, frames
 _LAG = 18  # the estimator's lag the background was last placed for
-_NSCALARS = 19
+_GRACE = 19  # frames left before a newly placed background may be backed out
+_NSCALARS = 20
 
 _DC_POLE = 0.995
 _MIN_LEAK = 0.005
@@ -60,6 +61,9 @@ _MARGIN_FRAMES = 2
 """The filter starts this many frames before the estimated delay, for estimation error."""
 _DRIFT_FRAMES = 2
 """A delay step up to this many frames is taken for clock drift rather than a jump."""
+_PLACEMENT_GRACE_FRAMES = 50
+"""A background filter placed at a new lag is not compared for backing out for this many frames: it
+starts from taps that belonged to another lag and needs time to converge before it can be judged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +96,7 @@ class EchoCanceller:
         suppression_floor_db: float = -40.0,
     ) -> None:
         frame = sample_rate // 100
-        fft_size = 1 << (2 * frame - 1).bit_length()
+        fft_size = 2 * frame
         self.sample_rate = sample_rate
         self.frame = frame
         self.partitions = max(1, math.ceil(tail_ms / 10))
@@ -144,9 +148,9 @@ class EchoCanceller:
             self.bg_echo, self.fg_echo, self.power, self.step, self.err_smooth, self.echo_smooth,
             self.res_error, self.res_echo, self.residual_gain, self.prop, self.scalars,
             self.suppression_floor,
-            p.work, p.reverse, p.twiddle, p.split,
-            d.band_edges, d.far_bits, d.far_active, d.far_mean, d.near_mean, d.bands, d.distance,
-            d.scalars, d.confirm_frames,
+            p.work, p.order, p.twiddle, p.split,
+            d.band_edges, d.far_bits, d.far_active, d.far_mean, d.near_mean, d.bands,
+            d.near_previous, d.distance, d.scalars, d.confirm_frames,
         )  # fmt: skip
 
     @property
@@ -194,7 +198,7 @@ def _partition_shares(weights: Single, prop: Real) -> None:
 @nb.njit(cache=True, fastmath=True)
 def _filter_output(
     weights: Single, spectra: Single, newest: int, base: int, acc: Single, out_spec: Complex,
-    time: Real, echo: Real, work: Real, rev: Index, tw: Real, split: Complex,
+    time: Real, echo: Real, work: Real, order: Index, tw: Real, split: Complex,
 ) -> None:  # fmt: skip
     """Echo estimate (last ``len(echo)`` samples of the overlap-save output) of one filter."""
     history = spectra.shape[1]
@@ -211,7 +215,7 @@ def _filter_output(
             acc[1, k] += wr * xi + wi * xr
     for k in range(bins):
         out_spec[k] = complex(acc[0, k], acc[1, k])
-    irfft(out_spec, time, work, rev, tw, split)
+    irfft(out_spec, time, work, order, tw, split)
     n = time.shape[0]
     frame = echo.shape[0]
     for i in range(frame):
@@ -220,7 +224,7 @@ def _filter_output(
 
 @nb.njit(cache=True, fastmath=True)
 def _padded_spectrum(
-    frame_signal: Real, out: Complex, time: Real, work: Real, rev: Index, tw: Real, split: Complex
+    frame_signal: Real, out: Complex, time: Real, work: Real, order: Index, tw: Real, split: Complex
 ) -> None:
     """Spectrum of ``frame_signal`` placed at the end of an otherwise zero FFT window."""
     n = time.shape[0]
@@ -228,7 +232,7 @@ def _padded_spectrum(
     time[: n - frame] = 0.0
     for i in range(frame):
         time[n - frame + i] = frame_signal[i]
-    rfft(time, out, work, rev, tw, split)
+    rfft(time, out, work, order, tw, split)
 
 
 @nb.njit(cache=True, fastmath=True)
@@ -238,9 +242,9 @@ def cancel_frame(
     near: Real, bg_echo: Real, fg_echo: Real, power: Real, step: Real, err_smooth: Real,
     echo_smooth: Real, res_error: Real, res_echo: Real, res_gain: Real, prop: Real, s: Real,
     floor: float,
-    work: Real, rev: Index, tw: Real, split: Complex,
+    work: Real, order: Index, tw: Real, split: Complex,
     edges: Index, far_bits: np.ndarray, far_active: np.ndarray, far_mean: Real, near_mean: Real,
-    bands: Real, distance: Real, delay_scalars: Real, confirm: int,
+    bands: Real, near_previous: Real, distance: Real, delay_scalars: Real, confirm: int,
 ) -> None:  # fmt: skip
     """One 10 ms frame of the canceller; see :meth:`EchoCanceller.process`."""
     frame = near_in.shape[0]
@@ -263,21 +267,25 @@ def cancel_frame(
     s[_DC_FAR] = dc_far
     newest = (int(s[_POS]) + 1) % history
     s[_POS] = newest
-    rfft(far_window, spec, work, rev, tw, split)
+    rfft(far_window, spec, work, order, tw, split)
     for k in range(bins):
         far_spectra[0, newest, k] = spec[k].real
         far_spectra[1, newest, k] = spec[k].imag
-    _padded_spectrum(near, near_spec, time, work, rev, tw, split)
+    _padded_spectrum(near, near_spec, time, work, order, tw, split)
 
     lag = update_delay(
-        spec, near_spec, edges, far_bits, far_active, far_mean, near_mean, bands,
+        spec, near_spec, edges, far_bits, far_active, far_mean, near_mean, bands, near_previous,
         distance, delay_scalars, confirm,
     )  # fmt: skip
     # A new bulk delay re-places only the background filter: after a jump it keeps its shape
     # relative to the new lag, after a small (drift) step it keeps its absolute taps. The two-path
-    # logic below then either promotes it or, when the estimate was wrong (double talk), backs it out.
+    # logic below then either promotes it or, when the estimate was wrong (double talk), backs it out
+    # once the grace period has passed; a backed-out lag is placed again after another grace period.
+    if s[_GRACE] > 0.0:
+        s[_GRACE] -= 1.0
     if lag != int(s[_LAG]):
         s[_LAG] = lag
+        s[_GRACE] = _PLACEMENT_GRACE_FRAMES
         old_base = int(s[_BG_BASE])
         base = max(0, lag - _MARGIN_FRAMES)
         if abs(base - old_base) <= _DRIFT_FRAMES:
@@ -295,8 +303,8 @@ def cancel_frame(
         power[k] = 0.98 * power[k] + 0.02 * x_pow
     sxx *= frame / (n * n)
 
-    _filter_output(bg_w, far_spectra, newest, base, acc, spec, time, bg_echo, work, rev, tw, split)
-    _filter_output(fg_w, far_spectra, newest, fg_base, acc, spec, time, fg_echo, work, rev, tw, split)
+    _filter_output(bg_w, far_spectra, newest, base, acc, spec, time, bg_echo, work, order, tw, split)
+    _filter_output(fg_w, far_spectra, newest, fg_base, acc, spec, time, fg_echo, work, order, tw, split)
 
     sff = 0.0
     see = 0.0
@@ -330,12 +338,14 @@ def cancel_frame(
         fg_echo[:] = bg_echo
         sff = see
         s[_DAVG1] = s[_DAVG2] = s[_DVAR1] = s[_DVAR2] = 0.0
-    elif (
+    elif s[_GRACE] == 0.0 and (
         -diff * abs(diff) > _VAR_BACKTRACK * sff * dbf
         or -s[_DAVG1] * abs(s[_DAVG1]) > _VAR_BACKTRACK * s[_DVAR1]
         or -s[_DAVG2] * abs(s[_DAVG2]) > _VAR_BACKTRACK * s[_DVAR2]
     ):
         bg_w[:, :, :] = fg_w
+        if fg_base != base:
+            s[_LAG] = -1.0  # the estimator's lag is tried again, after another grace period
         s[_BG_BASE] = base = fg_base
         bg_echo[:] = fg_echo
         see = sff
@@ -352,7 +362,7 @@ def cancel_frame(
         syy += bg_echo[i] * bg_echo[i]
         sey += eb * bg_echo[i]
         bg_echo[i] = eb  # reuse as the error buffer
-    _padded_spectrum(bg_echo, spec, time, work, rev, tw, split)
+    _padded_spectrum(bg_echo, spec, time, work, order, tw, split)
     pey = 0.0
     pyy = 0.0
     echo_sum = 0.0
@@ -426,9 +436,9 @@ def cancel_frame(
     s[_CONSTRAIN] = (c + 1) % parts
     for k in range(bins):
         spec[k] = complex(bg_w[0, c, k], bg_w[1, c, k])
-    irfft(spec, time, work, rev, tw, split)
+    irfft(spec, time, work, order, tw, split)
     time[frame:] = 0.0
-    rfft(time, spec, work, rev, tw, split)
+    rfft(time, spec, work, order, tw, split)
     for k in range(bins):
         bg_w[0, c, k] = spec[k].real
         bg_w[1, c, k] = spec[k].imag

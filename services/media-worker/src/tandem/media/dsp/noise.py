@@ -1,18 +1,31 @@
-"""Noise suppression: noise-floor tracking and a two-step MMSE log-spectral-amplitude gain.
+"""Noise suppression: noise-floor tracking and a two-step MMSE log-spectral-amplitude gain with
+harmonic regeneration.
 
-The noise power per bin follows the speech-presence-probability estimator of Gerkmann & Hendriks
-(2012): where speech is unlikely the periodogram updates the noise estimate, where it is likely the
-estimate holds. That estimate is averaged once more over about a second (a running mean over the
-first second of a call), which removes most of its frame-to-frame variance and the speech that leaks
-into it; the gain uses the averaged estimate. The first gain is the log-spectral-amplitude (MMSE-LSA)
-gain of the decision-directed a priori SNR (Ephraim & Malah); as in the two-step scheme of Plapous,
-Marro & Scalart (2006) it gives a second a priori SNR (gain squared times the a posteriori SNR,
-without the decision-directed one-frame lag at onsets) and a second LSA gain. The applied gain is the
-geometric mean of the two, with a floor of ``-max_attenuation_db``.
+Noise. The noise power per bin follows the speech-presence-probability estimator of Gerkmann &
+Hendriks (2012): where speech is unlikely the periodogram updates the noise estimate, where it is
+likely the estimate holds. That estimate is averaged once more over about a second (a running mean
+over the first second of a call), which removes most of its frame-to-frame variance and the speech
+that leaks into it; the gain uses the averaged estimate. Two additions let it follow a street whose
+noise changes level: a minimum-statistics floor (Martin 2001) — the bias-compensated minimum of the
+smoothed periodogram over the last 1.6 s, kept in four sub-windows — below which the estimate may not
+stay, so a rise is tracked within that window although speech-presence holds the estimate; and a
+change detector — when most bins of the fast estimate sit more than 2 dB from the averaged one for
+100 ms, the average follows with a 100 ms time constant until they agree again.
+
+Gain. The first gain is the log-spectral-amplitude (MMSE-LSA) gain of the decision-directed a priori
+SNR (Ephraim & Malah); as in the two-step scheme of Plapous, Marro & Scalart (2006) it gives a second
+a priori SNR (gain squared times the a posteriori SNR, without the decision-directed one-frame lag at
+onsets) and a second LSA gain, and their geometric mean is the two-step gain. Above 1 kHz, harmonic
+regeneration (the same paper) restores harmonics that the two-step gain suppressed at low SNR: the
+enhanced frame is half-wave rectified, which recreates harmonics of its fundamental, and the
+regenerated spectrum, weighted by one minus the two-step gain, joins the a priori SNR of a third LSA
+gain; the applied gain is the geometric mean of the two-step and the regenerated gain. Below 1 kHz
+the low harmonics are estimated well already and rectification mostly adds its own low-frequency
+envelope, so regeneration is not applied there. All gains have a floor of ``-max_attenuation_db``.
 
 The suppressor owns the analysis/synthesis STFT (sqrt-Hann, two frames long, one-frame hop), so it is
-also where the echo canceller's residual-echo gain is applied: one transform pair per frame for both.
-Latency: one frame (10 ms).
+also where the echo canceller's residual-echo gain is applied: one transform pair per frame for both
+(and a second pair for the regeneration). Latency: one frame (10 ms).
 """
 
 from __future__ import annotations
@@ -32,10 +45,40 @@ _XI_MIN = 10.0 ** (-25.0 / 10.0)
 _STUCK_PRESENCE = 0.99
 _SLOW_SMOOTHING = 0.99
 """Second averaging of the noise estimate (time constant 1 s at 10 ms frames)."""
+_CHANGE_RATIO = 1.6
+"""A bin has changed when the fast and the averaged noise estimates differ by this factor (2 dB)..."""
+_CHANGE_FRACTION = 0.7
+"""...and the noise has changed when this fraction of the bins has, in the same direction..."""
+_CHANGE_FRAMES = 10
+"""...for this many frames in a row; the average then uses:"""
+_CHANGE_SMOOTHING = 0.9
+_MIN_SMOOTHING = 0.7
+"""Smoothing of the periodogram whose minimum is tracked (short, so speech pauses reach the floor)."""
+_MIN_SUBWINDOWS = 4
+_MIN_SUBWINDOW_FRAMES = 40
+_MIN_BIAS = 2.0
+"""The floor is twice that minimum: about half the mean in steady noise, so it binds only after a rise."""
+REGENERATION_FROM_HZ = 1000.0
+"""Harmonic regeneration applies above this frequency."""
+# Rows of NoiseSuppressor.bins (one value per FFT bin each).
+_NOISE = 0
+_SLOW = 1
+_PRESENCE = 2
+_CLEAN_PREV = 3
+_PRIOR = 4
+_POST = 5
+_GAIN = 6
+_SMOOTHED = 7
+_SUB_MIN = 8
+_FLOOR_MIN = 9
+_NROWS = 10
 # Indices into NoiseSuppressor.scalars.
 _STARTED = 0
 _FRAMES = 1
-_NSCALARS = 2
+_CHANGED_FRAMES = 2
+_BINS_UP = 3
+_BINS_DOWN = 4
+_NSCALARS = 5
 
 
 def analysis_window(frame: int) -> Real:
@@ -55,23 +98,24 @@ class NoiseSuppressor:
     def __init__(self, sample_rate: int = 16000, max_attenuation_db: float = 25.0) -> None:
         frame = sample_rate // 100
         self.frame = frame
-        self.plan = FftPlan(1 << (2 * frame - 1).bit_length())
+        self.plan = FftPlan(2 * frame)
         bins = self.plan.bins
         self.window: Real = analysis_window(frame)
         self.gain_floor = 10.0 ** (-max_attenuation_db / 20.0)
+        self.regeneration_from = math.ceil(REGENERATION_FROM_HZ * self.plan.size / sample_rate)
         self.input: Real = np.zeros(2 * frame)
         self.overlap: Real = np.zeros(frame)
         self.time: Real = np.zeros(self.plan.size)
         self.spectrum: Complex = np.zeros(bins, dtype=np.complex128)
-        self.noise: Real = np.zeros(bins)
-        self.noise_slow: Real = np.zeros(bins)
-        self.presence: Real = np.zeros(bins)
-        self.clean_prev: Real = np.zeros(bins)
-        # per-bin a priori and a posteriori SNR of the last frame, read by the VAD
-        self.prior_snr: Real = np.zeros(bins)
-        self.post_snr: Real = np.zeros(bins)
-        self.gain: Real = np.ones(bins)
+        self.regenerated: Complex = np.zeros(bins, dtype=np.complex128)
+        self.bins: Real = np.zeros((_NROWS, bins))
+        self.bins[_GAIN] = 1.0
+        self.past_minima: Real = np.zeros((_MIN_SUBWINDOWS, bins))
         self.scalars: Real = np.zeros(_NSCALARS)
+        # per-bin a priori and a posteriori SNR of the last frame, read by the VAD, and the applied gain
+        self.prior_snr: Real = self.bins[_PRIOR]
+        self.post_snr: Real = self.bins[_POST]
+        self.gain: Real = self.bins[_GAIN]
 
     def process(self, signal: Real, out: Real, extra_gain: Real) -> None:
         """Suppress noise in one frame of ``signal`` into ``out`` (delayed by one frame).
@@ -81,43 +125,126 @@ class NoiseSuppressor:
         p = self.plan
         suppress_frame(
             signal, out, extra_gain, self.window, self.input, self.overlap, self.time, self.spectrum,
-            self.noise, self.noise_slow, self.presence, self.clean_prev, self.prior_snr, self.post_snr, self.gain,
-            self.scalars, self.gain_floor,
-            p.work, p.reverse, p.twiddle, p.split,
+            self.regenerated, self.bins, self.past_minima, self.scalars, self.gain_floor, self.regeneration_from,
+            p.work, p.order, p.twiddle, p.split,
         )  # fmt: skip
 
     @property
     def noise_power(self) -> float:
         """Estimated noise power per sample (normalized full scale 1.0, mean square)."""
         n = self.plan.size
-        return float(2.0 * np.sum(self.noise_slow) / (n * float(np.sum(self.window**2))))
+        return float(2.0 * np.sum(self.bins[_SLOW]) / (n * float(np.sum(self.window**2))))
+
+
+def exp1(v: Real) -> Real:
+    """Exponential integral E1 by its power series below 1 and a continued fraction above."""
+    v = np.maximum(np.asarray(v, dtype=np.float64), 1e-10)
+    k = np.arange(1, 40)[:, None]
+    small = np.minimum(v, 1.0)
+    terms = (-1.0) ** (k + 1) * small**k / (k * np.cumprod(k, axis=0))
+    series = -np.euler_gamma - np.log(small) + np.sum(terms, axis=0)
+    large = np.maximum(v, 1.0)
+    frac = np.zeros_like(large)
+    for n in range(60, 0, -1):  # E1(v) = exp(-v) / (v + 1/(1 + 1/(v + 2/(1 + 2/(v + ...)))))
+        frac = n / (1.0 + n / (large + frac))
+    cont = np.exp(-large) / (large + frac)
+    return np.asarray(np.where(v < 1.0, series, cont), dtype=np.float64)
+
+
+_LSA_STEPS_PER_UNIT = 64
+_LSA_TABLE_END = 16.0
+"""Above this, exp(E1(v)/2) differs from 1 by less than 1e-8."""
+
+
+def _lsa_table() -> Real:
+    """``sqrt(v) * exp(E1(v) / 2)`` on a grid of 1/64 over [0, 16], smooth enough to interpolate linearly
+    (about 1e-6 relative): ``exp(E1(v)/2)`` itself grows like ``1/sqrt(v)`` towards 0."""
+    v = np.arange(int(_LSA_TABLE_END * _LSA_STEPS_PER_UNIT) + 2) / _LSA_STEPS_PER_UNIT
+    table = np.sqrt(v) * np.exp(0.5 * exp1(v))
+    table[0] = math.exp(-0.5 * np.euler_gamma)  # the limit at 0
+    return table
+
+
+_LSA_TABLE = _lsa_table()
 
 
 @nb.njit(cache=True, fastmath=True)
 def _lsa_factor(v: float) -> float:
-    """``exp(E1(v) / 2)``, the MMSE-LSA correction of the Wiener gain, to ~1e-5 relative.
-
-    Below 1 it is ``exp(-euler_gamma/2) / sqrt(v) * exp(S(v)/2)`` with the series part ``S`` of E1
-    (Abramowitz & Stegun 5.1.53); above 1, E1 (A&S 5.1.56) is small and its exponential a short
-    Taylor series. One ``exp`` at most, none below 1.
-    """
-    if v < 1.0:
-        v = max(v, 1e-10)
-        half_series = 0.5 * v * (0.99999193 + v * (-0.24991055 + v * (0.05519968 + v * (-0.00976004 + v * 0.00107857))))
-        h = half_series
-        taylor = 1.0 + h * (1.0 + h * (0.5 + h * (1.0 / 6.0 + h * (1.0 / 24.0 + h / 120.0))))
-        return 0.74930600 / math.sqrt(v) * taylor
-    if v > 30.0:
+    """``exp(E1(v) / 2)``, the MMSE-LSA correction of the Wiener gain, from the table (no ``exp``)."""
+    if v >= _LSA_TABLE_END:
         return 1.0
-    h = 0.5 * math.exp(-v) / v * (v * v + 2.334733 * v + 0.250621) / (v * v + 3.330657 * v + 1.681534)
-    return 1.0 + h * (1.0 + h * (0.5 + h / 6.0))
+    v = max(v, 1e-10)
+    x = v * _LSA_STEPS_PER_UNIT
+    i = int(x)
+    low = float(_LSA_TABLE[i])
+    return (low + (x - i) * (float(_LSA_TABLE[i + 1]) - low)) / math.sqrt(v)
+
+
+@nb.njit(cache=True, fastmath=True)
+def _track_noise(spec: Complex, state: Real, past_minima: Real, s: Real) -> None:
+    """Update the per-bin noise estimates from this frame's spectrum (see the module docstring)."""
+    noise = state[_NOISE]
+    slow = state[_SLOW]
+    presence = state[_PRESENCE]
+    smoothed = state[_SMOOTHED]
+    sub_min = state[_SUB_MIN]
+    floor_min = state[_FLOOR_MIN]
+    bins = spec.shape[0]
+    started = s[_STARTED] != 0.0
+    s[_STARTED] = 1.0
+    frames = s[_FRAMES]
+    s[_FRAMES] = frames + 1.0
+    keep = min(_SLOW_SMOOTHING, 1.0 - 1.0 / (frames + 1.0))
+    changed = max(s[_BINS_UP], s[_BINS_DOWN]) > _CHANGE_FRACTION * bins
+    s[_CHANGED_FRAMES] = s[_CHANGED_FRAMES] + 1.0 if changed else 0.0
+    if s[_CHANGED_FRAMES] >= _CHANGE_FRAMES:
+        keep = min(keep, _CHANGE_SMOOTHING)
+    rotate = frames > 0.0 and frames % _MIN_SUBWINDOW_FRAMES == 0.0
+    slot = int(frames // _MIN_SUBWINDOW_FRAMES) % _MIN_SUBWINDOWS
+    log_h1 = 1.0 + _XI_H1
+    ratio_h1 = _XI_H1 / (1.0 + _XI_H1)
+    up = 0.0
+    down = 0.0
+    for k in range(bins):
+        y_pow = spec[k].real ** 2 + spec[k].imag ** 2 + 1e-20
+        if not started:
+            noise[k] = y_pow
+            smoothed[k] = y_pow
+            sub_min[k] = y_pow
+        # speech-presence tracker with a fixed typical speech SNR
+        post = y_pow / noise[k]
+        exponent = post * ratio_h1
+        p_h1 = 1.0 if exponent > 30.0 else 1.0 / (1.0 + log_h1 * math.exp(-exponent))
+        presence[k] = 0.9 * presence[k] + 0.1 * p_h1
+        if presence[k] > _STUCK_PRESENCE:
+            p_h1 = min(p_h1, _STUCK_PRESENCE)
+        noise[k] = _NOISE_SMOOTHING * noise[k] + (1.0 - _NOISE_SMOOTHING) * (p_h1 * noise[k] + (1.0 - p_h1) * y_pow)
+        # minimum-statistics floor over the completed sub-windows and the current one
+        smoothed[k] = _MIN_SMOOTHING * smoothed[k] + (1.0 - _MIN_SMOOTHING) * y_pow
+        if rotate:
+            past_minima[slot, k] = sub_min[k]
+            sub_min[k] = smoothed[k]
+            low = past_minima[0, k]
+            for u in range(1, _MIN_SUBWINDOWS):
+                low = min(low, past_minima[u, k])
+            floor_min[k] = low
+        else:
+            sub_min[k] = min(sub_min[k], smoothed[k])
+        noise[k] = max(noise[k], _MIN_BIAS * min(floor_min[k], sub_min[k]))
+        slow[k] = keep * slow[k] + (1.0 - keep) * noise[k]
+        if noise[k] > _CHANGE_RATIO * slow[k]:
+            up += 1.0
+        elif noise[k] * _CHANGE_RATIO < slow[k]:
+            down += 1.0
+    s[_BINS_UP] = up
+    s[_BINS_DOWN] = down
 
 
 @nb.njit(cache=True, fastmath=True)
 def suppress_frame(
     signal: Real, out: Real, extra_gain: Real, window: Real, buf: Real, overlap: Real, time: Real,
-    spec: Complex, noise: Real, slow: Real, presence: Real, clean_prev: Real, prior_snr: Real, post_snr: Real,
-    gain: Real, s: Real, gain_floor: float, work: Real, rev: Index, tw: Real, split: Complex,
+    spec: Complex, regen: Complex, state: Real, past_minima: Real, s: Real, gain_floor: float,
+    regeneration_from: int, work: Real, order: Index, tw: Real, split: Complex,
 ) -> None:  # fmt: skip
     """One frame of the suppressor; see :meth:`NoiseSuppressor.process`."""
     frame = signal.shape[0]
@@ -128,29 +255,18 @@ def suppress_frame(
     for i in range(span):
         time[i] = buf[i] * window[i]
     time[span:] = 0.0
-    rfft(time, spec, work, rev, tw, split)
+    rfft(time, spec, work, order, tw, split)
+    _track_noise(spec, state, past_minima, s)
 
-    started = s[_STARTED] != 0.0
-    s[_STARTED] = 1.0
-    frames = s[_FRAMES]
-    s[_FRAMES] = frames + 1.0
-    keep = min(_SLOW_SMOOTHING, 1.0 - 1.0 / (frames + 1.0))
-    log_h1 = 1.0 + _XI_H1
-    ratio_h1 = _XI_H1 / (1.0 + _XI_H1)
-    for k in range(spec.shape[0]):
+    bins = spec.shape[0]
+    slow = state[_SLOW]
+    clean_prev = state[_CLEAN_PREV]
+    prior_snr = state[_PRIOR]
+    post_snr = state[_POST]
+    gain = state[_GAIN]
+    # decision-directed a priori SNR and its LSA gain
+    for k in range(bins):
         y_pow = spec[k].real ** 2 + spec[k].imag ** 2 + 1e-20
-        if not started:
-            noise[k] = y_pow
-        # noise tracker: a posteriori speech presence with a fixed typical speech SNR
-        post = y_pow / noise[k]
-        exponent = post * ratio_h1
-        p_h1 = 1.0 if exponent > 30.0 else 1.0 / (1.0 + log_h1 * math.exp(-exponent))
-        presence[k] = 0.9 * presence[k] + 0.1 * p_h1
-        if presence[k] > _STUCK_PRESENCE:
-            p_h1 = min(p_h1, _STUCK_PRESENCE)
-        noise[k] = _NOISE_SMOOTHING * noise[k] + (1.0 - _NOISE_SMOOTHING) * (p_h1 * noise[k] + (1.0 - p_h1) * y_pow)
-        slow[k] = keep * slow[k] + (1.0 - keep) * noise[k]
-        # decision-directed a priori SNR, its LSA gain, then the two-step a priori SNR and its LSA gain
         post = y_pow / slow[k]
         xi = _DD_ALPHA * clean_prev[k] / slow[k] + (1.0 - _DD_ALPHA) * max(post - 1.0, 0.0)
         xi = max(xi, _XI_MIN)
@@ -161,17 +277,32 @@ def suppress_frame(
             g1 = min(max(xi / (1.0 + xi) * _lsa_factor(post * xi / (1.0 + xi)), gain_floor), 1.0)
         clean_prev[k] = g1 * g1 * y_pow
         gain[k] = g1
-    # second step, in its own loop (two LSA factors in one loop body compile to much slower code)
     if gain_floor < 1.0:
-        for k in range(spec.shape[0]):
+        # the two-step a priori SNR and its LSA gain, in their own loop (two LSA factors in one loop
+        # body compile to much slower code)
+        for k in range(bins):
             g1 = gain[k]
             xi2 = max(g1 * g1 * post_snr[k], _XI_MIN)
             g2 = min(xi2 / (1.0 + xi2) * _lsa_factor(post_snr[k] * xi2 / (1.0 + xi2)), 1.0)
             gain[k] = max(math.sqrt(g1 * g2), gain_floor)
-    for k in range(spec.shape[0]):
+        # harmonic regeneration: rectify the enhanced frame, weigh its spectrum in by 1 - gain
+        for k in range(bins):
+            regen[k] = spec[k] * gain[k]
+        irfft(regen, time, work, order, tw, split)
+        for i in range(time.shape[0]):
+            time[i] = max(time[i], 0.0)
+        rfft(time, regen, work, order, tw, split)
+        for k in range(regeneration_from, bins):
+            g = gain[k]
+            enhanced = g * g * (spec[k].real ** 2 + spec[k].imag ** 2)
+            harmonic = regen[k].real ** 2 + regen[k].imag ** 2
+            xi3 = max((g * enhanced + (1.0 - g) * harmonic) / slow[k], _XI_MIN)
+            g3 = min(max(xi3 / (1.0 + xi3) * _lsa_factor(post_snr[k] * xi3 / (1.0 + xi3)), gain_floor), 1.0)
+            gain[k] = math.sqrt(g * g3)
+    for k in range(bins):
         spec[k] *= gain[k] * extra_gain[k]
 
-    irfft(spec, time, work, rev, tw, split)
+    irfft(spec, time, work, order, tw, split)
     for i in range(frame):
         out[i] = overlap[i] + time[i] * window[i]
         overlap[i] = time[frame + i] * window[frame + i]

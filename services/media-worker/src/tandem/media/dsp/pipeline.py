@@ -42,7 +42,7 @@ class PipelineConfig:
     noise_attenuation_db: float = 25.0
     gain_control: bool = True
     target_level_dbfs: float = -23.0
-    vad_threshold: float = 0.4
+    vad_threshold: float = 0.3
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,12 @@ Numba loops, for the equivalence tests. Each takes whole signals (batch) and ret
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
-from tandem.media.dsp.noise import analysis_window
+from tandem.media.dsp.noise import analysis_window, exp1
 from tandem.media.dsp.resample import FACTOR, lowpass_taps
 
 Real = npt.NDArray[np.float64]
@@ -24,31 +26,25 @@ def interpolate(x: Real) -> Real:
     return np.asarray(np.convolve(stuffed, FACTOR * lowpass_taps())[: stuffed.shape[0]])
 
 
-def exp1(v: Real) -> Real:
-    """Exponential integral E1 by its power series below 1 and a continued fraction above."""
-    v = np.maximum(np.asarray(v, dtype=np.float64), 1e-10)
-    k = np.arange(1, 40)[:, None]
-    small = np.minimum(v, 1.0)
-    terms = (-1.0) ** (k + 1) * small**k / (k * np.cumprod(k, axis=0))
-    series = -np.euler_gamma - np.log(small) + np.sum(terms, axis=0)
-    large = np.maximum(v, 1.0)
-    frac = np.zeros_like(large)
-    for n in range(60, 0, -1):  # E1(v) = exp(-v) / (v + 1/(1 + 1/(v + 2/(1 + 2/(v + ...)))))
-        frac = n / (1.0 + n / (large + frac))
-    cont = np.exp(-large) / (large + frac)
-    return np.asarray(np.where(v < 1.0, series, cont), dtype=np.float64)
+def lsa_gain(prior: Real, post: Real) -> Real:
+    """MMSE log-spectral-amplitude gain for a priori SNR ``prior`` and a posteriori SNR ``post``."""
+    return np.asarray(prior / (1.0 + prior) * np.exp(0.5 * exp1(post * prior / (1.0 + prior))))
 
 
 def suppress(x: Real, frame: int, gain_floor: float) -> tuple[Real, Real, Real]:
     """Batch noise suppressor; returns (output, last a priori SNR, last a posteriori SNR)."""
     window = analysis_window(frame)
-    n_fft = 1 << (2 * frame - 1).bit_length()
+    n_fft = 2 * frame
     bins = n_fft // 2 + 1
-    xi_h1 = 31.6
-    noise = np.zeros(bins)
+    regen_from = math.ceil(1000.0 * n_fft / (100 * frame))
+    xi_h1, xi_min = 31.6, 10**-2.5
+    noise = smoothed = sub_min = np.zeros(bins)
     slow = np.zeros(bins)
     presence = np.zeros(bins)
     clean_prev = np.zeros(bins)
+    past_minima = np.zeros((4, bins))
+    floor_min = np.zeros(bins)
+    changed_frames, bins_changed = 0, 0
     prior = post = np.zeros(bins)
     padded = np.concatenate([np.zeros(frame), x])
     out = np.zeros(x.shape[0])
@@ -57,21 +53,39 @@ def suppress(x: Real, frame: int, gain_floor: float) -> tuple[Real, Real, Real]:
         spec = np.fft.rfft(padded[t * frame : t * frame + 2 * frame] * window, n_fft)
         power = np.abs(spec) ** 2 + 1e-20
         if t == 0:
-            noise = power.copy()
+            noise = smoothed = sub_min = power.copy()
+        # speech-presence noise tracker, minimum-statistics floor, change detector, second average
         gamma = power / noise
         p_h1 = 1.0 / (1.0 + (1.0 + xi_h1) * np.exp(-np.minimum(gamma * xi_h1 / (1.0 + xi_h1), 50.0)))
         presence = 0.9 * presence + 0.1 * p_h1
         p_h1 = np.where(presence > 0.99, np.minimum(p_h1, 0.99), p_h1)
         noise = 0.9 * noise + 0.1 * (p_h1 * noise + (1.0 - p_h1) * power)
+        smoothed = 0.7 * smoothed + 0.3 * power
+        if t > 0 and t % 40 == 0:
+            past_minima[(t // 40) % 4] = sub_min
+            floor_min = past_minima.min(axis=0)
+            sub_min = smoothed.copy()
+        else:
+            sub_min = np.minimum(sub_min, smoothed)
+        noise = np.maximum(noise, 2.0 * np.minimum(floor_min, sub_min))
+        changed_frames = changed_frames + 1 if bins_changed > 0.7 * bins else 0
         keep = min(0.99, 1.0 - 1.0 / (t + 1))
+        if changed_frames >= 10:
+            keep = min(keep, 0.9)
         slow = keep * slow + (1.0 - keep) * noise
+        bins_changed = max(int(np.count_nonzero(noise > 1.6 * slow)), int(np.count_nonzero(noise * 1.6 < slow)))
+        # decision-directed LSA gain, the two-step gain, harmonic regeneration above 1 kHz
         post = power / slow
-        prior = np.maximum(0.98 * clean_prev / slow + 0.02 * np.maximum(post - 1.0, 0.0), 10**-2.5)
+        prior = np.maximum(0.98 * clean_prev / slow + 0.02 * np.maximum(post - 1.0, 0.0), xi_min)
         if gain_floor < 1.0:
-            g1 = np.clip(prior / (1.0 + prior) * np.exp(0.5 * exp1(post * prior / (1.0 + prior))), gain_floor, 1.0)
-            prior2 = np.maximum(g1**2 * post, 10**-2.5)
-            g2 = np.minimum(prior2 / (1.0 + prior2) * np.exp(0.5 * exp1(post * prior2 / (1.0 + prior2))), 1.0)
+            g1 = np.clip(lsa_gain(prior, post), gain_floor, 1.0)
+            g2 = np.minimum(lsa_gain(np.maximum(g1**2 * post, xi_min), post), 1.0)
             gain = np.maximum(np.sqrt(g1 * g2), gain_floor)
+            regenerated = np.abs(np.fft.rfft(np.maximum(np.fft.irfft(spec * gain, n_fft), 0.0), n_fft)) ** 2
+            g = gain[regen_from:]
+            kept = g**3 * np.abs(spec[regen_from:]) ** 2
+            prior3 = np.maximum((kept + (1.0 - g) * regenerated[regen_from:]) / slow[regen_from:], xi_min)
+            gain[regen_from:] = np.sqrt(g * np.clip(lsa_gain(prior3, post[regen_from:]), gain_floor, 1.0))
         else:
             g1 = gain = np.ones(bins)
         clean_prev = g1**2 * power

@@ -31,8 +31,8 @@ class VoiceActivityDetector:
     def __init__(
         self,
         sample_rate: int = 16000,
-        fft_size: int = 512,
-        threshold: float = 0.4,
+        fft_size: int = 320,
+        threshold: float = 0.3,
         hangover_frames: int = 10,
     ) -> None:
         hz_per_bin = sample_rate / fft_size
