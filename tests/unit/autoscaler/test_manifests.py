@@ -1,5 +1,6 @@
-"""The CRD, RBAC and operator Deployment validate against Kubernetes' schemas, and the CRD's
-schema and CEL rules reject what the operator's own validation rejects."""
+"""The CRD validates against Kubernetes' schemas, and its schema and CEL rules reject what the
+operator's own validation rejects. (The operator's Deployment and RBAC are chart templates, tested
+in tests/unit/deploy.)"""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[3]
 CRD = ROOT / "charts/tandem/crds/mediaworkerpools.yaml"
-MANIFESTS = [CRD, *sorted((ROOT / "operators/media-autoscaler/manifests").glob("*.yaml"))]
 
 VALID: dict[str, Any] = {
     "region": "ap-southeast",
@@ -57,21 +57,6 @@ def _documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def _spec_schema() -> dict[str, Any]:
-    """The CRD's spec schema as plain JSON Schema (draft 4, as Kubernetes' OpenAPI v3 subset)."""
-    crd = _documents(CRD)[0]
-    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-
-    def strip(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
-        if isinstance(node, list):
-            return [strip(v) for v in node]
-        return node
-
-    return dict(strip(schema))
-
-
 def _cel_messages() -> set[str]:
     found: set[str] = set()
 
@@ -88,28 +73,13 @@ def _cel_messages() -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
-def test_manifests_validate_against_kubernetes_schemas(path: Path) -> None:
-    for document in _documents(path):
+def test_the_crd_validates_against_kubernetes_schemas() -> None:
+    for document in _documents(CRD):
         kubernetes_validate.validate(document, kubernetes_validate.latest_version(), strict=True)
 
 
-def test_operator_runs_one_replica_with_recreate() -> None:
-    (deployment,) = _documents(ROOT / "operators/media-autoscaler/manifests/deployment.yaml")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-
-
-def test_rbac_is_namespaced_and_never_deletes() -> None:
-    documents = _documents(ROOT / "operators/media-autoscaler/manifests/rbac.yaml")
-    assert {d["kind"] for d in documents} == {"ServiceAccount", "Role", "RoleBinding"}
-    role = next(d for d in documents if d["kind"] == "Role")
-    verbs = {verb for rule in role["rules"] for verb in rule["verbs"]}
-    assert not verbs & {"delete", "deletecollection", "*", "escalate", "bind"}
-
-
-def test_a_sensible_spec_passes_both_validations() -> None:
-    jsonschema.Draft4Validator(_spec_schema()).validate(VALID)
+def test_a_sensible_spec_passes_both_validations(pool_spec_validator: jsonschema.Draft4Validator) -> None:
+    pool_spec_validator.validate(VALID)
     parse_spec(VALID)
 
 
@@ -135,10 +105,12 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         ("autoscaling.behavior.scaleDown.selectPolicy", "Sometimes"),
     ],
 )
-def test_the_schema_and_the_operator_reject_out_of_range_values(path: str, value: Any) -> None:
+def test_the_schema_and_the_operator_reject_out_of_range_values(
+    path: str, value: Any, pool_spec_validator: jsonschema.Draft4Validator
+) -> None:
     spec = _with(path, value)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.Draft4Validator(_spec_schema()).validate(spec)
+        pool_spec_validator.validate(spec)
     with pytest.raises(InvalidSpecError):
         parse_spec(spec)
 
@@ -155,9 +127,11 @@ def test_the_schema_and_the_operator_reject_out_of_range_values(path: str, value
         ("autoscaling.fallback", {"minWorkers": 41}, "fallback.minWorkers must not exceed maxWorkers"),
     ],
 )
-def test_cross_field_rules_are_cel_rules_the_operator_enforces_too(path: str, value: Any, message: str) -> None:
+def test_cross_field_rules_are_cel_rules_the_operator_enforces_too(
+    path: str, value: Any, message: str, pool_spec_validator: jsonschema.Draft4Validator
+) -> None:
     spec = _with(path, value)
-    jsonschema.Draft4Validator(_spec_schema()).validate(spec)  # per-field checks cannot see it
+    pool_spec_validator.validate(spec)  # per-field checks cannot see it
     assert message in _cel_messages()
     with pytest.raises(InvalidSpecError, match=message):
         parse_spec(spec)

@@ -1,0 +1,55 @@
+# syntax=docker/dockerfile:1.7
+# One image per service, built from the repository root: `docker build --target <service> .`
+# (skaffold.yaml builds all five). Each image holds only its service's distribution and
+# dependencies, installed from uv.lock into /opt/venv, and runs as an unprivileged user.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ghcr.io/astral-sh/uv:0.9 AS uv
+
+FROM ${PYTHON_IMAGE} AS build
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/opt/venv
+WORKDIR /src
+COPY . .
+# The workspace member to install, e.g. tandem-signaling.
+ARG PACKAGE
+RUN test -n "${PACKAGE}" && uv sync --frozen --no-dev --no-editable --package "${PACKAGE}"
+
+# The media worker's Numba kernels are compiled here, into a cache the image ships, so a new
+# worker takes calls seconds after it starts instead of compiling first.
+FROM build AS media-worker-build
+ENV NUMBA_CACHE_DIR=/opt/numba-cache
+RUN /opt/venv/bin/python -c "from tandem.media.dsp.pipeline import warm_up; warm_up()"
+
+FROM ${PYTHON_IMAGE} AS runtime
+RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin tandem
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+USER 10001
+
+FROM runtime AS signaling
+COPY --from=build /opt/venv /opt/venv
+ENTRYPOINT ["tandem-signaling"]
+
+FROM runtime AS matchmaking
+COPY --from=build /opt/venv /opt/venv
+ENTRYPOINT ["tandem-matchmaking"]
+
+FROM runtime AS orders
+COPY --from=build /opt/venv /opt/venv
+ENTRYPOINT ["tandem-orders"]
+
+FROM runtime AS media-autoscaler
+COPY --from=build /opt/venv /opt/venv
+ENTRYPOINT ["python", "-m", "tandem.autoscaler"]
+
+FROM runtime AS media-worker
+ENV NUMBA_CACHE_DIR=/opt/numba-cache
+COPY --from=media-worker-build /opt/venv /opt/venv
+# numba checks that its cache directory is writable before it reads from it
+COPY --from=media-worker-build --chown=10001:10001 /opt/numba-cache /opt/numba-cache
+ENTRYPOINT ["tandem-media-worker"]

@@ -1,0 +1,218 @@
+"""The Helm chart, rendered by the real Helm engine: every object validates against Kubernetes'
+schemas, every pool against its CRD and the operator's own parser, every environment variable is a
+setting the service knows and parses, and values.schema.json refuses bad values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pydantic
+import pytest
+import yaml
+
+from tandem.autoscaler.settings import Settings as AutoscalerSettings
+from tandem.autoscaler.spec import parse_spec
+from tandem.common.settings import ServiceSettings
+from tandem.matchmaking.settings import Settings as MatchmakingSettings
+from tandem.media.settings import Settings as MediaSettings
+from tandem.orders.settings import Settings as OrdersSettings
+from tandem.signaling.settings import Settings as SignalingSettings
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[3]
+CHART = ROOT / "charts/tandem"
+PROFILES = sorted((CHART / "profiles").glob("*.yaml"))
+SETTINGS: dict[str, type[ServiceSettings]] = {
+    "signaling": SignalingSettings,
+    "matchmaking": MatchmakingSettings,
+    "orders": OrdersSettings,
+    "media-autoscaler": AutoscalerSettings,
+    "media-worker": MediaSettings,
+}
+
+
+def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values or {}, name="tandem", namespace="tandem")
+    return [
+        doc for path, text in manifests.items() if path.endswith(".yaml") for doc in yaml.safe_load_all(text) if doc
+    ]
+
+
+def profile(path: Path) -> dict[str, Any]:
+    return dict(yaml.safe_load(path.read_text()))
+
+
+def pod_templates(documents: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(component, pod template) of every Deployment and every pool's worker template."""
+    for doc in documents:
+        if doc["kind"] in {"Deployment", "MediaWorkerPool"}:
+            yield doc["metadata"]["labels"]["app.kubernetes.io/name"], doc["spec"]["template"]
+
+
+@pytest.mark.parametrize("values_file", [None, *PROFILES], ids=lambda p: p.stem if p else "defaults")
+def test_every_object_validates_against_kubernetes_and_the_crd(
+    values_file: Path | None, pool_spec_validator: jsonschema.Draft4Validator
+) -> None:
+    documents = render(profile(values_file) if values_file else None)
+    kinds = {doc["kind"] for doc in documents}
+    assert {"Deployment", "Service", "PodDisruptionBudget", "Role", "MediaWorkerPool"} <= kinds
+    for doc in documents:
+        if doc["kind"] == "MediaWorkerPool":
+            pool_spec_validator.validate(doc["spec"])
+            parse_spec(doc["spec"])
+            kubernetes_validate.validate(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PodTemplate",
+                    "metadata": {"name": "x"},
+                    "template": doc["spec"]["template"],
+                },
+                kubernetes_validate.latest_version(),
+                strict=True,
+            )
+        else:
+            kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+@pytest.mark.parametrize("values_file", [None, *PROFILES], ids=lambda p: p.stem if p else "defaults")
+def test_every_variable_is_a_setting_the_service_parses(
+    values_file: Path | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = profile(values_file) if values_file else {}
+    values.setdefault("signaling", {})["settings"] = {"ring_timeout_s": 15}
+    for component, template in pod_templates(render(values)):
+        settings = SETTINGS[component]
+        prefix = str(settings.model_config["env_prefix"])
+        (container,) = template["spec"]["containers"]
+        for var in container["env"]:
+            assert var["name"].startswith(prefix), f"{component}: {var['name']} lacks {prefix}"
+            field = var["name"].removeprefix(prefix).lower()
+            assert field in settings.model_fields, f"{component}: {var['name']} is no setting"
+            # values from the downward API and Secrets arrive at run time; stand in for them
+            monkeypatch.setenv(var["name"], var.get("value", "stand-in-0123456789abcdef0123456789"))
+        parsed = settings()
+        assert parsed.http_port == 8080
+        assert parsed.log_format == "json"
+        for var in container["env"]:
+            monkeypatch.delenv(var["name"])
+
+
+def test_services_stop_within_their_grace_period_and_workers_within_their_drain() -> None:
+    documents = render()
+    for doc in documents:
+        if doc["kind"] != "Deployment" or doc["metadata"]["name"] == "media-autoscaler":
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        env = {v["name"]: v.get("value") for v in pod["containers"][0]["env"]}
+        (drain,) = (float(v) for k, v in env.items() if k.endswith("_DRAIN_TIMEOUT_S") and v is not None)
+        assert pod["terminationGracePeriodSeconds"] > drain
+        assert doc["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    (pool,) = (d for d in documents if d["kind"] == "MediaWorkerPool")
+    env = {v["name"]: v.get("value") for v in pool["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TANDEM_MEDIA_CAPACITY"] == str(pool["spec"]["capacity"]["callsPerWorker"])
+    assert env["TANDEM_MEDIA_DRAIN_TIMEOUT_S"] == str(pool["spec"]["drain"]["maxDrainSeconds"])
+
+
+def test_containers_run_unprivileged_with_probes_and_resources() -> None:
+    for component, template in pod_templates(render()):
+        pod = template["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, component
+        (container,) = pod["containers"]
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False, component
+        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"], component
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", component
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", component
+        assert container["resources"]["requests"], component
+        assert container["resources"]["limits"]["memory"], component
+
+
+def test_secrets_come_from_secrets_and_dev_tokens_are_off_by_default() -> None:
+    env = {
+        component: {v["name"]: v for v in template["spec"]["containers"][0]["env"]}
+        for component, template in pod_templates(render())
+    }
+    assert env["signaling"]["TANDEM_SIGNALING_JWT_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "tandem-signaling-jwt"
+    assert env["orders"]["TANDEM_ORDERS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "tandem-orders-db"
+    assert env["signaling"]["TANDEM_SIGNALING_DEV_MODE"]["value"] == "false"
+
+
+def test_the_operator_runs_one_replica_with_namespaced_rbac_that_never_deletes() -> None:
+    documents = render()
+    (operator,) = (d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "media-autoscaler")
+    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    assert not {d["kind"] for d in documents} & {"ClusterRole", "ClusterRoleBinding"}
+    (role,) = (d for d in documents if d["kind"] == "Role")
+    verbs = {verb for rule in role["rules"] for verb in rule["verbs"]}
+    assert not verbs & {"delete", "deletecollection", "*", "escalate", "bind"}
+    assert not any(d["kind"] == "Role" for d in render({"mediaAutoscaler": {"enabled": False}}))
+
+
+def test_image_overrides_win_over_registry_and_tag() -> None:
+    values = {
+        "image": {
+            "registry": "registry.example.com/tandem",
+            "tag": "1.2.3",
+            "overrides": {"signaling": "x/y@sha256:ab"},
+        }
+    }
+    images = {
+        component: template["spec"]["containers"][0]["image"] for component, template in pod_templates(render(values))
+    }
+    assert images["signaling"] == "x/y@sha256:ab"
+    assert images["orders"] == "registry.example.com/tandem/orders:1.2.3"
+    assert images["media-worker"] == "registry.example.com/tandem/media-worker:1.2.3"
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"signaling": {"replicas": 0}}, "/signaling/replicas"),
+        ({"signaling": {"devMode": "yes"}}, "/signaling/devMode"),
+        ({"nats": {"url": "http://nats:4222"}}, "/nats/url"),
+        ({"mediaWorker": {"iceServers": ["stun.example.com"]}}, "/mediaWorker/iceServers/0"),
+        ({"orders": {"settings": {"Database URL": "x"}}}, "Database URL"),
+        ({"mediaWorkerPools": []}, "/mediaWorkerPools"),
+        (
+            {
+                "mediaWorkerPools": [
+                    {
+                        "name": "Bad_Name",
+                        "capacity": {"callsPerWorker": 8},
+                        "autoscaling": {"minWorkers": 1, "maxWorkers": 2},
+                    }
+                ]
+            },
+            "/mediaWorkerPools/0/name",
+        ),
+        ({"signalling": {"replicas": 2}}, "signalling"),
+    ],
+)
+def test_the_values_schema_names_what_is_wrong(values: dict[str, Any], where: str) -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError) as error:
+        chart.validate_schema(values)
+    assert where in str(error.value)
+
+
+def test_a_free_form_setting_reaches_the_service_which_refuses_a_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the values schema cannot know every service setting; the service's own parser does
+    for component, template in pod_templates(render({"matchmaking": {"settings": {"idle_cap_minutes": "soon"}}})):
+        if component != "matchmaking":
+            continue
+        for var in template["spec"]["containers"][0]["env"]:
+            monkeypatch.setenv(var["name"], var.get("value", "stand-in"))
+        with pytest.raises(pydantic.ValidationError, match="idle_cap_minutes"):
+            MatchmakingSettings()
+
+
+def test_helm_lint_finds_no_errors() -> None:
+    report = helm.lint(CHART)
+    assert report["errors"] == []
+    assert all(message["severity"] < 2 for message in report["messages"]), report["messages"]
