@@ -1,10 +1,12 @@
 # syntax=docker/dockerfile:1.7
-# One image per service, built from the repository root: `docker build --target <service> .`
+# One image per service, built from the repository root, e.g.
+#   docker build --target signaling --build-arg PACKAGE=tandem-signaling .
 # (skaffold.yaml builds all five). Each image holds only its service's distribution and
 # dependencies, installed from uv.lock into /opt/venv, and runs as an unprivileged user.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-FROM ghcr.io/astral-sh/uv:0.9 AS uv
+# the uv that writes uv.lock here
+FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
 
 FROM ${PYTHON_IMAGE} AS build
 COPY --from=uv /uv /usr/local/bin/uv
@@ -16,7 +18,8 @@ WORKDIR /src
 COPY . .
 # The workspace member to install, e.g. tandem-signaling.
 ARG PACKAGE
-RUN test -n "${PACKAGE}" && uv sync --frozen --no-dev --no-editable --package "${PACKAGE}"
+RUN if [ -z "${PACKAGE}" ]; then echo "build with --build-arg PACKAGE=tandem-<service>" >&2; exit 2; fi; \
+    uv sync --frozen --no-dev --no-editable --package "${PACKAGE}"
 
 # The media worker's Numba kernels are compiled here, into a cache the image ships, so a new
 # worker takes calls seconds after it starts instead of compiling first.
