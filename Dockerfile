@@ -21,12 +21,6 @@ ARG PACKAGE
 RUN if [ -z "${PACKAGE}" ]; then echo "build with --build-arg PACKAGE=tandem-<service>" >&2; exit 2; fi; \
     uv sync --frozen --no-dev --no-editable --package "${PACKAGE}"
 
-# The media worker's Numba kernels are compiled here, into a cache the image ships, so a new
-# worker takes calls seconds after it starts instead of compiling first.
-FROM build AS media-worker-build
-ENV NUMBA_CACHE_DIR=/opt/numba-cache
-RUN /opt/venv/bin/python -c "from tandem.media.dsp.pipeline import warm_up; warm_up()"
-
 FROM ${PYTHON_IMAGE} AS runtime
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin tandem
 ENV PATH=/opt/venv/bin:$PATH \
@@ -51,8 +45,5 @@ COPY --from=build /opt/venv /opt/venv
 ENTRYPOINT ["python", "-m", "tandem.autoscaler"]
 
 FROM runtime AS media-worker
-ENV NUMBA_CACHE_DIR=/opt/numba-cache
-COPY --from=media-worker-build /opt/venv /opt/venv
-# numba checks that its cache directory is writable before it reads from it
-COPY --from=media-worker-build --chown=10001:10001 /opt/numba-cache /opt/numba-cache
+COPY --from=build /opt/venv /opt/venv
 ENTRYPOINT ["tandem-media-worker"]

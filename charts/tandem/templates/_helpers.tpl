@@ -51,15 +51,20 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 - name: {{ $p }}REQUEST_TIMEOUT_S
   value: {{ $v.common.requestTimeoutSeconds | quote }}
 - name: {{ $p }}MAX_PAYLOAD_BYTES
-  value: {{ $v.common.maxPayloadBytes | quote }}
+  value: {{ $v.common.maxPayloadBytes | int64 | quote }}
 {{- end }}
 
-{{/* A component's free-form settings map as TANDEM_<PREFIX>_<NAME> variables. */}}
+{{/* A component's free-form settings map as TANDEM_<PREFIX>_<NAME> variables (YAML numbers arrive as
+float64: whole ones are printed as integers, never as 1e+07). */}}
 {{- define "tandem.settingsEnv" -}}
 {{- $p := printf "TANDEM_%s_" .prefix -}}
 {{- range $name, $value := .settings }}
 - name: {{ printf "%s%s" $p (upper $name) }}
+  {{- if and (kindIs "float64" $value) (eq (float64 (int64 $value)) $value) }}
+  value: {{ int64 $value | quote }}
+  {{- else }}
   value: {{ $value | toString | quote }}
+  {{- end }}
 {{- end }}
 {{- end }}
 

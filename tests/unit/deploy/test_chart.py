@@ -28,6 +28,11 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts/tandem"
 PROFILES = sorted((CHART / "profiles").glob("*.yaml"))
+POOL: dict[str, Any] = {
+    "name": "p",
+    "capacity": {"callsPerWorker": 8},
+    "autoscaling": {"minWorkers": 1, "maxWorkers": 2},
+}
 SETTINGS: dict[str, type[ServiceSettings]] = {
     "signaling": SignalingSettings,
     "matchmaking": MatchmakingSettings,
@@ -87,6 +92,9 @@ def test_every_variable_is_a_setting_the_service_parses(
 ) -> None:
     values = profile(values_file) if values_file else {}
     values.setdefault("signaling", {})["settings"] = {"ring_timeout_s": 15}
+    # YAML numbers reach Helm as floats; large ones must still render as integers
+    values.setdefault("orders", {})["settings"] = {"db_statement_timeout_ms": 10_000_000, "outbox_poll_interval_s": 0.5}
+    values["common"] = {"maxPayloadBytes": 4_194_304}
     for component, template in pod_templates(render(values)):
         settings = SETTINGS[component]
         prefix = str(settings.model_config["env_prefix"])
@@ -104,8 +112,10 @@ def test_every_variable_is_a_setting_the_service_parses(
             monkeypatch.delenv(var["name"])
 
 
-def test_services_stop_within_their_grace_period_and_workers_within_their_drain() -> None:
-    documents = render()
+@pytest.mark.parametrize("max_drain_s", [1, 45, 3600])
+def test_services_stop_within_their_grace_period_and_workers_within_their_drain(max_drain_s: int) -> None:
+    pool_values = {**POOL, "capacity": {"callsPerWorker": 5}, "drain": {"maxDrainSeconds": max_drain_s}}
+    documents = render({"mediaWorkerPools": [pool_values], "common": {"drainTimeoutSeconds": max_drain_s}})
     for doc in documents:
         if doc["kind"] != "Deployment" or doc["metadata"]["name"] == "media-autoscaler":
             continue
@@ -152,7 +162,18 @@ def test_the_operator_runs_one_replica_with_namespaced_rbac_that_never_deletes()
     (role,) = (d for d in documents if d["kind"] == "Role")
     verbs = {verb for rule in role["rules"] for verb in rule["verbs"]}
     assert not verbs & {"delete", "deletecollection", "*", "escalate", "bind"}
+    # owner references with blockOwnerDeletion need update on the owner's finalizers
+    assert {"apiGroups": ["tandem.dev"], "resources": ["mediaworkerpools/finalizers"], "verbs": ["update"]} in role[
+        "rules"
+    ]
     assert not any(d["kind"] == "Role" for d in render({"mediaAutoscaler": {"enabled": False}}))
+
+
+def test_disruption_budgets_take_counts_or_percentages() -> None:
+    documents = render({"matchmaking": {"podDisruptionBudget": {"maxUnavailable": "50%"}}})
+    (budget,) = (d for d in documents if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == "matchmaking")
+    assert budget["spec"]["maxUnavailable"] == "50%"
+    kubernetes_validate.validate(budget, kubernetes_validate.latest_version(), strict=True)
 
 
 def test_image_overrides_win_over_registry_and_tag() -> None:
@@ -181,6 +202,14 @@ def test_image_overrides_win_over_registry_and_tag() -> None:
         ({"orders": {"settings": {"Database URL": "x"}}}, "Database URL"),
         ({"mediaWorkerPools": []}, "/mediaWorkerPools"),
         (
+            {"mediaWorkerPools": [{**POOL, "drain": {"maxDrainSeconds": 0}}]},
+            "/mediaWorkerPools/0/drain/maxDrainSeconds",
+        ),
+        (
+            {"mediaWorkerPools": [{**POOL, "drain": {"maxDrainSeconds": 7200}}]},
+            "/mediaWorkerPools/0/drain/maxDrainSeconds",
+        ),
+        (
             {
                 "mediaWorkerPools": [
                     {
@@ -193,6 +222,9 @@ def test_image_overrides_win_over_registry_and_tag() -> None:
             "/mediaWorkerPools/0/name",
         ),
         ({"signalling": {"replicas": 2}}, "signalling"),
+        ({"orders": {"settings": {"database_url": "postgresql://x"}}}, "database_url"),
+        ({"signaling": {"settings": {"http_port": 9000}}}, "http_port"),
+        ({"nats": {"url": "nats://a:4222,http://b:4222"}}, "/nats/url"),
     ],
 )
 def test_the_values_schema_names_what_is_wrong(values: dict[str, Any], where: str) -> None:
