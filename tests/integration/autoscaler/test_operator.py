@@ -295,7 +295,12 @@ async def test_creating_a_pool_creates_its_deployment_with_owner_reference(clust
     deployment = cluster.deployment()
     assert deployment is not None
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "tandem/media-worker:test"
+    (worker,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert worker["image"] == "tandem/media-worker:test"
+    env = {var["name"]: var["value"] for var in worker["env"]}
+    spec = pool_spec()
+    assert env["TANDEM_MEDIA_CAPACITY"] == str(spec["capacity"]["callsPerWorker"])
+    assert env["TANDEM_MEDIA_DRAIN_TIMEOUT_S"] == str(spec.get("drain", {}).get("maxDrainSeconds", 1800))
     owner = deployment["metadata"]["ownerReferences"][0]
     assert owner == {
         "apiVersion": "tandem.dev/v1",

@@ -32,7 +32,13 @@ def worker_deployment(pool: str, namespace: str, spec: PoolSpec, replicas: int) 
     containers = pod_spec.setdefault("containers", [{"name": "media-worker"}])
     worker = containers[0]
     worker.setdefault("image", spec.image)
-    ours = {"TANDEM_MEDIA_POOL": pool, "TANDEM_MEDIA_REGION": spec.region}
+    # what the pool's spec decides about each worker, whatever the template says
+    ours = {
+        "TANDEM_MEDIA_POOL": pool,
+        "TANDEM_MEDIA_REGION": spec.region,
+        "TANDEM_MEDIA_CAPACITY": str(spec.capacity.calls_per_worker),
+        "TANDEM_MEDIA_DRAIN_TIMEOUT_S": str(spec.drain.max_drain_seconds),
+    }
     worker["env"] = [
         *(e for e in worker.get("env", []) if e.get("name") not in ours),
         *({"name": name, "value": value} for name, value in ours.items()),

@@ -155,7 +155,7 @@ class Capacity(_Model):
 
 
 class Drain(_Model):
-    max_drain_seconds: int = Field(default=1800, ge=0, le=24 * 3600)
+    max_drain_seconds: int = Field(default=1800, ge=1, le=24 * 3600)
 
 
 class Spillover(_Model):

@@ -32,7 +32,7 @@ class ServiceSettings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", description="Address of /healthz, /readyz, /metrics.")
     http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
 
-    drain_timeout_s: float = Field(default=10.0, gt=0, le=3600, description="Grace period on SIGTERM.")
+    drain_timeout_s: float = Field(default=10.0, gt=0, le=86400, description="Grace period on SIGTERM.")
     instance_id: str = Field(default="", description="Unique name of this process; defaults to host:pid.")
     region: str = Field(default="local", min_length=1, max_length=63)
 
