@@ -96,6 +96,10 @@ def test_every_variable_is_a_setting_the_service_parses(
     # YAML numbers reach Helm as floats; large ones must still render as integers
     values.setdefault("orders", {})["settings"] = {"db_statement_timeout_ms": 10_000_000, "outbox_poll_interval_s": 0.5}
     values["common"] = {"maxPayloadBytes": 4_194_304}
+    values["mediaWorker"] = {
+        "iceServers": ["turn:turn.example.com:3478"],
+        "turnCredentials": {"existingSecret": "turn"},
+    }
     for component, template in pod_templates(render(values)):
         settings = SETTINGS[component]
         prefix = str(settings.model_config["env_prefix"])
@@ -162,6 +166,14 @@ def test_secrets_come_from_secrets_and_dev_tokens_are_off_by_default() -> None:
     assert env["signaling"]["TANDEM_SIGNALING_JWT_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "tandem-signaling-jwt"
     assert env["orders"]["TANDEM_ORDERS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "tandem-orders-db"
     assert env["signaling"]["TANDEM_SIGNALING_DEV_MODE"]["value"] == "false"
+    assert "TANDEM_MEDIA_ICE_CREDENTIAL" not in env["media-worker"]
+    (worker,) = (
+        template["spec"]["containers"][0]["env"]
+        for component, template in pod_templates(render({"mediaWorker": {"turnCredentials": {"existingSecret": "t"}}}))
+        if component == "media-worker"
+    )
+    credential = next(v for v in worker if v["name"] == "TANDEM_MEDIA_ICE_CREDENTIAL")
+    assert credential["valueFrom"]["secretKeyRef"] == {"name": "t", "key": "credential"}
 
 
 def test_the_operator_runs_one_replica_with_namespaced_rbac_that_never_deletes() -> None:

@@ -30,6 +30,7 @@ CALLS_TOTAL = Counter("tandem_media_calls_total", "Calls taken by this worker")
 class MediaWorkerApp(BaseApp):
     def __init__(self, settings: Settings, instance: str) -> None:
         self.settings = settings
+        self.rtc_configuration = settings.rtc_configuration()
         self.worker_id = instance
         self.calls: dict[str, MediaCall] = {}
         self.draining = False
@@ -82,7 +83,7 @@ class MediaWorkerApp(BaseApp):
             raise TandemError("worker is full", code=common_pb2.ERROR_CODE_MEDIA_UNAVAILABLE)
         if request.call_id not in self.calls:
             call = MediaCall(
-                request.call_id, self.settings.ice_servers, self.settings.frame_queue,
+                request.call_id, self.rtc_configuration, self.settings.frame_queue,
                 lambda leg, kind: self._media_event(request.call_id, leg, kind),
             )  # fmt: skip
             self.calls[request.call_id] = call

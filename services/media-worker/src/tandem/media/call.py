@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
 from tandem.common.aio import TaskSet
@@ -40,9 +40,9 @@ EventSink = Callable[[Leg, "media_pb2.MediaEvent.Kind.ValueType"], None]
 class MediaCall:
     """Terminates both legs. Frames from leg A's tracks go into relays that leg B sends."""
 
-    def __init__(self, call_id: str, ice_servers: list[str], frame_queue: int, on_event: EventSink) -> None:
+    def __init__(self, call_id: str, config: RTCConfiguration, frame_queue: int, on_event: EventSink) -> None:
         self.call_id = call_id
-        self._config = RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers])
+        self._config = config
         self._on_event = on_event
         self.legs = {leg: LegState() for leg in LEGS}
         # relays[(from_leg, kind)] carries leg from_leg's media to the other leg.

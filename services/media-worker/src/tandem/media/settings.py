@@ -1,6 +1,7 @@
 """Settings of the media worker (environment variables `TANDEM_MEDIA_*`)."""
 
-from pydantic import Field
+from aiortc import RTCConfiguration, RTCIceServer
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tandem.common.settings import ServiceSettings
@@ -16,8 +17,34 @@ class Settings(ServiceSettings):
         default_factory=list,
         description='STUN/TURN URLs as a JSON list, e.g. ["stun:stun.example.com:3478"]; empty: host only.',
     )
+    ice_username: str = Field(default="", description="Username for the turn:/turns: servers (long-term credentials).")
+    ice_credential: SecretStr = Field(default=SecretStr(""), description="Password for the turn:/turns: servers.")
     report_interval_s: float = Field(default=2.0, gt=0, le=60, description="Load report period.")
     offer_timeout_s: float = Field(
         default=30.0, gt=0, description="A call whose legs have not both offered by then is released."
     )
     frame_queue: int = Field(default=4, ge=1, le=100, description="Frames buffered per relayed track.")
+
+    @model_validator(mode="after")
+    def _credentials_go_with_turn(self) -> "Settings":
+        has_turn = any(url.startswith(("turn:", "turns:")) for url in self.ice_servers)
+        has_credential = bool(self.ice_credential.get_secret_value())
+        if bool(self.ice_username) != has_credential:
+            raise ValueError("TANDEM_MEDIA_ICE_USERNAME and TANDEM_MEDIA_ICE_CREDENTIAL go together")
+        if has_credential and not has_turn:
+            raise ValueError("TANDEM_MEDIA_ICE_CREDENTIAL is set but TANDEM_MEDIA_ICE_SERVERS lists no turn: server")
+        return self
+
+    def rtc_configuration(self) -> RTCConfiguration:
+        """aiortc's configuration: every STUN/TURN server explicitly (never aiortc's public default),
+        the credentials on the TURN ones."""
+        username = self.ice_username or None
+        credential = self.ice_credential.get_secret_value() or None
+        return RTCConfiguration(
+            iceServers=[
+                RTCIceServer(urls=url, username=username, credential=credential)
+                if url.startswith(("turn:", "turns:"))
+                else RTCIceServer(urls=url)
+                for url in self.ice_servers
+            ]
+        )
