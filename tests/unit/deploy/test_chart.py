@@ -199,6 +199,16 @@ def test_disruption_budgets_take_counts_or_percentages() -> None:
     kubernetes_validate.validate(budget, kubernetes_validate.latest_version(), strict=True)
 
 
+def test_the_ingress_publishes_the_client_socket_and_nothing_else() -> None:
+    assert not any(d["kind"] == "Ingress" for d in render())
+    values = {"signaling": {"ingress": {"enabled": True, "host": "consult.example.com", "tlsSecret": "consult-tls"}}}
+    (ingress,) = (d for d in render(values) if d["kind"] == "Ingress")
+    kubernetes_validate.validate(ingress, kubernetes_validate.latest_version(), strict=True)
+    (rule,) = ingress["spec"]["rules"]
+    assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [("/v1/ws", "Exact")]
+    assert ingress["spec"]["tls"] == [{"hosts": ["consult.example.com"], "secretName": "consult-tls"}]
+
+
 def test_image_overrides_win_over_registry_and_tag() -> None:
     values = {
         "image": {
