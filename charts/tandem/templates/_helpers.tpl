@@ -129,7 +129,9 @@ metadata:
   labels:
     {{- include "tandem.labels" $ctx | nindent 4 }}
 spec:
+  {{- if not (.values.autoscaling | default dict).enabled }}
   replicas: {{ .values.replicas }}
+  {{- end }}
   selector:
     matchLabels:
       {{- include "tandem.selector" $ctx | nindent 6 }}
@@ -196,4 +198,34 @@ spec:
   selector:
     matchLabels:
       {{- include "tandem.selector" $ctx | nindent 6 }}
+{{- with .values.autoscaling }}
+{{- if .enabled }}
+---
+# CPU-based scaling between minReplicas and maxReplicas (replicas is then left to it).
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ $.component }}
+  labels:
+    {{- include "tandem.labels" $ctx | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ $.component }}
+  minReplicas: {{ .minReplicas }}
+  maxReplicas: {{ .maxReplicas }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ .targetCPUUtilizationPercentage }}
+  behavior:
+    scaleDown:
+      # connections and matches drain slowly; do not flap
+      stabilizationWindowSeconds: 300
+{{- end }}
+{{- end }}
 {{- end }}

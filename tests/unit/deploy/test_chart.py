@@ -209,6 +209,19 @@ def test_the_ingress_publishes_the_client_socket_and_nothing_else() -> None:
     assert ingress["spec"]["tls"] == [{"hosts": ["consult.example.com"], "secretName": "consult-tls"}]
 
 
+def test_an_enabled_hpa_owns_the_replica_count() -> None:
+    assert not any(d["kind"] == "HorizontalPodAutoscaler" for d in render())
+    values = {"signaling": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12}}}
+    documents = render(values)
+    (hpa,) = (d for d in documents if d["kind"] == "HorizontalPodAutoscaler")
+    kubernetes_validate.validate(hpa, kubernetes_validate.latest_version(), strict=True)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "signaling"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    replicas = {d["metadata"]["name"]: d["spec"].get("replicas") for d in documents if d["kind"] == "Deployment"}
+    assert replicas["signaling"] is None
+    assert replicas["matchmaking"] == 2
+
+
 def test_image_overrides_win_over_registry_and_tag() -> None:
     values = {
         "image": {
