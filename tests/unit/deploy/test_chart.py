@@ -222,6 +222,21 @@ def test_an_enabled_hpa_owns_the_replica_count() -> None:
     assert replicas["matchmaking"] == 2
 
 
+def test_network_policies_select_every_pod_and_open_only_what_it_serves() -> None:
+    assert not any(d["kind"] == "NetworkPolicy" for d in render())
+    documents = render({"networkPolicy": {"enabled": True}})
+    policies = [d for d in documents if d["kind"] == "NetworkPolicy"]
+    for policy in policies:
+        kubernetes_validate.validate(policy, kubernetes_validate.latest_version(), strict=True)
+    for component, template in pod_templates(documents):
+        labels = template["metadata"]["labels"]
+        (policy,) = (p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items())
+        rules = policy["spec"]["ingress"]
+        from_anywhere = {port["protocol"] for rule in rules if "from" not in rule for port in rule["ports"]}
+        expected = {"signaling": {"TCP"}, "media-worker": {"UDP"}}.get(component, set())
+        assert from_anywhere == expected, component
+
+
 def test_image_overrides_win_over_registry_and_tag() -> None:
     values = {
         "image": {
