@@ -60,7 +60,7 @@ _MIN_BIAS = 2.0
 """The floor is twice that minimum: about half the mean in steady noise, so it binds only after a rise."""
 REGENERATION_FROM_HZ = 1000.0
 """Harmonic regeneration applies above this frequency."""
-# Rows of NoiseSuppressor.bins (one value per FFT bin each).
+# Rows of NoiseSuppressor.state (one value per FFT bin each).
 _NOISE = 0
 _SLOW = 1
 _PRESENCE = 2
@@ -108,14 +108,14 @@ class NoiseSuppressor:
         self.time: Real = np.zeros(self.plan.size)
         self.spectrum: Complex = np.zeros(bins, dtype=np.complex128)
         self.regenerated: Complex = np.zeros(bins, dtype=np.complex128)
-        self.bins: Real = np.zeros((_NROWS, bins))
-        self.bins[_GAIN] = 1.0
+        self.state: Real = np.zeros((_NROWS, bins))
+        self.state[_GAIN] = 1.0
         self.past_minima: Real = np.zeros((_MIN_SUBWINDOWS, bins))
         self.scalars: Real = np.zeros(_NSCALARS)
         # per-bin a priori and a posteriori SNR of the last frame, read by the VAD, and the applied gain
-        self.prior_snr: Real = self.bins[_PRIOR]
-        self.post_snr: Real = self.bins[_POST]
-        self.gain: Real = self.bins[_GAIN]
+        self.prior_snr: Real = self.state[_PRIOR]
+        self.post_snr: Real = self.state[_POST]
+        self.gain: Real = self.state[_GAIN]
 
     def process(self, signal: Real, out: Real, extra_gain: Real) -> None:
         """Suppress noise in one frame of ``signal`` into ``out`` (delayed by one frame).
@@ -125,7 +125,7 @@ class NoiseSuppressor:
         p = self.plan
         suppress_frame(
             signal, out, extra_gain, self.window, self.input, self.overlap, self.time, self.spectrum,
-            self.regenerated, self.bins, self.past_minima, self.scalars, self.gain_floor, self.regeneration_from,
+            self.regenerated, self.state, self.past_minima, self.scalars, self.gain_floor, self.regeneration_from,
             p.work, p.order, p.twiddle, p.split,
         )  # fmt: skip
 
@@ -133,7 +133,7 @@ class NoiseSuppressor:
     def noise_power(self) -> float:
         """Estimated noise power per sample (normalized full scale 1.0, mean square)."""
         n = self.plan.size
-        return float(2.0 * np.sum(self.bins[_SLOW]) / (n * float(np.sum(self.window**2))))
+        return float(2.0 * np.sum(self.state[_SLOW]) / (n * float(np.sum(self.window**2))))
 
 
 def exp1(v: Real) -> Real:
