@@ -15,10 +15,23 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/opt/venv
 WORKDIR /src
-COPY . .
 # The workspace member to install, e.g. tandem-signaling.
 ARG PACKAGE
-RUN if [ -z "${PACKAGE}" ]; then echo "build with --build-arg PACKAGE=tandem-<service>" >&2; exit 2; fi; \
+# Dependencies first, from the lock and the members' pyproject.toml only, so that a source change
+# does not reinstall them (tests/unit/deploy checks that every workspace member is listed here).
+COPY uv.lock pyproject.toml ./
+COPY services/common/pyproject.toml services/common/
+COPY services/matchmaking/pyproject.toml services/matchmaking/
+COPY services/signaling/pyproject.toml services/signaling/
+COPY services/media-worker/pyproject.toml services/media-worker/
+COPY services/orders/pyproject.toml services/orders/
+COPY operators/media-autoscaler/pyproject.toml operators/media-autoscaler/
+COPY tools/devstack/pyproject.toml tools/devstack/
+RUN --mount=type=cache,target=/root/.cache/uv \
+    if [ -z "${PACKAGE}" ]; then echo "build with --build-arg PACKAGE=tandem-<service>" >&2; exit 2; fi; \
+    uv sync --frozen --no-dev --no-install-workspace --package "${PACKAGE}"
+COPY . .
+RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package "${PACKAGE}"
 
 FROM ${PYTHON_IMAGE} AS runtime

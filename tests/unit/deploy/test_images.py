@@ -61,6 +61,18 @@ def test_each_service_has_a_target_running_what_its_distribution_installs(compon
         )
 
 
+def test_dependencies_install_from_every_members_manifest_before_the_sources_are_copied() -> None:
+    build = stages()["build"]
+    first_sync = next(i for i, step in enumerate(build) if "--no-install-workspace" in step["value"])
+    copied = {
+        source for step in build[:first_sync] if step["instruction"] == "COPY" for source in step["value"].split()[:-1]
+    }
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]["members"]
+    members = {str(path.relative_to(ROOT)) for pattern in patterns for path in ROOT.glob(f"{pattern}/pyproject.toml")}
+    assert members | {"uv.lock", "pyproject.toml"} <= copied
+    assert not any(step["value"].startswith(". ") for step in build[:first_sync])
+
+
 def test_images_run_as_an_unprivileged_user() -> None:
     users = [i["value"] for i in stages()["runtime"] if i["instruction"] == "USER"]
     assert users
