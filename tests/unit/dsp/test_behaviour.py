@@ -4,6 +4,8 @@ every stage stays bounded and finite on hostile input."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -193,6 +195,34 @@ def test_agc_brings_quiet_and_loud_talkers_to_the_target() -> None:
         tail = np.concatenate(y)[5 * RATE :]
         levels.append(10 * np.log10(np.mean(tail**2)))
     assert abs(levels[0] - levels[1]) < 4.0
+
+
+def _peak_bytes_per_frame(rate: int) -> tuple[int, int]:
+    """(bytes still held, peak bytes above the start) while a warm pipeline processes 30 frames."""
+    frame = rate // 100
+    pipeline = AudioPipeline(PipelineConfig(sample_rate=rate))
+    frames = [f.copy() for f in talker(0.5, seed=20).repeat(rate // RATE).reshape(-1, frame)]
+    out = np.zeros(frame)
+    for f in frames[:20]:
+        pipeline.process(f, f, out)
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for f in frames[20:]:
+            pipeline.process(f, f, out)
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return held - start, peak - start
+
+
+def test_a_frame_allocates_no_audio_buffers() -> None:
+    # numpy buffers are traced; what a frame allocates is the call's own small objects, the same at
+    # 48 kHz as at 16 kHz, far below one 48 kHz frame of samples (3840 bytes) and all released
+    held_16k, peak_16k = _peak_bytes_per_frame(16000)
+    held_48k, peak_48k = _peak_bytes_per_frame(48000)
+    assert held_16k == held_48k == 0
+    assert peak_48k == peak_16k < 480 * 8
 
 
 def test_warm_up_compiles_every_configuration() -> None:
