@@ -99,6 +99,16 @@ capabilities:
   drop: [ALL]
 {{- end }}
 
+{{/* The pod's imagePullSecrets, when image.pullSecrets names any. Call with the root context. */}}
+{{- define "tandem.imagePullSecrets" -}}
+{{- with .Values.image.pullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Prometheus discovers /metrics from these pod annotations. */}}
 {{- define "tandem.scrapeAnnotations" -}}
 prometheus.io/scrape: "true"
@@ -151,12 +161,7 @@ spec:
       terminationGracePeriodSeconds: {{ add $drain 15 }}
       securityContext:
         {{- include "tandem.podSecurityContext" . | nindent 8 }}
-      {{- with .root.Values.image.pullSecrets }}
-      imagePullSecrets:
-        {{- range . }}
-        - name: {{ . }}
-        {{- end }}
-      {{- end }}
+      {{- include "tandem.imagePullSecrets" .root | nindent 6 }}
       topologySpreadConstraints:
         - maxSkew: 1
           topologyKey: topology.kubernetes.io/zone

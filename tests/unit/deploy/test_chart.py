@@ -237,6 +237,16 @@ def test_network_policies_select_every_pod_and_open_only_what_it_serves() -> Non
         assert from_anywhere == expected, component
 
 
+def test_every_pod_pulls_with_the_named_secrets() -> None:
+    documents = render({"image": {"pullSecrets": ["registry-a", "registry-b"]}})
+    for component, template in pod_templates(documents):
+        secrets = template["spec"]["imagePullSecrets"]
+        assert secrets == [{"name": "registry-a"}, {"name": "registry-b"}], component
+    for doc in documents:
+        if doc["kind"] == "Deployment":
+            kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
 def test_image_overrides_win_over_registry_and_tag() -> None:
     values = {
         "image": {
@@ -258,7 +268,7 @@ def test_image_overrides_win_over_registry_and_tag() -> None:
     [
         ({"signaling": {"replicas": 0}}, "/signaling/replicas"),
         ({"signaling": {"devMode": "yes"}}, "/signaling/devMode"),
-        ({"nats": {"url": "http://nats:4222"}}, "/nats/url"),
+        ({"nats": {"url": "http://nats"}}, "/nats/url"),
         ({"mediaWorker": {"iceServers": ["stun.example.com"]}}, "/mediaWorker/iceServers/0"),
         ({"orders": {"settings": {"Database URL": "x"}}}, "Database URL"),
         ({"mediaWorkerPools": []}, "/mediaWorkerPools"),
@@ -285,7 +295,7 @@ def test_image_overrides_win_over_registry_and_tag() -> None:
         ({"signalling": {"replicas": 2}}, "signalling"),
         ({"orders": {"settings": {"database_url": "postgresql://x"}}}, "database_url"),
         ({"signaling": {"settings": {"http_port": 9000}}}, "http_port"),
-        ({"nats": {"url": "nats://a:4222,http://b:4222"}}, "/nats/url"),
+        ({"nats": {"url": "nats://a,http://b"}}, "/nats/url"),
     ],
 )
 def test_the_values_schema_names_what_is_wrong(values: dict[str, Any], where: str) -> None:

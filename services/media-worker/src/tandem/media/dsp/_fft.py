@@ -54,12 +54,12 @@ def _input_order(indices: list[int], radices: list[int]) -> list[int]:
 class FftPlan:
     """Tables and scratch for real transforms of ``size`` samples (``size = 2 * 2^a 3^b 5^c``, >= 8).
 
-    The complex work buffer is stored as separate real and imaginary planes (axis 0). ``passes`` has
-    one row per pass: radix, span (the length of the sub-transforms it joins) and the column where its
-    twiddles start in ``twiddle``: for output ``k < span`` and input ``j < radix`` (``j >= 1``) the
-    factor ``exp(-2j*pi*j*k/(radix*span))`` at column ``start + (j-1)*span + k``, rows re/im.
-    ``order`` is the position of each input point in the work buffer (``n/2`` entries) followed by
-    the passes, three entries each (so a transform takes one index table).
+    The complex work buffer is stored as separate real and imaginary planes (axis 0). ``order`` is
+    the position of each input point in the work buffer (``n/2`` entries) followed by the passes,
+    three entries each (so a transform takes one index table): radix, span (the length of the
+    sub-transforms it joins) and the column where its twiddles start in ``twiddle``: for output
+    ``k < span`` and input ``j < radix`` (``j >= 1``) the factor ``exp(-2j*pi*j*k/(radix*span))`` at
+    column ``start + (j-1)*span + k``, rows re/im.
     """
 
     def __init__(self, size: int) -> None:
@@ -79,9 +79,8 @@ class FftPlan:
             start += (r - 1) * span
             span *= r
         twiddle = np.concatenate(columns)
-        self.passes: Index = np.array(passes, dtype=np.int64)
         positions = np.argsort(np.array(order, dtype=np.int64))
-        self.order: Index = np.concatenate([positions, self.passes.ravel()]).astype(np.int64)
+        self.order: Index = np.concatenate([positions, np.array(passes, dtype=np.int64).ravel()])
         self.twiddle: Real = np.stack([twiddle.real, twiddle.imag])
         self.split: Complex = np.exp(-2j * np.pi * np.arange(half + 1) / size)
         self.work: Real = np.zeros((2, half))

@@ -71,7 +71,8 @@ _GAIN = 6
 _SMOOTHED = 7
 _SUB_MIN = 8
 _FLOOR_MIN = 9
-_NROWS = 10
+_POWER = 10  # |Y|^2 of this frame
+_NROWS = 11
 # Indices into NoiseSuppressor.scalars.
 _STARTED = 0
 _FRAMES = 1
@@ -189,6 +190,7 @@ def _track_noise(spec: Complex, state: Real, past_minima: Real, s: Real) -> None
     smoothed = state[_SMOOTHED]
     sub_min = state[_SUB_MIN]
     floor_min = state[_FLOOR_MIN]
+    power = state[_POWER]
     bins = spec.shape[0]
     started = s[_STARTED] != 0.0
     s[_STARTED] = 1.0
@@ -207,6 +209,7 @@ def _track_noise(spec: Complex, state: Real, past_minima: Real, s: Real) -> None
     down = 0.0
     for k in range(bins):
         y_pow = spec[k].real ** 2 + spec[k].imag ** 2 + 1e-20
+        power[k] = y_pow
         if not started:
             noise[k] = y_pow
             smoothed[k] = y_pow
@@ -264,9 +267,10 @@ def suppress_frame(
     prior_snr = state[_PRIOR]
     post_snr = state[_POST]
     gain = state[_GAIN]
+    power = state[_POWER]
     # decision-directed a priori SNR and its LSA gain
     for k in range(bins):
-        y_pow = spec[k].real ** 2 + spec[k].imag ** 2 + 1e-20
+        y_pow = power[k]
         post = y_pow / slow[k]
         xi = _DD_ALPHA * clean_prev[k] / slow[k] + (1.0 - _DD_ALPHA) * max(post - 1.0, 0.0)
         xi = max(xi, _XI_MIN)
@@ -294,7 +298,7 @@ def suppress_frame(
         rfft(time, regen, work, order, tw, split)
         for k in range(regeneration_from, bins):
             g = gain[k]
-            enhanced = g * g * (spec[k].real ** 2 + spec[k].imag ** 2)
+            enhanced = g * g * power[k]
             harmonic = regen[k].real ** 2 + regen[k].imag ** 2
             xi3 = max((g * enhanced + (1.0 - g) * harmonic) / slow[k], _XI_MIN)
             g3 = min(max(xi3 / (1.0 + xi3) * _lsa_factor(post_snr[k] * xi3 / (1.0 + xi3)), gain_floor), 1.0)
