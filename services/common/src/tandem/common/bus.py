@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -24,6 +25,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
+from nats.protocol.parser import PERMISSIONS_ERR
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -71,6 +73,43 @@ class BusConfig:
     max_payload_bytes: int = 256 * 1024
 
 
+# nats-server refuses a control line (verb, subject, reply, sizes) over 4 KiB and closes the connection.
+MAX_SUBJECT_BYTES = 1024
+_SUBJECT = re.compile(r"[!-~]+")  # printable ASCII, no spaces
+
+
+class InvalidSubjectError(TandemError):
+    """A subject the server would refuse: one bad subject must not cost the connection."""
+
+    code = common_pb2.ERROR_CODE_INVALID_ARGUMENT
+
+    def __init__(self, length: int) -> None:
+        super().__init__(f"refusing an invalid NATS subject of {length} characters")
+        self.length = length
+
+
+def _checked(subject: str) -> str:
+    if len(subject) > MAX_SUBJECT_BYTES or _SUBJECT.fullmatch(subject) is None:
+        raise InvalidSubjectError(len(subject))
+    return subject
+
+
+class _Client(Client):
+    """nats-py closes a connection for good on any `-ERR` from the server, though the server drops
+    the connection after it: a lost connection, which the reconnect policy is for. This client
+    reconnects instead (subscriptions are replayed by nats-py), except for permission errors,
+    after which the server keeps the connection."""
+
+    async def _process_err(self, err_msg: str) -> None:
+        if PERMISSIONS_ERR in err_msg or not self.options["allow_reconnect"]:
+            await super()._process_err(err_msg)
+            return
+        error = nats.errors.Error(f"nats: {err_msg.strip(chr(39))}"[:200])
+        self._err = error
+        await self._error_cb(error)
+        await self._process_op_err(error)
+
+
 def decode(msg_type: type[M], data: bytes) -> M:
     """Parse a protobuf payload, raising `MalformedMessageError` instead of protobuf's errors."""
     message = msg_type()
@@ -87,7 +126,7 @@ class Bus:
     def __init__(self, config: BusConfig) -> None:
         self.config = config
         self.status = BusStatus.DISCONNECTED
-        self._nc = Client()
+        self._nc = _Client()
         self._js: JetStreamContext | None = None
         self._tasks = TaskSet("bus")
         self._shutdown: asyncio.Task[None] | None = None
@@ -150,13 +189,14 @@ class Bus:
                             "error": repr(exc),
                         },
                     )
-                self._nc = Client()
+                self._nc = _Client()
                 await asyncio.sleep(self.config.reconnect_wait_s)
         self._js = self._nc.jetstream()
         self._set_status(BusStatus.CONNECTED)
 
     @property
     def client(self) -> Client:
+        """The underlying nats-py client (tests; services use the methods below)."""
         return self._nc
 
     @property
@@ -199,7 +239,9 @@ class Bus:
     async def publish(self, subject: str, message: Message, *, headers: dict[str, str] | None = None) -> None:
         """Fire-and-forget publish (core NATS), with trace context."""
         with tracer.start_as_current_span(f"publish {subject}", kind=SpanKind.PRODUCER):
-            await self._nc.publish(subject, self._encode(message), headers=inject_headers(dict(headers or {})))
+            await self._nc.publish(
+                _checked(subject), self._encode(message), headers=inject_headers(dict(headers or {}))
+            )
 
     async def request(
         self, subject: str, message: Message, reply_type: type[R], *, timeout_s: float | None = None
@@ -209,7 +251,7 @@ class Bus:
         with tracer.start_as_current_span(f"request {subject}", kind=SpanKind.CLIENT) as span:
             try:
                 reply = await self._nc.request(
-                    subject, self._encode(message), timeout=timeout, headers=inject_headers({})
+                    _checked(subject), self._encode(message), timeout=timeout, headers=inject_headers({})
                 )
             except nats.errors.NoRespondersError:
                 raise NoRespondersError(subject) from None
@@ -252,7 +294,7 @@ class Bus:
                 if msg.reply:
                     await self._nc.publish(msg.reply, payload, headers=headers)
 
-        return await self._nc.subscribe(subject, queue=queue, cb=on_message)
+        return await self._nc.subscribe(_checked(subject), queue=queue, cb=on_message)
 
     async def subscribe(
         self,
@@ -274,7 +316,7 @@ class Bus:
                 except Exception:
                     logger.exception("message handler failed", extra={"subject": msg.subject})
 
-        return await self._nc.subscribe(subject, queue=queue, cb=on_message)
+        return await self._nc.subscribe(_checked(subject), queue=queue, cb=on_message)
 
     # --- JetStream --------------------------------------------------------------------------
 
@@ -298,7 +340,7 @@ class Bus:
             headers = inject_headers({MSG_ID_HEADER: msg_id})
             try:
                 return await self.js.publish(
-                    subject, self._encode(message), timeout=self.config.request_timeout_s, headers=headers
+                    _checked(subject), self._encode(message), timeout=self.config.request_timeout_s, headers=headers
                 )
             except nats.errors.TimeoutError:
                 raise BusTimeoutError(subject, self.config.request_timeout_s) from None

@@ -2,33 +2,81 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
-from google.protobuf import json_format
+from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import DecodeError
 from opentelemetry.context import Context
 
+from tandem.common import subjects
 from tandem.common.errors import MalformedMessageError, MessageTooLargeError, TandemError
 from tandem.common.telemetry import TRACEPARENT, TRACESTATE, extract_context, inject_headers
 from tandem.v1 import client_pb2, common_pb2
 
 Envelope = client_pb2.Envelope
 
+# Error messages sent to clients are cut to this many characters: they never echo unbounded input.
+MAX_ERROR_MESSAGE_CHARS = 200
+
+
+class MalformedFrameError(MalformedMessageError):
+    """A frame that is not an envelope; `envelope_id` is its `id` when that much could be read."""
+
+    def __init__(self, problem: str, envelope_id: str = "") -> None:
+        super().__init__(f"cannot decode the envelope: {problem}")
+        self.problem = problem
+        self.envelope_id = envelope_id
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).split("\n", 1)[0][:MAX_ERROR_MESSAGE_CHARS]
+
+
+def _safe_id(value: object) -> str:
+    """The envelope id when it is a valid identifier (it is echoed as a correlation id), else ''."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        return subjects.identifier("id", value)
+    except TandemError:
+        return ""
+
+
+def _binary_id(frame: bytes) -> str:
+    # `StringValue` has one string field numbered 1, like `Envelope.id`: parsing the frame as one
+    # reads the id and skips every other field as unknown.
+    probe = wrappers_pb2.StringValue()
+    try:
+        probe.ParseFromString(frame)
+    except (DecodeError, RuntimeError):
+        return ""
+    return _safe_id(probe.value)
+
 
 def decode_frame(frame: bytes | str, *, max_bytes: int) -> Envelope:
-    """Decode a binary (protobuf) or text (JSON) frame. Raises `MessageTooLargeError` or
-    `MalformedMessageError`; unknown JSON fields are rejected so typos surface."""
+    """Decode a binary (protobuf) or text (JSON object) frame. Raises `MessageTooLargeError` or
+    `MalformedFrameError`; unknown JSON fields are rejected so typos surface."""
     size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
     if size > max_bytes:
         raise MessageTooLargeError(size, max_bytes)
     envelope = Envelope()
-    try:
-        if isinstance(frame, bytes):
+    if isinstance(frame, bytes):
+        try:
             envelope.ParseFromString(frame)
-        else:
-            json_format.Parse(frame, envelope)
-    except (DecodeError, json_format.ParseError, RuntimeError) as exc:
-        raise MalformedMessageError(f"cannot decode envelope: {exc}") from None
+        except (DecodeError, RuntimeError) as exc:
+            raise MalformedFrameError(_first_line(exc), _binary_id(frame)) from None
+        return envelope
+    try:
+        document = json.loads(frame)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedFrameError(f"invalid JSON ({_first_line(exc)})") from None
+    if not isinstance(document, dict):
+        raise MalformedFrameError("a text frame must be a JSON object")
+    try:
+        json_format.ParseDict(document, envelope)
+    except (json_format.ParseError, RecursionError, ValueError, TypeError) as exc:
+        raise MalformedFrameError(_first_line(exc), _safe_id(document.get("id"))) from None
     return envelope
 
 
@@ -59,4 +107,6 @@ def trace_context(envelope: Envelope) -> Context:
 
 
 def error_envelope(error: TandemError, correlation_id: str = "") -> Envelope:
-    return new_envelope(correlation_id, error=common_pb2.Error(code=error.code, message=error.message))
+    """The client's view of an error: its code and a message of at most `MAX_ERROR_MESSAGE_CHARS`."""
+    message = error.message[:MAX_ERROR_MESSAGE_CHARS]
+    return new_envelope(correlation_id, error=common_pb2.Error(code=error.code, message=message))

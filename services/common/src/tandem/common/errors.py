@@ -79,3 +79,18 @@ class MalformedMessageError(TandemError):
     """A payload could not be decoded."""
 
     code = common_pb2.ERROR_CODE_MALFORMED_MESSAGE
+
+
+class InvalidArgumentError(TandemError):
+    """A client-supplied field is missing, malformed or over its limit."""
+
+    code = common_pb2.ERROR_CODE_INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class InvalidIdentifierError(InvalidArgumentError):
+    """An id that would become a NATS subject token, a KV key or a log field is not a safe identifier."""

@@ -1,6 +1,7 @@
 """Structured logging for services: JSON lines in a cluster, readable lines in a terminal.
 
-Log messages are static text; values go in `extra={...}` and become fields.
+Log messages are static text; values go in `extra={...}` and become fields. Every record made
+inside a span carries the span's `trace_id` and `span_id`, so a log line leads to its trace.
 """
 
 from __future__ import annotations
@@ -11,11 +12,25 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from opentelemetry import trace
+
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+
+
+class TraceContextFilter(logging.Filter):
+    """Adds the current span's W3C ids to a record (formatters run in the logging thread's context,
+    so the ids are taken when the record is made)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            record.trace_id = format(span.trace_id, "032x")
+            record.span_id = format(span.span_id, "016x")
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -48,6 +63,7 @@ def configure_logging(fmt: Literal["console", "json"], level: str) -> None:
     """Configure the root logger of a service process (never call this from library code)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    handler.addFilter(TraceContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

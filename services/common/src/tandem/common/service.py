@@ -20,6 +20,7 @@ from typing import NoReturn, Protocol, TypeVar
 from aiohttp import web
 from prometheus_client import Gauge, Histogram
 
+from tandem.common import subjects
 from tandem.common.aio import LoopLagMonitor, cancel_and_wait
 from tandem.common.bus import Bus, BusConfig, BusStatus
 from tandem.common.errors import ConfigError
@@ -80,7 +81,9 @@ class BaseApp:
 
 
 def instance_name(settings: ServiceSettings, service: str) -> str:
-    return settings.instance_id or f"{service}-{socket.gethostname()}-{os.getpid()}"
+    """The process's name on the bus: a subject token (a host name's dots become dashes)."""
+    host = subjects.as_identifier(socket.gethostname(), max_chars=64)
+    return settings.instance_id or f"{service}-{host}-{os.getpid()}"
 
 
 def bus_config(settings: ServiceSettings, name: str) -> BusConfig:

@@ -8,6 +8,10 @@ from pydantic import AnyUrl, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tandem.common.errors import ConfigError
+from tandem.common.subjects import ID_CHARS, MAX_ID_CHARS
+
+# Values that become subject tokens (see `tandem.common.subjects.identifier`).
+ID_PATTERN = f"^[{ID_CHARS}]*$"
 
 _NATS_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
 
@@ -33,8 +37,13 @@ class ServiceSettings(BaseSettings):
     http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
 
     drain_timeout_s: float = Field(default=10.0, gt=0, le=86400, description="Grace period on SIGTERM.")
-    instance_id: str = Field(default="", description="Unique name of this process; defaults to host:pid.")
-    region: str = Field(default="local", min_length=1, max_length=63)
+    instance_id: str = Field(
+        default="",
+        max_length=MAX_ID_CHARS,
+        pattern=ID_PATTERN,
+        description="Unique name of this process (a subject token); defaults to service-host-pid.",
+    )
+    region: str = Field(default="local", min_length=1, max_length=63, pattern=ID_PATTERN)
 
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

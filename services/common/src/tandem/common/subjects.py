@@ -6,7 +6,10 @@ facts that must not be lost; KV buckets hold shared state. The README's subjects
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from tandem.common.errors import InvalidIdentifierError
 
 VERSION = "v1"
 PREFIX = f"tandem.{VERSION}"
@@ -26,7 +29,6 @@ SIGNALING_CALL = f"{PREFIX}.signaling.call"  # + ".<call_id>": a client's messag
 # Broadcast facts (core NATS, lossy by design: the next report supersedes).
 MEDIA_LOAD = f"{PREFIX}.media.load"  # + ".<region>.<worker_id>"
 MEDIA_EVENTS = f"{PREFIX}.media.events"  # + ".<call_id>"
-PRESENCE_CHANGED = f"{PREFIX}.presence.changed"  # + ".<host_id>"
 CAPACITY = f"{PREFIX}.capacity"  # + ".<region>": free media capacity and spillover demand
 
 # JetStream subjects (facts that must not be lost).
@@ -49,12 +51,36 @@ STREAMS = (CALLS_STREAM, ORDERS_STREAM)
 
 # KV buckets.
 PRESENCE_BUCKET = "tandem_presence"  # host_id -> HostPresence
-CALLS_BUCKET = "tandem_calls"  # call_id -> call state owned by signaling
+
+
+# Identifiers that become subject tokens, KV keys or log fields: the characters NATS subjects and KV
+# keys both accept, none with a meaning to either (no ".", "*", ">", "/", whitespace).
+MAX_ID_CHARS = 128
+ID_ALPHABET = "letters A-Z a-z, digits, '-', '_' or '='"
+ID_CHARS = "A-Za-z0-9_=-"  # a regular-expression character class's body
+_ID = re.compile(f"[{ID_CHARS}]+")
+
+
+def identifier(field: str, value: str, *, max_chars: int = MAX_ID_CHARS) -> str:
+    """`value` if it is 1 to `max_chars` characters of `ID_ALPHABET`; otherwise raises
+    `InvalidIdentifierError` (INVALID_ARGUMENT) naming the field and what is wrong, never echoing it."""
+    if not value:
+        raise InvalidIdentifierError(field, "is required")
+    if len(value) > max_chars:
+        raise InvalidIdentifierError(field, f"has {len(value)} characters; the limit is {max_chars}")
+    if _ID.fullmatch(value) is None:
+        position = next(i for i, c in enumerate(value) if _ID.fullmatch(c) is None)
+        raise InvalidIdentifierError(
+            field, f"has U+{ord(value[position]):04X} at position {position}; only {ID_ALPHABET} are allowed"
+        )
+    return value
+
+
+def as_identifier(text: str, *, max_chars: int = MAX_ID_CHARS) -> str:
+    """`text` made into an identifier (for names the process derives itself, such as a host name)."""
+    return re.sub(f"[^{ID_CHARS}]", "-", text)[:max_chars] or "-"
 
 
 def join(*parts: str) -> str:
-    """Join subject tokens, refusing tokens that would change the subject's shape."""
-    for part in parts[1:]:
-        if not part or any(c in part for c in ". *>\t\r\n"):
-            raise ValueError(f"invalid subject token {part!r}")
-    return ".".join(parts)
+    """Join a subject prefix with identifier tokens, validating each (`identifier`)."""
+    return ".".join((parts[0], *(identifier("subject token", part) for part in parts[1:])))

@@ -27,7 +27,7 @@ from tandem.v1 import client_pb2 as tandem_dot_v1_dot_client__pb2
 from tandem.v1 import common_pb2 as tandem_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tandem/v1/calls.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/client.proto\x1a\x16tandem/v1/common.proto\"\xa1\x02\n\tCallEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.tandem.v1.CallState\x12$\n\x06reason\x18\x04 \x01(\x0e\x32\x14.tandem.v1.EndReason\x12\x12\n\nshopper_id\x18\x05 \x01(\t\x12\x0f\n\x07host_id\x18\x06 \x01(\t\x12\x12\n\nproduct_id\x18\x07 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x08 \x01(\t\x12\x10\n\x08language\x18\t \x01(\t\x12\x0e\n\x06market\x18\n \x01(\t\x12&\n\x02\x61t\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tworker_id\x18\x0c \x01(\t\"I\n\x11ProductCardPushed\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\"d\n\x0b\x43\x61llCommand\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.tandem.v1.Role\x12%\n\x08\x65nvelope\x18\x03 \x01(\x0b\x32\x13.tandem.v1.Envelopeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tandem/v1/calls.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/client.proto\x1a\x16tandem/v1/common.proto\"\xa1\x02\n\tCallEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.tandem.v1.CallState\x12$\n\x06reason\x18\x04 \x01(\x0e\x32\x14.tandem.v1.EndReason\x12\x12\n\nshopper_id\x18\x05 \x01(\t\x12\x0f\n\x07host_id\x18\x06 \x01(\t\x12\x12\n\nproduct_id\x18\x07 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x08 \x01(\t\x12\x10\n\x08language\x18\t \x01(\t\x12\x0e\n\x06market\x18\n \x01(\t\x12&\n\x02\x61t\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tworker_id\x18\x0c \x01(\t\"d\n\x0b\x43\x61llCommand\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.tandem.v1.Role\x12%\n\x08\x65nvelope\x18\x03 \x01(\x0b\x32\x13.tandem.v1.Envelopeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CALLEVENT']._serialized_start=118
   _globals['_CALLEVENT']._serialized_end=407
-  _globals['_PRODUCTCARDPUSHED']._serialized_start=409
-  _globals['_PRODUCTCARDPUSHED']._serialized_end=482
-  _globals['_CALLCOMMAND']._serialized_start=484
-  _globals['_CALLCOMMAND']._serialized_end=584
+  _globals['_CALLCOMMAND']._serialized_start=409
+  _globals['_CALLCOMMAND']._serialized_end=509
 # @@protoc_insertion_point(module_scope)

@@ -74,33 +74,6 @@ class CallEvent(_message.Message):
 Global___CallEvent: _TypeAlias = CallEvent  # noqa: Y015
 
 @_typing.final
-class ProductCardPushed(_message.Message):
-    """Host -> orders (via signaling): a product card pushed into a call."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CALL_ID_FIELD_NUMBER: _builtins.int
-    HOST_ID_FIELD_NUMBER: _builtins.int
-    PRODUCT_ID_FIELD_NUMBER: _builtins.int
-    call_id: _builtins.str
-    host_id: _builtins.str
-    product_id: _builtins.str
-    def __init__(
-        self,
-        *,
-        call_id: _builtins.str = ...,
-        host_id: _builtins.str = ...,
-        product_id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "host_id", b"host_id", "product_id", b"product_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ProductCardPushed: _TypeAlias = ProductCardPushed  # noqa: Y015
-
-@_typing.final
 class CallCommand(_message.Message):
     """Signaling -> the signaling instance that owns a call (tandem.v1.signaling.call.<call_id>):
     a client's message about that call, with who sent it.

@@ -190,6 +190,7 @@ class Welcome(_message.Message):
     user_id: _builtins.str
     role: _common_pb2.Role.ValueType
     session_id: _builtins.str
+    """This socket's id, for support (it appears in the server's logs)."""
     heartbeat_interval_s: _builtins.int
     """Seconds between pings the server expects."""
     max_message_bytes: _builtins.int
@@ -460,7 +461,9 @@ Global___SessionDescription: _TypeAlias = SessionDescription  # noqa: Y015
 
 @_typing.final
 class IceCandidate(_message.Message):
-    """Either direction: a trickled ICE candidate. `end_of_candidates` marks the end."""
+    """Either direction: a trickled ICE candidate. `end_of_candidates` marks the end. The JSON names
+    are those of a browser's `RTCIceCandidate.toJSON()`, so a web client sends that object as it is.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -469,11 +472,13 @@ class IceCandidate(_message.Message):
     SDP_MID_FIELD_NUMBER: _builtins.int
     SDP_MLINE_INDEX_FIELD_NUMBER: _builtins.int
     END_OF_CANDIDATES_FIELD_NUMBER: _builtins.int
+    USERNAME_FRAGMENT_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     candidate: _builtins.str
     sdp_mid: _builtins.str
     sdp_mline_index: _builtins.int
     end_of_candidates: _builtins.bool
+    username_fragment: _builtins.str
     def __init__(
         self,
         *,
@@ -482,10 +487,11 @@ class IceCandidate(_message.Message):
         sdp_mid: _builtins.str = ...,
         sdp_mline_index: _builtins.int = ...,
         end_of_candidates: _builtins.bool = ...,
+        username_fragment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "candidate", b"candidate", "end_of_candidates", b"end_of_candidates", "sdp_mid", b"sdp_mid", "sdp_mline_index", b"sdp_mline_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "candidate", b"candidate", "end_of_candidates", b"end_of_candidates", "sdp_mid", b"sdp_mid", "sdp_mline_index", b"sdp_mline_index", "username_fragment", b"username_fragment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -41,6 +41,12 @@ class Call:
     returning_customer: bool = False
     hosts_tried: list[str] = field(default_factory=list)
     legs_connected: set[int] = field(default_factory=set)
+    # Legs whose offer the worker has answered, and candidates that came before their leg's offer.
+    offered_legs: set[int] = field(default_factory=set)
+    early_candidates: dict[int, list[client_pb2.IceCandidate]] = field(default_factory=dict)
+    # What a party that reconnects is shown again.
+    last_card: client_pb2.ProductCard | None = None
+    last_cart: client_pb2.CartUpdate | None = None
     # Monotonic seconds at which each state was entered (the last time, for queued).
     entered: dict[int, float] = field(default_factory=dict)
     event_seq: int = 0

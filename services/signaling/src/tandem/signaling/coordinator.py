@@ -9,6 +9,7 @@ whichever instance holds their socket; frames for a user go out on
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 import uuid
@@ -45,6 +46,46 @@ STAGE_SECONDS = Histogram(
 
 Handler = Callable[[Call, Identity, client_pb2.Envelope], Awaitable[None]]
 
+# Envelope payloads about an existing call (`hello` when it resumes one).
+CALL_PAYLOADS = frozenset(
+    {"accept", "decline", "cancel", "hangup", "sdp", "ice_candidate", "push_product_card", "add_to_cart",
+     "checkout"}
+)  # fmt: skip
+
+# The client message being handled, as (user id, envelope id): the call update it causes for that
+# user answers it (`correlationId`). Timers and matching run with none.
+_ANSWERING: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("answering", default=None)
+
+
+class CallNotFoundError(TandemError):
+    """No call with this id is running (it never existed, or it is over)."""
+
+    code = S.ERROR_CODE_NOT_FOUND
+
+    def __init__(self, call_id: str) -> None:
+        super().__init__(f"no call {call_id}")
+        self.call_id = call_id
+
+
+class NotAPartyError(TandemError):
+    code = S.ERROR_CODE_PERMISSION_DENIED
+
+    def __init__(self, user_id: str, call_id: str) -> None:
+        super().__init__("you are not a party to this call")
+        self.user_id = user_id
+        self.call_id = call_id
+
+
+def call_id_of(envelope: client_pb2.Envelope) -> str:
+    """The call a client message is about (a hello's is the call it resumes)."""
+    kind = envelope.WhichOneof("payload")
+    if kind == "hello":
+        return envelope.hello.resume_call_id
+    if kind not in CALL_PAYLOADS:
+        raise TandemError(f"{kind} is not a call message", code=S.ERROR_CODE_UNKNOWN_MESSAGE_TYPE)
+    call_id: str = getattr(envelope, kind).call_id
+    return call_id
+
 
 def _denied(message: str) -> TandemError:
     return TandemError(message, code=S.ERROR_CODE_PERMISSION_DENIED)
@@ -61,29 +102,44 @@ class CallCoordinator:
         # Each call's trace: everything done for the call, whoever asked, is one trace.
         self._traces: dict[str, otel_context.Context] = {}
         self._tasks = TaskSet("coordinator")
-        self._handlers: dict[str, Handler] = {kind: getattr(self, f"_{kind}") for kind in self.CALL_PAYLOADS}
-
-    # Envelope payloads about an existing call; each is handled by the method `_<payload>`.
-    CALL_PAYLOADS = frozenset(
-        {"accept", "decline", "cancel", "hangup", "sdp", "ice_candidate", "push_product_card", "add_to_cart",
-         "checkout"}
-    )  # fmt: skip
+        self._handlers: dict[str, Handler] = {
+            "hello": self._resume,
+            "accept": self._accept,
+            "decline": self._decline,
+            "cancel": self._cancel,
+            "hangup": self._hangup,
+            "sdp": self._sdp,
+            "ice_candidate": self._ice_candidate,
+            "push_product_card": self._push_product_card,
+            "add_to_cart": self._add_to_cart,
+            "checkout": self._checkout,
+        }
 
     # --- delivery ------------------------------------------------------------------------------
 
     async def deliver(self, user_id: str, envelope: client_pb2.Envelope) -> None:
         await self.bus.publish(subjects.join(subjects.SIGNALING_DELIVER, user_id), envelope)
 
+    async def _tell(
+        self,
+        call: Call,
+        user_id: str,
+        state: common_pb2.CallState.ValueType,
+        reason: common_pb2.EndReason.ValueType,
+    ) -> None:
+        """Send one party a call update (answering their message, when it caused it)."""
+        peer_id = call.shopper_id if user_id == call.host_id else call.host_id
+        update = client_pb2.CallUpdate(call_id=call.call_id, state=state, reason=reason, peer_id=peer_id)
+        update.at.FromDatetime(datetime.now(UTC))
+        answering = _ANSWERING.get()
+        correlation_id = answering[1] if answering is not None and answering[0] == user_id else ""
+        await self.deliver(user_id, new_envelope(correlation_id, call_update=update))
+
     async def _update(self, call: Call, *, to_host: bool = True) -> None:
         """Tell both parties the call's state."""
-        update = client_pb2.CallUpdate(call_id=call.call_id, state=call.state, reason=call.reason)
-        update.at.FromDatetime(datetime.now(UTC))
-        await self.deliver(call.shopper_id, new_envelope(call_update=update))
+        await self._tell(call, call.shopper_id, call.state, call.reason)
         if to_host and call.host_id:
-            host_update = client_pb2.CallUpdate()
-            host_update.CopyFrom(update)
-            host_update.peer_id = call.shopper_id
-            await self.deliver(call.host_id, new_envelope(call_update=host_update))
+            await self._tell(call, call.host_id, call.state, call.reason)
 
     async def _emit(self, call: Call, host_id: str | None = None) -> None:
         """Publish the call's new state as a fact (JetStream, de-duplicated by call and sequence)."""
@@ -108,11 +164,6 @@ class CallCoordinator:
         request = envelope.consult_request
         if shopper.is_host:
             raise _denied("only shoppers request consultations")
-        if not request.language or not (request.product_id or request.category):
-            raise TandemError(
-                "a consult request needs a language and a product or category",
-                code=S.ERROR_CODE_INVALID_ARGUMENT,
-            )
         if any(c.shopper_id == shopper.user_id and not c.ended for c in self.calls.values()):
             raise TandemError("you are already in a consultation", code=S.ERROR_CODE_INVALID_STATE)
         call = Call(call_id=str(uuid.uuid4()), shopper_id=shopper.user_id, request=request)
@@ -136,17 +187,16 @@ class CallCoordinator:
         """A client's message about a call this instance owns (local or from another instance)."""
         envelope = command.envelope
         kind = envelope.WhichOneof("payload")
-        if kind not in self.CALL_PAYLOADS:
-            raise TandemError(f"{kind} is not a call message", code=S.ERROR_CODE_UNKNOWN_MESSAGE_TYPE)
-        call_id = getattr(envelope, kind).call_id
+        call_id = call_id_of(envelope)
         call = self.calls.get(call_id)
-        if call is None:
-            raise TandemError(f"no call {call_id}", code=S.ERROR_CODE_NOT_FOUND)
+        if call is None or kind is None:
+            raise CallNotFoundError(call_id)
         identity = Identity(command.user_id, command.role)
         if identity.user_id not in (call.shopper_id, call.host_id) or (
             identity.is_host and identity.user_id != call.host_id
         ):
-            raise _denied("you are not a party to this call")
+            raise NotAPartyError(identity.user_id, call_id)
+        _ANSWERING.set((identity.user_id, envelope.id))
         sender = trace.get_current_span().get_span_context()
         with tracer.start_as_current_span(
             f"call {kind}", context=self._traces[call_id], links=[trace.Link(sender)] if sender.is_valid else []
@@ -176,11 +226,13 @@ class CallCoordinator:
             previous.cancel()
 
         async def run() -> None:
+            _ANSWERING.set(None)  # what fires later answers no one
             await work
 
         self._timers[call.call_id] = self._tasks.spawn(run(), name=f"timer-{call.call_id}")
 
     async def _find_host(self, call: Call) -> None:
+        _ANSWERING.set(None)
         deadline = call.entered[S.CALL_STATE_REQUESTED] + self.settings.queue_timeout_s
         while time.monotonic() < deadline and len(call.hosts_tried) < self.settings.max_hosts_tried:
             if call.state != S.CALL_STATE_QUEUED:
@@ -205,7 +257,9 @@ class CallCoordinator:
             return
         async with self._locks[call.call_id]:
             if call.state == S.CALL_STATE_QUEUED:
-                await self._end(call, S.END_REASON_NO_HOST)
+                # NO_HOST: nobody could take the call; QUEUE_TIMEOUT: hosts were rung, none in time.
+                hosts_left = 0 < len(call.hosts_tried) < self.settings.max_hosts_tried
+                await self._end(call, S.END_REASON_QUEUE_TIMEOUT if hosts_left else S.END_REASON_NO_HOST)
 
     async def _ring(self, call: Call, host: matchmaking_pb2.MatchedHost) -> None:
         call.host_id = host.host_id
@@ -213,16 +267,19 @@ class CallCoordinator:
         call.hosts_tried.append(host.host_id)
         call.move(S.CALL_STATE_RINGING)
         STAGE_SECONDS.labels("tap_to_ringing").observe(time.monotonic() - call.entered[S.CALL_STATE_REQUESTED])
-        request = call.request
-        invite = client_pb2.Invite(
-            call_id=call.call_id, product_id=request.product_id, category=request.category,
-            language=request.language, market=request.market, returning_customer=host.returning_customer,
-            ring_timeout_s=int(self.settings.ring_timeout_s),
-        )  # fmt: skip
-        await self.deliver(call.host_id, new_envelope(invite=invite))
+        await self.deliver(call.host_id, new_envelope(invite=self._invite(call)))
         await self._update(call, to_host=False)
         await self._emit(call)
         self._set_timer(call, self._ring_timeout(call))
+
+    def _invite(self, call: Call) -> client_pb2.Invite:
+        request = call.request
+        ringing_for = time.monotonic() - call.entered[S.CALL_STATE_RINGING]
+        return client_pb2.Invite(
+            call_id=call.call_id, product_id=request.product_id, category=request.category,
+            language=request.language, market=request.market, returning_customer=call.returning_customer,
+            ring_timeout_s=max(0, round(self.settings.ring_timeout_s - ringing_for)),
+        )  # fmt: skip
 
     async def _ring_timeout(self, call: Call) -> None:
         await asyncio.sleep(self.settings.ring_timeout_s)
@@ -233,8 +290,7 @@ class CallCoordinator:
     async def _requeue(self, call: Call, reason: common_pb2.EndReason.ValueType) -> None:
         """The ringing host did not take the call: tell them, free them, and try the next host."""
         host_id = call.host_id
-        ended = client_pb2.CallUpdate(call_id=call.call_id, state=S.CALL_STATE_ENDED, reason=reason)
-        await self.deliver(host_id, new_envelope(call_update=ended))
+        await self._tell(call, host_id, S.CALL_STATE_ENDED, reason)
         call.host_id = ""
         await self._enqueue(call, reason)
         await self._emit(call, host_id=host_id)
@@ -290,6 +346,7 @@ class CallCoordinator:
         await self._end(call, S.END_REASON_CANCELLED)
 
     async def _hangup(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
+        # A client's own reasons were checked at the edge; PEER_DISCONNECTED comes from the gateway.
         reason = envelope.hangup.reason or S.END_REASON_HANGUP
         if call.state == S.CALL_STATE_RINGING and who.user_id == call.host_id:
             await self._requeue(call, reason)  # a ringing host that leaves has declined
@@ -303,10 +360,9 @@ class CallCoordinator:
 
     async def _sdp(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
         sdp = envelope.sdp
-        if sdp.type != client_pb2.SessionDescription.TYPE_OFFER:
-            raise TandemError("clients send offers; the media worker answers", code=S.ERROR_CODE_INVALID_ARGUMENT)
         call.expect(S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
-        offer = media_pb2.MediaOffer(call_id=call.call_id, leg=self._leg(call, who), sdp=sdp.sdp)
+        leg = self._leg(call, who)
+        offer = media_pb2.MediaOffer(call_id=call.call_id, leg=leg, sdp=sdp.sdp)
         answer = await self.bus.request(
             subjects.join(subjects.MEDIA_WORKER, call.worker_id, "offer"), offer, media_pb2.MediaAnswer,
             timeout_s=max(self.settings.request_timeout_s, 5.0),
@@ -315,12 +371,31 @@ class CallCoordinator:
             call_id=call.call_id, type=client_pb2.SessionDescription.TYPE_ANSWER, sdp=answer.sdp
         )
         await self.deliver(who.user_id, new_envelope(envelope.id, sdp=reply))
+        call.offered_legs.add(leg)
+        for candidate in call.early_candidates.pop(leg, []):
+            await self._send_candidate(call, leg, candidate)
 
     async def _ice_candidate(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
-        call.expect(S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
+        call.expect(S.CALL_STATE_RINGING, S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
+        leg = self._leg(call, who)
+        if leg in call.offered_legs:
+            await self._send_candidate(call, leg, envelope.ice_candidate)
+            return
+        # A browser gathers while its offer is on the way: keep a few until the offer has landed.
+        early = call.early_candidates.setdefault(leg, [])
+        if len(early) >= self.settings.max_early_candidates:
+            raise TandemError(
+                f"more than {self.settings.max_early_candidates} candidates before the offer",
+                code=S.ERROR_CODE_INVALID_STATE,
+            )
+        early.append(envelope.ice_candidate)
+
+    async def _send_candidate(
+        self, call: Call, leg: media_pb2.Leg.ValueType, candidate: client_pb2.IceCandidate
+    ) -> None:
         await self.bus.request(
             subjects.join(subjects.MEDIA_WORKER, call.worker_id, "candidate"),
-            media_pb2.MediaCandidate(call_id=call.call_id, leg=self._leg(call, who), candidate=envelope.ice_candidate),
+            media_pb2.MediaCandidate(call_id=call.call_id, leg=leg, candidate=candidate),
             empty_pb2.Empty,
         )
 
@@ -346,6 +421,18 @@ class CallCoordinator:
                     await self._update(call)
                     await self._emit(call)
 
+    # --- resuming ------------------------------------------------------------------------------
+
+    async def _resume(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
+        """A party reconnected: send them what they would have on screen."""
+        await self._tell(call, who.user_id, call.state, call.reason)
+        if who.user_id == call.host_id and call.state == S.CALL_STATE_RINGING:
+            await self.deliver(who.user_id, new_envelope(invite=self._invite(call)))
+        if call.last_card is not None:
+            await self.deliver(who.user_id, new_envelope(product_card=call.last_card))
+        if call.last_cart is not None:
+            await self.deliver(who.user_id, new_envelope(cart_update=call.last_cart))
+
     # --- commerce ------------------------------------------------------------------------------
 
     async def _push_product_card(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
@@ -361,6 +448,7 @@ class CallCoordinator:
             orders_pb2.ProductCardReply,
         )  # fmt: skip
         card = client_pb2.ProductCard(call_id=call.call_id, product=reply.product, card_id=reply.card_id)
+        call.last_card = card
         await self.deliver(call.shopper_id, new_envelope(product_card=card))
         await self.deliver(call.host_id, new_envelope(envelope.id, product_card=card))
 
@@ -373,11 +461,12 @@ class CallCoordinator:
             subjects.ORDERS_CART,
             orders_pb2.CartChange(
                 call_id=call.call_id, shopper_id=call.shopper_id, product_id=change.product_id,
-                quantity=change.quantity or 1, market=call.request.market,
+                quantity=change.quantity, market=call.request.market,
             ),
             orders_pb2.CartReply,
         )  # fmt: skip
         cart = client_pb2.CartUpdate(call_id=call.call_id, lines=reply.lines, total=reply.total)
+        call.last_cart = cart
         await self.deliver(call.shopper_id, new_envelope(envelope.id, cart_update=cart))
         await self.deliver(call.host_id, new_envelope(cart_update=cart))
 

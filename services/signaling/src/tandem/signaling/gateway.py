@@ -1,17 +1,22 @@
 """The client WebSocket `/v1/ws`: authentication, framing, limits, and routing of each message.
 
 One `Envelope` per frame; the first frame's form (binary protobuf or JSON text) is the form the
-server answers in. A bad frame gets an error envelope and the connection carries on.
+server answers in. A bad frame gets an error envelope and the connection carries on; only a
+failed authentication, or a frame over the hard size limit, closes it (after an error frame).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
-from aiohttp import WSMsgType, web
+import nats.errors
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from google.protobuf import empty_pb2
 from nats.aio.subscription import Subscription
 from opentelemetry import trace
@@ -21,13 +26,21 @@ from prometheus_client import Counter, Gauge
 from tandem.common import subjects
 from tandem.common.aio import TaskSet
 from tandem.common.bus import Bus
-from tandem.common.envelope import decode_frame, encode_frame, error_envelope, new_envelope, trace_context
+from tandem.common.envelope import (
+    MalformedFrameError,
+    decode_frame,
+    encode_frame,
+    error_envelope,
+    new_envelope,
+    trace_context,
+)
 from tandem.common.errors import NoRespondersError, TandemError
-from tandem.signaling.auth import Identity, verify_token
-from tandem.signaling.coordinator import CallCoordinator
+from tandem.signaling.auth import Identity, UnauthenticatedError, verify_token
+from tandem.signaling.coordinator import CALL_PAYLOADS, CallCoordinator, CallNotFoundError, call_id_of
 from tandem.signaling.presence import PresenceWriter
 from tandem.signaling.ratelimit import TokenBucket
 from tandem.signaling.settings import Settings
+from tandem.signaling.validation import ClientValidator
 from tandem.v1 import calls_pb2, client_pb2, common_pb2
 
 logger = logging.getLogger(__name__)
@@ -41,22 +54,49 @@ S = common_pb2
 CLOSE_POLICY = 1008
 
 
+class FrameOverHardLimitError(TandemError):
+    """A frame so large that the socket is closed (1009) after this error."""
+
+    code = S.ERROR_CODE_MESSAGE_TOO_LARGE
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(f"a frame over {limit_bytes} bytes closes the connection")
+        self.limit_bytes = limit_bytes
+
+
+class ClientSocket(web.WebSocketResponse):
+    """aiohttp closes a socket whose frame passes `max_msg_size` (1009) without a word; this socket
+    says why first, in the client's form."""
+
+    def __init__(self, *, heartbeat: float, max_frame_bytes: int) -> None:
+        super().__init__(heartbeat=heartbeat, max_msg_size=max_frame_bytes)
+        self.max_frame_bytes = max_frame_bytes
+        self.as_json = True
+
+    async def send_envelope(self, envelope: client_pb2.Envelope) -> None:
+        if self.closed:
+            return
+        frame = encode_frame(envelope, as_json=self.as_json)
+        await (self.send_str(frame) if isinstance(frame, str) else self.send_bytes(frame))
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed:
+            error = FrameOverHardLimitError(self.max_frame_bytes)
+            CLIENT_ERRORS.labels(error.code_name).inc()
+            await self.send_envelope(error_envelope(error))
+        return await super().close(code=code, message=message, drain=drain)
+
+
 @dataclass
 class Connection:
-    ws: web.WebSocketResponse
+    ws: ClientSocket
     identity: Identity
-    as_json: bool
     limiter: TokenBucket
+    session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     calls: set[str] = field(default_factory=set)
 
     async def send(self, envelope: client_pb2.Envelope) -> None:
-        if self.ws.closed:
-            return
-        frame = encode_frame(envelope, as_json=self.as_json)
-        if isinstance(frame, str):
-            await self.ws.send_str(frame)
-        else:
-            await self.ws.send_bytes(frame)
+        await self.ws.send_envelope(envelope)
 
     def track(self, envelope: client_pb2.Envelope) -> None:
         """Remember the calls this socket is part of, for hang-up when it drops."""
@@ -76,19 +116,17 @@ class Gateway:
         self.bus = bus
         self.coordinator = coordinator
         self.presence = presence
+        self.validator = ClientValidator(settings.client_limits)
         self.sockets: collections.Counter[str] = collections.Counter()
         self.tasks = TaskSet("gateway")
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(
-            heartbeat=self.settings.heartbeat_interval_s,
-            # aiohttp closes the socket above this; our own, lower limit answers with an error instead.
-            max_msg_size=4 * self.settings.max_message_bytes,
-        )
+        ws = ClientSocket(heartbeat=self.settings.heartbeat_interval_s, max_frame_bytes=self.settings.max_frame_bytes)
         await ws.prepare(request)
-        conn = await self._authenticate(ws, request.headers.get("Authorization", ""))
-        if conn is None:
+        authenticated = await self._authenticate(ws, request.headers.get("Authorization", ""))
+        if authenticated is None:
             return ws
+        conn, hello, first_frame = authenticated
         role = "host" if conn.identity.is_host else "shopper"
         CONNECTIONS.labels(role).inc()
         self.sockets[conn.identity.user_id] += 1
@@ -100,74 +138,102 @@ class Gateway:
         sub = await self.bus.subscribe(
             subjects.join(subjects.SIGNALING_DELIVER, conn.identity.user_id), client_pb2.Envelope, deliver
         )
+        logger.info("client connected", extra={"user_id": conn.identity.user_id, "session_id": conn.session_id})
         try:
             await conn.send(
                 new_envelope(
+                    hello.id if hello is not None else "",
                     welcome=client_pb2.Welcome(
-                        user_id=conn.identity.user_id, role=conn.identity.role,
+                        user_id=conn.identity.user_id, role=conn.identity.role, session_id=conn.session_id,
                         heartbeat_interval_s=int(self.settings.heartbeat_interval_s),
                         max_message_bytes=self.settings.max_message_bytes,
-                    )
+                    ),
                 )
             )  # fmt: skip
-            await self._receive(conn)
+            if hello is not None and hello.hello.resume_call_id:
+                # A reconnecting client: the call's owner sends its state, cart and last card again.
+                await self._answer(conn, hello.id, self.route(conn.identity, hello))
+            if first_frame is not None:
+                await self._on_frame(conn, first_frame)
+            async for msg in conn.ws:
+                await self._on_frame(conn, msg)
         finally:
             CONNECTIONS.labels(role).dec()
             await self._closed(conn, sub)
         return ws
 
-    async def _authenticate(self, ws: web.WebSocketResponse, authorization: str) -> Connection | None:
-        """The connection's identity, from the upgrade's bearer token or a Hello as first frame."""
+    async def _authenticate(
+        self, ws: ClientSocket, authorization: str
+    ) -> tuple[Connection, client_pb2.Envelope | None, WSMessage | None] | None:
+        """The connection's identity, from the upgrade's bearer token or a hello as first frame;
+        with the hello (answered by the welcome) or, with a bearer token, the first frame to handle."""
         s = self.settings
         key, audience = s.jwt_key.get_secret_value(), s.jwt_audience
         try:
-            msg = await ws.receive(timeout=s.hello_timeout_s)
-        except TimeoutError:
-            await self._refuse(ws, TandemError("no hello within the time limit", code=S.ERROR_CODE_UNAUTHENTICATED))
-            return None
-        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-            return None
-        as_json = msg.type == WSMsgType.TEXT
-        try:
-            envelope = decode_frame(msg.data, max_bytes=s.max_message_bytes)
-            if authorization.startswith("Bearer "):
-                identity = verify_token(authorization.removeprefix("Bearer "), key, audience)
-            elif envelope.HasField("hello"):
-                identity = verify_token(envelope.hello.token, key, audience)
+            identity = verify_token(authorization.removeprefix("Bearer "), key, audience) if authorization else None
+            try:
+                # The first frame sets the form of every answer, so even a bearer's welcome waits for it.
+                msg = await ws.receive(timeout=s.hello_timeout_s)
+            except TimeoutError:
+                raise UnauthenticatedError("no first frame within the time limit") from None
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                return None
+            ws.as_json = msg.type == WSMsgType.TEXT
+            hello: client_pb2.Envelope | None = None
+            if identity is None:
+                hello = decode_frame(msg.data, max_bytes=s.max_message_bytes)
+                if not hello.HasField("hello"):
+                    raise UnauthenticatedError("the first message must be a hello")
+                identity = verify_token(hello.hello.token, key, audience)
+                first_frame = None
             else:
-                raise TandemError("the first message must be a hello", code=S.ERROR_CODE_UNAUTHENTICATED)
+                first_frame = msg
         except TandemError as exc:
-            await self._refuse(ws, exc, as_json=as_json)
+            await self._refuse(ws, exc)
             return None
-        return Connection(ws, identity, as_json, TokenBucket(s.rate_per_s, s.rate_burst))
+        conn = Connection(ws, identity, TokenBucket(s.rate_per_s, s.rate_burst))
+        return conn, hello, first_frame
 
-    async def _refuse(self, ws: web.WebSocketResponse, error: TandemError, *, as_json: bool = True) -> None:
+    async def _refuse(self, ws: ClientSocket, error: TandemError) -> None:
         CLIENT_ERRORS.labels(error.code_name).inc()
-        frame = encode_frame(error_envelope(error), as_json=as_json)
-        await (ws.send_str(frame) if isinstance(frame, str) else ws.send_bytes(frame))
+        await ws.send_envelope(error_envelope(error))
         await ws.close(code=CLOSE_POLICY, message=error.code_name.encode())
 
-    async def _receive(self, conn: Connection) -> None:
-        async for msg in conn.ws:
-            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-                continue
-            correlation_id = ""
+    async def _on_frame(self, conn: Connection, msg: WSMessage) -> None:
+        """Handle one client frame; whatever goes wrong is answered with an error envelope."""
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return
+        correlation_id = ""
+        try:
+            if not conn.limiter.allow():
+                raise TandemError("too many messages; slow down", code=S.ERROR_CODE_RATE_LIMITED)
             try:
-                if not conn.limiter.allow():
-                    raise TandemError("too many messages; slow down", code=S.ERROR_CODE_RATE_LIMITED)
                 envelope = decode_frame(msg.data, max_bytes=self.settings.max_message_bytes)
-                correlation_id = envelope.id
-                with tracer.start_as_current_span(
-                    f"client {envelope.WhichOneof('payload')}", context=trace_context(envelope), kind=SpanKind.SERVER
-                ):
-                    await self._dispatch(conn, envelope)
-            except TandemError as exc:
-                CLIENT_ERRORS.labels(exc.code_name).inc()
-                await conn.send(error_envelope(exc, correlation_id))
-            except Exception:
-                logger.exception("client message failed", extra={"user_id": conn.identity.user_id})
-                CLIENT_ERRORS.labels("ERROR_CODE_INTERNAL").inc()
-                await conn.send(error_envelope(TandemError("internal error"), correlation_id))
+            except MalformedFrameError as exc:
+                correlation_id = exc.envelope_id
+                raise
+            self.validator.check(envelope)
+            correlation_id = envelope.id
+            kind = envelope.WhichOneof("payload")
+            with tracer.start_as_current_span(f"client {kind}", context=trace_context(envelope), kind=SpanKind.SERVER):
+                await self._answer(conn, correlation_id, self._dispatch(conn, envelope))
+        except TandemError as exc:
+            CLIENT_ERRORS.labels(exc.code_name).inc()
+            await conn.send(error_envelope(exc, correlation_id))
+
+    async def _answer(self, conn: Connection, correlation_id: str, work: Awaitable[None]) -> None:
+        """Run a client's request; its errors become error envelopes, a bug an INTERNAL error."""
+        try:
+            await work
+        except TandemError as exc:
+            CLIENT_ERRORS.labels(exc.code_name).inc()
+            await conn.send(error_envelope(exc, correlation_id))
+        except Exception:
+            logger.exception(
+                "client message failed", extra={"user_id": conn.identity.user_id, "session_id": conn.session_id}
+            )
+            CLIENT_ERRORS.labels("ERROR_CODE_INTERNAL").inc()
+            await conn.send(error_envelope(TandemError("internal error"), correlation_id))
 
     async def _dispatch(self, conn: Connection, envelope: client_pb2.Envelope) -> None:
         who = conn.identity
@@ -182,7 +248,7 @@ class Gateway:
             await self.presence.announce(who.user_id, envelope.host_availability)
         elif kind == "consult_request":
             await self.coordinator.consult(who, envelope)
-        elif kind in CallCoordinator.CALL_PAYLOADS:
+        elif kind in CALL_PAYLOADS:
             await self.route(who, envelope)
         elif kind is None:
             raise TandemError("the envelope has no payload", code=S.ERROR_CODE_UNKNOWN_MESSAGE_TYPE)
@@ -191,11 +257,7 @@ class Gateway:
 
     async def route(self, who: Identity, envelope: client_pb2.Envelope) -> None:
         """Hand a call message to the call's owner: this instance, or another over NATS."""
-        kind = envelope.WhichOneof("payload")
-        assert kind is not None
-        call_id = getattr(envelope, kind).call_id
-        if not call_id or "." in call_id or " " in call_id:
-            raise TandemError("a valid call_id is required", code=S.ERROR_CODE_INVALID_ARGUMENT)
+        call_id = call_id_of(envelope)
         command = calls_pb2.CallCommand(user_id=who.user_id, role=who.role, envelope=envelope)
         if call_id in self.coordinator.calls:
             await self.coordinator.handle(command)
@@ -206,17 +268,21 @@ class Gateway:
                 timeout_s=max(self.settings.request_timeout_s, 10.0),
             )  # fmt: skip
         except NoRespondersError:
-            raise TandemError(f"no call {call_id}", code=S.ERROR_CODE_NOT_FOUND) from None
+            raise CallNotFoundError(call_id) from None
 
     async def _closed(self, conn: Connection, sub: Subscription) -> None:
         user_id = conn.identity.user_id
         self.sockets[user_id] -= 1
-        await sub.unsubscribe()
+        with contextlib.suppress(nats.errors.Error):  # the connection is gone, and the subscription with it
+            await sub.unsubscribe()
         if self.sockets[user_id] > 0:
             return
         del self.sockets[user_id]
         if conn.identity.is_host:
-            await self.presence.gone(user_id)
+            try:
+                await self.presence.gone(user_id)
+            except (TandemError, nats.errors.Error) as exc:
+                logger.warning("host presence not cleared", extra={"user_id": user_id, "error": str(exc)})
         for call_id in conn.calls:
             self.tasks.spawn(self._hang_up_after_grace(conn.identity, call_id), name=f"grace-{call_id}")
 

@@ -4,6 +4,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tandem.common.settings import ServiceSettings
+from tandem.signaling.validation import ClientLimits
 
 
 class Settings(ServiceSettings):
@@ -13,7 +14,24 @@ class Settings(ServiceSettings):
     jwt_audience: str = Field(default="tandem", description="Required `aud` claim.")
     dev_mode: bool = Field(default=False, description="Serve /dev/token, which mints tokens for anyone.")
 
-    max_message_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024, description="Per client frame.")
+    max_message_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=1024 * 1024, description="A larger client frame gets MESSAGE_TOO_LARGE."
+    )
+    max_frame_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="A client frame over this gets an error frame, then the socket is closed (1009).",
+    )
+    max_sdp_bytes: int = Field(default=32 * 1024, ge=1024, description="Largest SDP offer.")
+    max_candidate_chars: int = Field(default=512, ge=64, description="Largest trickled ICE candidate line.")
+    max_early_candidates: int = Field(
+        default=32, ge=0, le=1024, description="ICE candidates kept per leg until its offer arrives."
+    )
+    max_availability_items: int = Field(
+        default=32, ge=1, le=1024, description="Languages, categories or markets in one hostAvailability."
+    )
+    max_text_chars: int = Field(default=200, ge=1, le=4096, description="Free text such as a decline reason.")
     rate_per_s: float = Field(default=20.0, gt=0, description="Sustained client frames per second.")
     rate_burst: int = Field(default=60, ge=1, description="Client frames allowed in a burst.")
     hello_timeout_s: float = Field(default=10.0, gt=0, description="Time to authenticate after connecting.")
@@ -33,4 +51,15 @@ class Settings(ServiceSettings):
     def _key_required(self) -> "Settings":
         if len(self.jwt_key.get_secret_value()) < 32:
             raise ValueError("TANDEM_SIGNALING_JWT_KEY must be set to at least 32 characters")
+        if self.max_frame_bytes < self.max_message_bytes:
+            raise ValueError("TANDEM_SIGNALING_MAX_FRAME_BYTES must be at least TANDEM_SIGNALING_MAX_MESSAGE_BYTES")
         return self
+
+    @property
+    def client_limits(self) -> ClientLimits:
+        return ClientLimits(
+            max_sdp_bytes=self.max_sdp_bytes,
+            max_candidate_chars=self.max_candidate_chars,
+            max_availability_items=self.max_availability_items,
+            max_text_chars=self.max_text_chars,
+        )
