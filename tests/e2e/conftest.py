@@ -3,12 +3,15 @@ matchmaking, a media worker and orders, as real processes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -17,6 +20,7 @@ from tandem.devstack.nats import NatsServer
 from tandem.devstack.ports import free_port
 from tandem.devstack.postgres import PostgresServer
 from tandem.devstack.stack import SIGNALING_DEV_ENV, ServiceSpec, standard_services, supervised
+from tandem.v1 import client_pb2, common_pb2
 
 
 @dataclass
@@ -25,6 +29,20 @@ class Tandem:
     database_url: str
     signaling_urls: list[str]
     bots: list[Bot]
+    services: dict[str, str]  # name -> base URL of /healthz, /readyz, /metrics
+    log: Path  # every service's output
+
+    async def not_ready(self) -> list[str]:
+        """The services whose /readyz is not 200."""
+        async with aiohttp.ClientSession() as http:
+            statuses = {}
+            for name, url in self.services.items():
+                async with http.get(f"{url}/readyz") as response:
+                    statuses[name] = response.status
+        return [name for name, status in statuses.items() if status != 200]
+
+    def tracebacks(self) -> int:
+        return self.log.read_text().count("Traceback")
 
     async def bot(self, role: str, user: str, *, instance: int = 0, binary: bool = False) -> Bot:
         url = self.signaling_urls[instance]
@@ -57,27 +75,32 @@ def module_database(postgres_server: PostgresServer) -> str:
     return postgres_server.create_database(f"e2e_{uuid.uuid4().hex[:12]}")
 
 
+@contextlib.asynccontextmanager
+async def running_tandem(
+    nats: NatsServer, database_url: str, logs: Path, settings: dict[str, dict[str, str]]
+) -> AsyncIterator[Tandem]:
+    """Every service as a real process, with `settings` per service name; checks a clean exit."""
+    log = logs / "services.log"
+    specs = standard_services([free_port() for _ in range(4)], database_url, **settings)
+    specs.append(
+        ServiceSpec(
+            "signaling-2", "tandem.signaling", "SIGNALING", free_port(), {**SIGNALING_DEV_ENV, **settings["signaling"]}
+        )
+    )
+    try:
+        async with supervised(specs, nats.url, log, drain_timeout_s=3) as supervisor:
+            yield Tandem(nats, database_url, [specs[0].url, specs[4].url], [], {s.name: s.url for s in specs}, log)
+    finally:
+        sys.stderr.write(log.read_text()[-4000:])  # shown by pytest when a test failed
+    assert set(supervisor.exit_codes.values()) == {0}, f"a service did not exit cleanly: {supervisor.exit_codes}"
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def tandem(
     module_nats: NatsServer, module_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Tandem]:
-    log: Path = tmp_path_factory.mktemp("logs") / "services.log"
-    specs = standard_services([free_port() for _ in range(4)], module_database, **FAST)
-    specs.append(
-        ServiceSpec(
-            "signaling-2",
-            "tandem.signaling",
-            "SIGNALING",
-            free_port(),
-            {**SIGNALING_DEV_ENV, **FAST["signaling"]},
-        )
-    )
-    try:
-        async with supervised(specs, module_nats.url, log, drain_timeout_s=3) as supervisor:
-            yield Tandem(module_nats, module_database, [specs[0].url, specs[4].url], [])
-    finally:
-        sys.stderr.write(log.read_text()[-4000:])  # shown by pytest when a test failed
-    assert set(supervisor.exit_codes.values()) == {0}, f"a service did not exit cleanly: {supervisor.exit_codes}"
+    async with running_tandem(module_nats, module_database, tmp_path_factory.mktemp("logs"), FAST) as stack:
+        yield stack
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -86,3 +109,32 @@ async def tandem_bots(tandem: Tandem) -> AsyncIterator[Tandem]:
     for bot in tandem.bots:
         await bot.close()
     tandem.bots.clear()
+
+
+async def available_host(t: Tandem, user: str, language: str, instance: int = 0) -> Bot:
+    host = await t.bot("host", user, instance=instance)
+    await host.send(host_availability=client_pb2.HostAvailability(available=True, languages=[language], markets=["DE"]))
+    await host.send(ping=client_pb2.Ping())  # frames are handled in order: the availability is stored
+    await host.expect("pong")
+    return host
+
+
+async def request_consult(shopper: Bot, language: str) -> str:
+    await shopper.send(consult_request=client_pb2.ConsultRequest(category="beauty", language=language, market="DE"))
+    return (await shopper.expect("queue_update")).queue_update.call_id
+
+
+async def connected_call(t: Tandem, suffix: str, language: str) -> tuple[Bot, Bot, str]:
+    """A host and a shopper in a CONNECTED call with media flowing (host, shopper, call id)."""
+    host = await available_host(t, f"host-{suffix}", language)
+    shopper = await t.bot("shopper", f"shopper-{suffix}")
+    call_id = await request_consult(shopper, language)
+    await host.expect("invite", call_id=call_id)
+    await host.send(accept=client_pb2.Accept(call_id=call_id))
+    await shopper.expect("call_update", call_id=call_id, state=common_pb2.CALL_STATE_CONNECTING)
+    await asyncio.gather(
+        shopper.start_media(call_id, tone_hz=440, shade=40), host.start_media(call_id, tone_hz=660, shade=200)
+    )
+    for bot in (host, shopper):
+        await bot.expect("call_update", call_id=call_id, state=common_pb2.CALL_STATE_CONNECTED, timeout_s=20)
+    return host, shopper, call_id

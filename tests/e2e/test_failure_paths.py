@@ -10,24 +10,11 @@ from tandem.common.errors import TandemError
 from tandem.devstack.bots import Bot, dev_token
 from tandem.v1 import client_pb2, common_pb2
 
-from .conftest import Tandem
+from .conftest import Tandem, available_host, request_consult
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 S = common_pb2
-
-
-async def available_host(t: Tandem, user: str, language: str, instance: int = 0) -> Bot:
-    host = await t.bot("host", user, instance=instance)
-    await host.send(host_availability=client_pb2.HostAvailability(available=True, languages=[language], markets=["DE"]))
-    await host.send(ping=client_pb2.Ping())  # frames are handled in order: the availability is stored
-    await host.expect("pong")
-    return host
-
-
-async def request_consult(shopper: Bot, language: str) -> str:
-    await shopper.send(consult_request=client_pb2.ConsultRequest(category="beauty", language=language, market="DE"))
-    return (await shopper.expect("queue_update")).queue_update.call_id
 
 
 async def test_no_host_online_ends_the_call_with_no_host(tandem_bots: Tandem) -> None:
@@ -82,6 +69,8 @@ async def test_an_unanswered_invite_times_out_and_the_shopper_waits_for_another_
     await host.expect("invite", call_id=call_id)
     timed_out = await host.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED, timeout_s=6)
     assert timed_out.call_update.reason == S.END_REASON_RING_TIMEOUT
+    assert timed_out.call_update.HasField("at")
+    assert timed_out.call_update.peer_id == "shopper-silent"
     await shopper.expect("call_update", call_id=call_id, state=S.CALL_STATE_QUEUED, reason=S.END_REASON_RING_TIMEOUT)
     # Nobody else speaks Swedish: a host was rung, but the queue times out.
     ended = await shopper.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED, timeout_s=10)

@@ -77,8 +77,11 @@ async def test_errors_are_replayed_and_a_reused_key_is_refused(commerce: Commerc
     empty = orders_pb2.CheckoutRequest(call_id="c-empty", shopper_id="s1", host_id="h1", idempotency_key="k-empty")
     first = await commerce.checkout(empty)
     assert first.error.code == E.ERROR_CODE_INVALID_STATE
+    assert await commerce.checkout(empty) == first  # the stored error, replayed
     await fill_cart(commerce, "c-empty")
-    assert await commerce.checkout(empty) == first  # the stored error, not a new order
+    with pytest.raises(TandemError) as changed:  # the same key for another cart is another purchase
+        await commerce.checkout(empty)
+    assert changed.value.code == E.ERROR_CODE_IDEMPOTENCY_KEY_REUSED
     other_call = orders_pb2.CheckoutRequest(call_id="c-other", shopper_id="s1", host_id="h1", idempotency_key="k-empty")
     with pytest.raises(TandemError) as reused:
         await commerce.checkout(other_call)
@@ -86,6 +89,33 @@ async def test_errors_are_replayed_and_a_reused_key_is_refused(commerce: Commerc
     with pytest.raises(TandemError) as no_key:
         await commerce.checkout(orders_pb2.CheckoutRequest(call_id="c", shopper_id="s1"))
     assert no_key.value.code == E.ERROR_CODE_INVALID_ARGUMENT
+
+
+async def test_a_key_reused_after_the_cart_changed_is_refused_not_replayed(commerce: Commerce) -> None:
+    await fill_cart(commerce, "c-again")
+    request = orders_pb2.CheckoutRequest(call_id="c-again", shopper_id="s1", host_id="h1", idempotency_key="k-again")
+    first = await commerce.checkout(request)
+    assert first.order_id
+    await commerce.change_cart(
+        orders_pb2.CartChange(call_id="c-again", product_id="sku-earbuds", quantity=2, market="JP")
+    )
+    with pytest.raises(TandemError) as reused:
+        await commerce.checkout(request)
+    assert reused.value.code == E.ERROR_CODE_IDEMPOTENCY_KEY_REUSED
+    fresh = await commerce.checkout(
+        orders_pb2.CheckoutRequest(call_id="c-again", shopper_id="s1", host_id="h1", idempotency_key="k-new")
+    )
+    assert fresh.order_id
+    assert fresh.order_id != first.order_id
+    assert fresh.total == E.Money(amount_minor=2 * 11_800, currency="JPY")
+
+
+async def test_quantity_zero_removes_a_line(commerce: Commerce) -> None:
+    await fill_cart(commerce, "c-remove")
+    cart = await commerce.change_cart(
+        orders_pb2.CartChange(call_id="c-remove", product_id="sku-earbuds", quantity=0, market="JP")
+    )
+    assert [line.product_id for line in cart.lines] == ["sku-serum-30ml"]
 
 
 async def test_the_outbox_lands_each_order_once_even_if_a_relay_repeats(

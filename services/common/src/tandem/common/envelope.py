@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from google.protobuf import json_format, wrappers_pb2
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.context import Context
 
@@ -44,14 +44,26 @@ def _safe_id(value: object) -> str:
 
 
 def _binary_id(frame: bytes) -> str:
-    # `StringValue` has one string field numbered 1, like `Envelope.id`: parsing the frame as one
-    # reads the id and skips every other field as unknown.
-    probe = wrappers_pb2.StringValue()
-    try:
-        probe.ParseFromString(frame)
-    except (DecodeError, RuntimeError):
+    """The id of a broken binary envelope, when the frame starts with it (field 1, as protobuf
+    writes it first): one tag byte, a varint length, the UTF-8 bytes."""
+    if frame[:1] != b"\x0a":
         return ""
-    return _safe_id(probe.value)
+    length, position = 0, 1
+    for shift in (0, 7):  # ids are short: at most a two-byte length
+        if position >= len(frame):
+            return ""
+        byte = frame[position]
+        position += 1
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+    else:
+        return ""
+    raw = frame[position : position + length]
+    try:
+        return _safe_id(raw.decode()) if len(raw) == length else ""
+    except UnicodeDecodeError:
+        return ""
 
 
 def decode_frame(frame: bytes | str, *, max_bytes: int) -> Envelope:

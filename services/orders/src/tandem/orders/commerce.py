@@ -2,8 +2,8 @@
 
 Checkout follows Stripe's idempotency rules: the first response for a (shopper, key) is stored in
 the same transaction as the order and the outbox row, and replayed, errors included; the same key
-with different parameters is an error; a key whose first request is still running answers
-"in flight".
+with different parameters (another call, another host, a cart changed since) is an error; a key
+whose first request is still running answers "in flight".
 """
 
 from __future__ import annotations
@@ -70,6 +70,11 @@ class Commerce:
             raise _error(Code.ERROR_CODE_INVALID_ARGUMENT, f"quantity is at most {self.max_quantity}")
         currency = currency_for_market(change.market)
         async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """INSERT INTO cart_revisions (call_id, revision) VALUES ($1, 1)
+                   ON CONFLICT (call_id) DO UPDATE SET revision = cart_revisions.revision + 1""",
+                change.call_id,
+            )
             if change.quantity == 0:
                 await conn.execute(
                     "DELETE FROM cart_lines WHERE call_id = $1 AND product_id = $2",
@@ -117,9 +122,15 @@ class Commerce:
         """Place the call's cart as an order, exactly once per (shopper, idempotency key)."""
         if not request.idempotency_key or len(request.idempotency_key) > 255:
             raise _error(Code.ERROR_CODE_INVALID_ARGUMENT, "an idempotency key of 1-255 characters is required")
-        request_hash = hashlib.sha256(f"{request.call_id}\x00{request.host_id}".encode()).hexdigest()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(f"SET LOCAL lock_timeout = {int(self.lock_timeout_ms)}")
+            # The fingerprint covers the cart as the shopper sees it: the same key for a changed cart
+            # is a different purchase. Locking the revision keeps the cart still until the order is placed.
+            revision = await conn.fetchval(
+                "SELECT revision FROM cart_revisions WHERE call_id = $1 FOR UPDATE", request.call_id
+            )
+            fingerprint = f"{request.call_id}\x00{request.host_id}\x00{revision or 0}"
+            request_hash = hashlib.sha256(fingerprint.encode()).hexdigest()
             try:
                 inserted = await conn.fetchval(
                     """INSERT INTO idempotency_keys (shopper_id, key, request_hash, response)

@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS cart_lines (
     currency           char(3) NOT NULL,
     PRIMARY KEY (call_id, product_id)
 );
+-- Bumped by every change of a call's cart: a checkout's fingerprint covers what is being bought.
+CREATE TABLE IF NOT EXISTS cart_revisions (
+    call_id  text PRIMARY KEY,
+    revision bigint NOT NULL
+);
 CREATE TABLE IF NOT EXISTS orders (
     order_id     uuid PRIMARY KEY,
     call_id      text NOT NULL,

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from tandem.common import subjects
 from tandem.common.bus import Bus
+from tandem.common.errors import TandemError
 from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
 from tandem.signaling.auth import ROLES, issue_token
@@ -40,10 +41,17 @@ class SignalingApp(BaseApp):
 
     async def _dev_token(self, request: web.Request) -> web.Response:
         role, user = request.query.get("role", ""), request.query.get("user", "")
-        if role not in ROLES or not user or len(user) > 64 or not user.replace("-", "").replace("_", "").isalnum():
-            raise web.HTTPBadRequest(text="use ?role=shopper|host&user=<letters, digits, - or _>")
+        try:
+            subjects.identifier("user", user, max_chars=64)
+        except TandemError as exc:
+            raise web.HTTPBadRequest(text=f"use ?role=shopper|host&user=<id>: {exc.message}") from None
+        if role not in ROLES:
+            raise web.HTTPBadRequest(text="use ?role=shopper|host&user=<id>: role must be shopper or host")
         token = issue_token(user, role, self.settings.jwt_key.get_secret_value(), self.settings.jwt_audience)
-        return web.json_response({"token": token, "user": user, "role": role})
+        # Dev mode only: a web client served from elsewhere (a dev server) may fetch tokens.
+        return web.json_response(
+            {"token": token, "user": user, "role": role}, headers={"Access-Control-Allow-Origin": "*"}
+        )
 
     async def _demo(self, _: web.Request) -> web.Response:
         return web.Response(text=(STATIC / "demo.html").read_text(), content_type="text/html")

@@ -185,6 +185,8 @@ class Gateway:
                 if not hello.HasField("hello"):
                     raise UnauthenticatedError("the first message must be a hello")
                 identity = verify_token(hello.hello.token, key, audience)
+                self.validator.check_id(hello)
+                self.validator.check(hello)
                 first_frame = None
             else:
                 first_frame = msg
@@ -212,8 +214,8 @@ class Gateway:
             except MalformedFrameError as exc:
                 correlation_id = exc.envelope_id
                 raise
+            correlation_id = self.validator.check_id(envelope)
             self.validator.check(envelope)
-            correlation_id = envelope.id
             kind = envelope.WhichOneof("payload")
             with tracer.start_as_current_span(f"client {kind}", context=trace_context(envelope), kind=SpanKind.SERVER):
                 await self._answer(conn, correlation_id, self._dispatch(conn, envelope))

@@ -112,13 +112,17 @@ class ClientValidator:
         }
 
     def check(self, envelope: Envelope) -> None:
-        """Raise `InvalidArgumentError` for the first field that breaks a rule."""
-        if envelope.id:
-            identifier("id", envelope.id)
+        """Raise `InvalidArgumentError` for the first payload field that breaks a rule (the
+        envelope's own `id` is checked first, by `check_id`, so errors can answer it)."""
         kind = envelope.WhichOneof("payload")
         check = self._checks.get(kind or "")
         if check is not None:
             check(envelope)
+
+    @staticmethod
+    def check_id(envelope: Envelope) -> str:
+        """The envelope's id, echoed as the correlation id of its answers: empty or an identifier."""
+        return identifier("id", envelope.id) if envelope.id else ""
 
     def _hello(self, envelope: Envelope) -> None:
         hello = envelope.hello
