@@ -7,8 +7,9 @@ import collections
 
 import pytest
 
-from tandem.common.bus import Bus, BusConfig
-from tandem.common.errors import BusTimeoutError, NoRespondersError, TandemError
+from tandem.common import subjects
+from tandem.common.bus import Bus, BusConfig, BusStatus, InvalidSubjectError
+from tandem.common.errors import BusTimeoutError, InvalidIdentifierError, NoRespondersError, TandemError
 from tandem.common.subjects import StreamSpec
 from tandem.devstack.nats import NatsServer
 from tandem.v1 import common_pb2, matchmaking_pb2
@@ -165,3 +166,33 @@ async def test_a_consumer_keeps_consuming_across_idle_time_and_a_server_restart(
     await bus.publish_fact("t.idle.2", common_pb2.Money(amount_minor=2), msg_id="i-2")
     assert await asyncio.wait_for(received.get(), 15) == 2
     assert not task.done()
+
+
+async def test_a_subject_the_server_would_refuse_is_refused_here_and_the_connection_stays(bus: Bus) -> None:
+    for subject in ["t." + "x" * 5000, "t.a b", "t.\ttab", ""]:
+        with pytest.raises(InvalidSubjectError) as info:
+            await bus.publish(subject, common_pb2.Money())
+        assert info.value.code == common_pb2.ERROR_CODE_INVALID_ARGUMENT
+    with pytest.raises(InvalidIdentifierError):
+        subjects.join("t", "a.b")
+    assert bus.status is BusStatus.CONNECTED
+
+
+async def test_a_connection_the_server_closes_is_re_established_with_its_subscriptions(bus: Bus) -> None:
+    async def echo(request: common_pb2.Money) -> common_pb2.Money:
+        return request
+
+    await bus.serve("t.echo", common_pb2.Money, echo, queue="q")
+    seen: list[BusStatus] = []
+    bus.on_status.append(seen.append)
+    # What an unvalidated client id once did: a control line over the server's limit. The server
+    # answers -ERR and closes the connection.
+    await bus.client.publish("t." + "x" * 5000, b"")
+    for _ in range(100):
+        if BusStatus.RECONNECTING in seen and bus.status is BusStatus.CONNECTED:
+            break
+        await asyncio.sleep(0.05)
+    assert seen[:1] == [BusStatus.RECONNECTING]
+    assert bus.status is BusStatus.CONNECTED
+    reply = await bus.request("t.echo", common_pb2.Money(amount_minor=7), common_pb2.Money)
+    assert reply.amount_minor == 7

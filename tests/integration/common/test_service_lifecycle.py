@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import nats
 import pytest
 
 from tandem.devstack.nats import NatsServer
@@ -121,3 +124,39 @@ async def test_bad_config_exits_with_one_line_naming_the_setting(setting: str, v
     assert proc.returncode == 2
     assert len(lines) == 1
     assert f"TANDEM_MATCHMAKING_{setting}" in lines[0]
+
+
+async def _kick(server: NatsServer, client_name: str) -> None:
+    """Close a client's connection from the server side (the system account's KICK request)."""
+    system = await nats.connect(server.system_url)
+    try:
+        reply = await system.request("$SYS.REQ.SERVER.PING.CONNZ", json.dumps({"acc": "APP"}).encode(), timeout=2)
+        connz = json.loads(reply.data)
+        (cid,) = [c["cid"] for c in connz["data"]["connections"] if c.get("name") == client_name]
+        server_id = connz["server"]["id"]
+        await system.request(f"$SYS.REQ.SERVER.{server_id}.KICK", json.dumps({"cid": cid}).encode(), timeout=2)
+    finally:
+        await system.close()
+
+
+async def test_a_service_whose_connection_the_server_closes_reconnects_and_is_ready_again(
+    tmp_path: Path,
+) -> None:
+    with NatsServer(tmp_path / "nats", system_password=uuid.uuid4().hex) as server:
+        port = free_port()
+        env = service_env(
+            "MATCHMAKING",
+            server.url,
+            port,
+            {"TANDEM_MATCHMAKING_INSTANCE_ID": "mm-kicked", "TANDEM_MATCHMAKING_NATS_RECONNECT_WAIT_S": "1"},
+        )
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tandem.matchmaking", env=env)
+        try:
+            await _eventually(f"http://127.0.0.1:{port}/readyz", 200)
+            await _kick(server, "mm-kicked")
+            await _eventually(f"http://127.0.0.1:{port}/readyz", 503, timeout_s=5)
+            await _eventually(f"http://127.0.0.1:{port}/readyz", 200)
+            assert proc.returncode is None
+        finally:
+            proc.kill()
+            await proc.wait()

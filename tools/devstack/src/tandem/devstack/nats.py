@@ -26,16 +26,32 @@ def nats_server_binary() -> str:
 class NatsServer:
     """Start with `port=-1` for a random port; the chosen port is read from the server's log."""
 
-    def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int = -1, log: Path | None = None):
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = -1,
+        log: Path | None = None,
+        system_password: str | None = None,
+    ):
         self.store_dir = store_dir
         self.host = host
         self.port = port
         self.log_path = log or store_dir / "nats-server.log"
+        # With a password, a system account (user `sys`) can manage the server, e.g. kick a client;
+        # everyone else connects as before, without credentials, into the application account.
+        self.system_password = system_password
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    @property
+    def system_url(self) -> str:
+        """The URL of the system account (needs `system_password`)."""
+        return f"nats://sys:{self.system_password}@{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -51,6 +67,15 @@ class NatsServer:
             "-sd", str(self.store_dir),
             "-l", str(self.log_path),
         ]  # fmt: skip
+        if self.system_password is not None:
+            config = self.store_dir / "accounts.conf"
+            config.write_text(
+                "accounts {\n"
+                f'  SYS {{ users = [{{user: sys, password: "{self.system_password}"}}] }}\n'
+                "  APP { jetstream: enabled, users = [{user: app}] }\n"
+                "}\nsystem_account: SYS\nno_auth_user: app\n"
+            )
+            args += ["-c", str(config)]
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         # A session of its own: Ctrl-C on `make up` must not stop the server before the services.
         self._proc = subprocess.Popen(
