@@ -11,7 +11,7 @@ APT_PACKAGES := chromium
 BENCH_APT_PACKAGES := espeak-ng codec2-examples libspeexdsp-dev swig
 PYTEST_ARGS ?=
 
-.PHONY: up demo test lint proto bench sync apt clean
+.PHONY: up demo test fuzz lint proto bench sync apt clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -35,11 +35,16 @@ up: sync
 	$(RUN) python -m tandem.devstack up $(ARGS)
 
 demo: sync
-	$(RUN) python -m tandem.devstack demo
+	$(RUN) python -m tandem.devstack demo $(if $(URL),--url $(URL))
 
 test: sync apt
 	$(RUN) pytest -n auto tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 	$(MAKE) lint
+
+# The protocol fuzzer at length (make test runs it briefly): FUZZ_EXAMPLES frames sequences.
+FUZZ_EXAMPLES ?= 5000
+fuzz: sync apt
+	TANDEM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(RUN) pytest tests/e2e/test_protocol_fuzz.py -p no:xdist --timeout=7200
 
 lint: sync
 	$(RUN) ruff check .

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
+from google.protobuf import json_format
 
 from tandem.devstack.bots import Bot, dev_token
 from tandem.devstack.nats import NatsServer
@@ -138,3 +141,47 @@ async def connected_call(t: Tandem, suffix: str, language: str) -> tuple[Bot, Bo
     for bot in (host, shopper):
         await bot.expect("call_update", call_id=call_id, state=common_pb2.CALL_STATE_CONNECTED, timeout_s=20)
     return host, shopper, call_id
+
+
+class Socket:
+    """A bare client: JSON frames in and out, nothing else."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    async def send(self, frame: dict[str, Any] | str | bytes) -> None:
+        if isinstance(frame, bytes):
+            await self.ws.send_bytes(frame)
+        else:
+            await self.ws.send_str(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def receive(self, timeout_s: float = 10.0) -> client_pb2.Envelope:
+        msg = await self.ws.receive(timeout=timeout_s)
+        envelope = client_pb2.Envelope()
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            json_format.Parse(msg.data, envelope)
+        elif msg.type == aiohttp.WSMsgType.BINARY:
+            envelope.ParseFromString(msg.data)
+        else:
+            raise AssertionError(f"socket {msg.type.name}: {msg.data!r} {msg.extra!r}")
+        return envelope
+
+    async def until(self, kind: str) -> client_pb2.Envelope:
+        for _ in range(20):
+            envelope = await self.receive()
+            if envelope.WhichOneof("payload") == kind:
+                return envelope
+        raise AssertionError(f"no {kind}")
+
+
+async def open_socket(t: Tandem, http: aiohttp.ClientSession, role: str, user: str, *, bearer: bool = False) -> Socket:
+    url = t.signaling_urls[0]
+    token = await dev_token(url, role, user)
+    headers = {"Authorization": f"Bearer {token}"} if bearer else {}
+    socket = Socket(await http.ws_connect(url.replace("http", "ws", 1) + "/v1/ws", headers=headers))
+    if not bearer:
+        await socket.send({"id": "hello-1", "hello": {"token": token}})
+        welcome = await socket.receive()
+        assert welcome.welcome.session_id
+        assert welcome.correlation_id == "hello-1"
+    return socket

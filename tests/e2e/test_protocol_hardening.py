@@ -11,66 +11,21 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from google.protobuf import json_format
 
 from tandem.devstack.bots import dev_token
 from tandem.v1 import client_pb2, common_pb2
 
-from .conftest import Tandem, available_host, connected_call, request_consult
+from .conftest import Socket, Tandem, available_host, connected_call, open_socket, request_consult
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 S = common_pb2
 
 
-class Socket:
-    """A bare client: JSON frames in and out, nothing else."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-
-    async def send(self, frame: dict[str, Any] | str | bytes) -> None:
-        if isinstance(frame, bytes):
-            await self.ws.send_bytes(frame)
-        else:
-            await self.ws.send_str(frame if isinstance(frame, str) else json.dumps(frame))
-
-    async def receive(self, timeout_s: float = 10.0) -> client_pb2.Envelope:
-        msg = await self.ws.receive(timeout=timeout_s)
-        envelope = client_pb2.Envelope()
-        if msg.type == aiohttp.WSMsgType.TEXT:
-            json_format.Parse(msg.data, envelope)
-        elif msg.type == aiohttp.WSMsgType.BINARY:
-            envelope.ParseFromString(msg.data)
-        else:
-            raise AssertionError(f"socket {msg.type.name}: {msg.data!r} {msg.extra!r}")
-        return envelope
-
-    async def until(self, kind: str) -> client_pb2.Envelope:
-        for _ in range(20):
-            envelope = await self.receive()
-            if envelope.WhichOneof("payload") == kind:
-                return envelope
-        raise AssertionError(f"no {kind}")
-
-
 @pytest_asyncio.fixture(loop_scope="module")
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-
-
-async def open_socket(t: Tandem, http: aiohttp.ClientSession, role: str, user: str, *, bearer: bool = False) -> Socket:
-    url = t.signaling_urls[0]
-    token = await dev_token(url, role, user)
-    headers = {"Authorization": f"Bearer {token}"} if bearer else {}
-    socket = Socket(await http.ws_connect(url.replace("http", "ws", 1) + "/v1/ws", headers=headers))
-    if not bearer:
-        await socket.send({"id": "hello-1", "hello": {"token": token}})
-        welcome = await socket.receive()
-        assert welcome.welcome.session_id
-        assert welcome.correlation_id == "hello-1"
-    return socket
 
 
 async def assert_alive(t: Tandem, socket: Socket) -> None:
