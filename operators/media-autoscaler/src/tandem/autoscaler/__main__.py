@@ -8,7 +8,8 @@ import signal
 from tandem.autoscaler.app import run_operator
 from tandem.autoscaler.settings import Settings
 from tandem.common.log import configure_logging
-from tandem.common.service import settings_or_exit
+from tandem.common.service import instance_name, settings_or_exit
+from tandem.common.telemetry import configure_tracing
 
 
 async def _main(settings: Settings) -> None:
@@ -22,7 +23,13 @@ async def _main(settings: Settings) -> None:
 def main() -> None:
     settings = settings_or_exit("media-autoscaler", Settings)
     configure_logging(settings.log_format, settings.log_level)
-    asyncio.run(_main(settings))
+    tracing = configure_tracing(
+        "tandem-media-autoscaler", instance_name(settings, "media-autoscaler"), settings.otlp_endpoint
+    )
+    try:
+        asyncio.run(_main(settings))
+    finally:
+        tracing.shutdown()  # flush the spans still batched
 
 
 if __name__ == "__main__":

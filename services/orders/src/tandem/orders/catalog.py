@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CURRENCY_EXPONENT = {"USD": 2, "EUR": 2, "GBP": 2, "JPY": 0, "KWD": 3, "BRL": 2}
 MARKET_CURRENCY = {
     "US": "USD", "DE": "EUR", "FR": "EUR", "ES": "EUR", "IT": "EUR", "GB": "GBP", "JP": "JPY",
     "KW": "KWD", "BR": "BRL",
