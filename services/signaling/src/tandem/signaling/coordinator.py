@@ -196,15 +196,18 @@ class CallCoordinator:
             identity.is_host and identity.user_id != call.host_id
         ):
             raise NotAPartyError(identity.user_id, call_id)
-        _ANSWERING.set((identity.user_id, envelope.id))
+        answering = _ANSWERING.set((identity.user_id, envelope.id))
         sender = trace.get_current_span().get_span_context()
-        with tracer.start_as_current_span(
-            f"call {kind}", context=self._traces[call_id], links=[trace.Link(sender)] if sender.is_valid else []
-        ):
-            async with self._locks[call_id]:
-                if call.ended:
-                    raise TandemError("the call has ended", code=S.ERROR_CODE_INVALID_STATE)
-                await self._handlers[kind](call, identity, envelope)
+        try:
+            with tracer.start_as_current_span(
+                f"call {kind}", context=self._traces[call_id], links=[trace.Link(sender)] if sender.is_valid else []
+            ):
+                async with self._locks[call_id]:
+                    if call.ended:
+                        raise TandemError("the call has ended", code=S.ERROR_CODE_INVALID_STATE)
+                    await self._handlers[kind](call, identity, envelope)
+        finally:
+            _ANSWERING.reset(answering)  # the socket's next frame answers for itself
         return empty_pb2.Empty()
 
     # --- queue and match -----------------------------------------------------------------------
