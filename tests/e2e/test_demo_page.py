@@ -170,6 +170,9 @@ async def test_a_consultation_from_availability_to_order_in_two_browser_pages(
             assert await page.locator("#local-video").evaluate("v => v.muted"), "the self-view must not echo"
             await screens.shoot(page, f"{role}-call")
         await expect(host.locator("#peer-label")).to_have_text("Shopper shopper-" + size)
+        await expect(host.locator("#customer")).to_contain_text("Wireless earbuds")
+        await expect(host.locator("#customer-customer")).to_have_text("New customer")
+        await expect(shopper.locator("#asked")).to_contain_text("Wireless earbuds")
         await expect(shopper.get_by_role("button", name="Buy now")).to_be_hidden()
 
         await host.get_by_role("button", name="Show Wireless earbuds").click()
@@ -242,10 +245,20 @@ async def test_an_unanswered_invite_counts_down_and_the_shopper_hears_why(
 ) -> None:
     base = tandem.signaling_urls[0]
     screens = Screens(tmp_path / "screens", SIZES["phone"][0])
-    host = await open_page(browser, f"{base}/demo?role=host&user=host-asleep&languages=de&markets=DE", "phone")
+    host = await open_page(browser, f"{base}/demo?languages=de&markets=DE", "phone")
     shopper = await open_page(browser, f"{base}/demo?role=shopper&user=shopper-waiting&language=de&market=DE", "phone")
     try:
+        await screens.shoot(host, "pick-role")
+        await host.get_by_label("Your name").fill("host-asleep")
+        await host.get_by_role("button", name="I'm a host").click()
+        await expect(host.locator("#who")).to_have_text("Host · host-asleep")
         await host.get_by_role("button", name="Go available").click()
+        await expect(host.locator("#status")).to_have_text("available")
+        # The socket drops: the page reconnects and announces the host again (the invite below
+        # reaches it on the new socket).
+        await host.evaluate("() => ws.close()")
+        reannounced = re.compile(rf"→ hostAvailability.*\n.*← welcome.*\n.*→ hello.*\n.*{TIMES} close")
+        await expect(host.locator("#log")).to_contain_text(reannounced, use_inner_text=False)
         await expect(host.locator("#status")).to_have_text("available")
         await expect(shopper.locator("#status")).to_have_text("online")
         await shopper.get_by_role("button", name="Video consult").click()
