@@ -31,15 +31,15 @@ class DemoProduct:
 
 DEMO_CATALOG = (
     DemoProduct(
-        "sku-serum-30ml", "Glow serum 30 ml", "beauty", "/demo/img/serum.svg",
+        "sku-serum-30ml", "Glow serum 30 ml", "beauty", "/static/products/sku-serum-30ml.svg",
         {"USD": 3900, "EUR": 3600, "GBP": 3100, "JPY": 5800, "KWD": 12_000, "BRL": 19_900},
     ),
     DemoProduct(
-        "sku-sneaker-42", "Runner sneaker", "fashion", "/demo/img/sneaker.svg",
+        "sku-sneaker-42", "Runner sneaker", "fashion", "/static/products/sku-sneaker-42.svg",
         {"USD": 12_900, "EUR": 11_900, "GBP": 9900, "JPY": 18_900, "KWD": 39_500, "BRL": 64_900},
     ),
     DemoProduct(
-        "sku-earbuds", "Wireless earbuds", "electronics", "/demo/img/earbuds.svg",
+        "sku-earbuds", "Wireless earbuds", "electronics", "/static/products/sku-earbuds.svg",
         {"USD": 7900, "EUR": 7500, "GBP": 6500, "JPY": 11_800, "KWD": 24_000, "BRL": 39_900},
     ),
 )  # fmt: skip

@@ -1,9 +1,11 @@
-"""Signaling wired to HTTP and the bus: `/v1/ws`, and in dev mode `/dev/token` and `/demo`."""
+"""Signaling wired to HTTP and the bus: `/v1/ws`, and in dev mode `/dev/token`, `/demo` and `/static/`
+(the demo page's files, among them the demo catalog's product images)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from importlib import resources
+from pathlib import Path
 
 from aiohttp import web
 
@@ -33,6 +35,7 @@ class SignalingApp(BaseApp):
         if self.settings.dev_mode:
             yield web.get("/dev/token", self._dev_token)
             yield web.get("/demo", self._demo)
+            yield web.static("/static", Path(str(STATIC)))
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         if self.gateway is None:
