@@ -219,8 +219,11 @@ async def test_a_consultation_from_availability_to_order_in_two_browser_pages(
         await host.get_by_text("Protocol log").click()
         log = host.locator("#log")
         await expect(log).to_contain_text("← invite")
-        # Candidates trickled as the browser found them, in the protocol's field names.
-        trickled = r'→ iceCandidate \{"callId":"[^"]+","candidate":"candidate:[^"]+","sdpMid":"0","sdpMlineIndex":0\}'
+        # Candidates trickled as the browser gives them: `RTCIceCandidate.toJSON()` as it is.
+        trickled = (
+            r'→ iceCandidate \{"callId":"[^"]+","candidate":"candidate:[^"]+","sdpMid":"0","sdpMLineIndex":0,'
+            r'"usernameFragment":"[^"]+"\}'
+        )
         await expect(log).to_contain_text(re.compile(trickled))
         await screens.shoot(host, "host-log")
         for page in (host, shopper):
