@@ -275,11 +275,11 @@ async def test_an_unanswered_invite_counts_down_and_the_shopper_hears_why(
         await expect(host.locator("#invite")).to_be_hidden()
         await screens.shoot(host, "host-missed")
 
-        # The only host did not answer: the shopper waits for another, then hears there is none.
+        # The only host did not answer: the shopper waits for another, then hears none was free in time.
         await expect(shopper.locator("#queue-text")).to_contain_text("The host did not answer; trying another host.")
         await screens.shoot(shopper, "shopper-requeued")
         await expect(shopper.locator("#ended")).to_have_text(
-            "Your consultation ended: no host was available.", timeout=10_000
+            "Your consultation ended: no host was free in time.", timeout=10_000
         )
         await expect(shopper.get_by_role("button", name="Video consult")).to_be_enabled()
         await screens.shoot(shopper, "shopper-no-host")
