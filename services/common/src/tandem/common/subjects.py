@@ -51,6 +51,8 @@ STREAMS = (CALLS_STREAM, ORDERS_STREAM)
 
 # KV buckets.
 PRESENCE_BUCKET = "tandem_presence"  # host_id -> HostPresence
+CALLS_BUCKET = "tandem_calls"  # call_id -> CallRecord, written by the call's owner
+SIGNALING_LEASES_BUCKET = "tandem_signaling_leases"  # instance -> SignalingLease
 
 
 # Identifiers that become subject tokens, KV keys or log fields: the characters NATS subjects and KV

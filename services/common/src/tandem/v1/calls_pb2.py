@@ -27,15 +27,23 @@ from tandem.v1 import client_pb2 as tandem_dot_v1_dot_client__pb2
 from tandem.v1 import common_pb2 as tandem_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tandem/v1/calls.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/client.proto\x1a\x16tandem/v1/common.proto\"\xa1\x02\n\tCallEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.tandem.v1.CallState\x12$\n\x06reason\x18\x04 \x01(\x0e\x32\x14.tandem.v1.EndReason\x12\x12\n\nshopper_id\x18\x05 \x01(\t\x12\x0f\n\x07host_id\x18\x06 \x01(\t\x12\x12\n\nproduct_id\x18\x07 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x08 \x01(\t\x12\x10\n\x08language\x18\t \x01(\t\x12\x0e\n\x06market\x18\n \x01(\t\x12&\n\x02\x61t\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tworker_id\x18\x0c \x01(\t\"d\n\x0b\x43\x61llCommand\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.tandem.v1.Role\x12%\n\x08\x65nvelope\x18\x03 \x01(\x0b\x32\x13.tandem.v1.Envelopeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tandem/v1/calls.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/client.proto\x1a\x16tandem/v1/common.proto\"\xa1\x02\n\tCallEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.tandem.v1.CallState\x12$\n\x06reason\x18\x04 \x01(\x0e\x32\x14.tandem.v1.EndReason\x12\x12\n\nshopper_id\x18\x05 \x01(\t\x12\x0f\n\x07host_id\x18\x06 \x01(\t\x12\x12\n\nproduct_id\x18\x07 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x08 \x01(\t\x12\x10\n\x08language\x18\t \x01(\t\x12\x0e\n\x06market\x18\n \x01(\t\x12&\n\x02\x61t\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tworker_id\x18\x0c \x01(\t\"\x99\x01\n\x0b\x43\x61llCommand\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.tandem.v1.Role\x12%\n\x08\x65nvelope\x18\x03 \x01(\x0b\x32\x13.tandem.v1.Envelope\x12\x33\n\x0f\x64isconnected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbb\x05\n\nCallRecord\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nshopper_id\x18\x02 \x01(\t\x12*\n\x07request\x18\x03 \x01(\x0b\x32\x19.tandem.v1.ConsultRequest\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.tandem.v1.CallState\x12$\n\x06reason\x18\x05 \x01(\x0e\x32\x14.tandem.v1.EndReason\x12\x0f\n\x07host_id\x18\x06 \x01(\t\x12\x11\n\tworker_id\x18\x07 \x01(\t\x12\x1a\n\x12returning_customer\x18\x08 \x01(\x08\x12\x13\n\x0bhosts_tried\x18\t \x03(\t\x12\x16\n\x0elegs_connected\x18\n \x03(\x05\x12\x14\n\x0coffered_legs\x18\x0b \x03(\x05\x12)\n\tlast_card\x18\x0c \x01(\x0b\x32\x16.tandem.v1.ProductCard\x12(\n\tlast_cart\x18\r \x01(\x0b\x32\x15.tandem.v1.CartUpdate\x12\x11\n\tevent_seq\x18\x0e \x01(\r\x12\x30\n\x0crequested_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10state_entered_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x11 \x01(\t\x12\x12\n\ntracestate\x18\x12 \x01(\t\x12\r\n\x05owner\x18\x13 \x01(\t\x12\x38\n\nresumed_at\x18\x14 \x03(\x0b\x32$.tandem.v1.CallRecord.ResumedAtEntry\x1aL\n\x0eResumedAtEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x02\x38\x01\"R\n\x0eSignalingLease\x12\x10\n\x08instance\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tandem.v1.calls_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CALLRECORD_RESUMEDATENTRY']._loaded_options = None
+  _globals['_CALLRECORD_RESUMEDATENTRY']._serialized_options = b'8\001'
   _globals['_CALLEVENT']._serialized_start=118
   _globals['_CALLEVENT']._serialized_end=407
-  _globals['_CALLCOMMAND']._serialized_start=409
-  _globals['_CALLCOMMAND']._serialized_end=509
+  _globals['_CALLCOMMAND']._serialized_start=410
+  _globals['_CALLCOMMAND']._serialized_end=563
+  _globals['_CALLRECORD']._serialized_start=566
+  _globals['_CALLRECORD']._serialized_end=1265
+  _globals['_CALLRECORD_RESUMEDATENTRY']._serialized_start=1189
+  _globals['_CALLRECORD_RESUMEDATENTRY']._serialized_end=1265
+  _globals['_SIGNALINGLEASE']._serialized_start=1267
+  _globals['_SIGNALINGLEASE']._serialized_end=1349
 # @@protoc_insertion_point(module_scope)

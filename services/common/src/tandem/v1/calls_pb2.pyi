@@ -3,9 +3,11 @@
 isort:skip_file
 Call lifecycle facts, published by signaling to the CALLS JetStream stream."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from tandem.v1 import client_pb2 as _client_pb2
 from tandem.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
@@ -84,21 +86,176 @@ class CallCommand(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     ENVELOPE_FIELD_NUMBER: _builtins.int
+    DISCONNECTED_AT_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     role: _common_pb2.Role.ValueType
     @_builtins.property
     def envelope(self) -> _client_pb2.Envelope: ...
+    @_builtins.property
+    def disconnected_at(self) -> _timestamp_pb2.Timestamp:
+        """For a hang-up on a dropped socket: when the socket dropped. A party that resumed the call
+        since is still in it, and the hang-up is ignored.
+        """
+
     def __init__(
         self,
         *,
         user_id: _builtins.str = ...,
         role: _common_pb2.Role.ValueType = ...,
         envelope: _client_pb2.Envelope | None = ...,
+        disconnected_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["disconnected_at", b"disconnected_at", "envelope", b"envelope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "role", b"role", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disconnected_at", b"disconnected_at", "envelope", b"envelope", "role", b"role", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CallCommand: _TypeAlias = CallCommand  # noqa: Y015
+
+@_typing.final
+class CallRecord(_message.Message):
+    """The state of one call, kept by its owner in the `tandem_calls` KV bucket (key = call id) and
+    written with compare-and-set on every change, so another signaling instance can take it over.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ResumedAtEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _timestamp_pb2.Timestamp: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _timestamp_pb2.Timestamp | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    SHOPPER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    RETURNING_CUSTOMER_FIELD_NUMBER: _builtins.int
+    HOSTS_TRIED_FIELD_NUMBER: _builtins.int
+    LEGS_CONNECTED_FIELD_NUMBER: _builtins.int
+    OFFERED_LEGS_FIELD_NUMBER: _builtins.int
+    LAST_CARD_FIELD_NUMBER: _builtins.int
+    LAST_CART_FIELD_NUMBER: _builtins.int
+    EVENT_SEQ_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    STATE_ENTERED_AT_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
+    TRACESTATE_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    RESUMED_AT_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    shopper_id: _builtins.str
+    state: _common_pb2.CallState.ValueType
+    reason: _common_pb2.EndReason.ValueType
+    host_id: _builtins.str
+    worker_id: _builtins.str
+    returning_customer: _builtins.bool
+    event_seq: _builtins.int
+    traceparent: _builtins.str
+    """W3C trace context of the call's trace."""
+    tracestate: _builtins.str
+    owner: _builtins.str
+    """The signaling instance running the call; empty while it is handed over."""
+    @_builtins.property
+    def request(self) -> _client_pb2.ConsultRequest: ...
+    @_builtins.property
+    def hosts_tried(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def legs_connected(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """tandem.v1.Leg values."""
+
+    @_builtins.property
+    def offered_legs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def last_card(self) -> _client_pb2.ProductCard: ...
+    @_builtins.property
+    def last_cart(self) -> _client_pb2.CartUpdate: ...
+    @_builtins.property
+    def requested_at(self) -> _timestamp_pb2.Timestamp:
+        """When the shopper asked (the queue's deadline counts from it), and when the current state began
+        (the ring and connect deadlines count from it).
+        """
+
+    @_builtins.property
+    def state_entered_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def resumed_at(self) -> _containers.MessageMap[_builtins.str, _timestamp_pb2.Timestamp]:
+        """When each party last resumed the call on a new socket (user id -> time)."""
+
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        shopper_id: _builtins.str = ...,
+        request: _client_pb2.ConsultRequest | None = ...,
+        state: _common_pb2.CallState.ValueType = ...,
+        reason: _common_pb2.EndReason.ValueType = ...,
+        host_id: _builtins.str = ...,
+        worker_id: _builtins.str = ...,
+        returning_customer: _builtins.bool = ...,
+        hosts_tried: _abc.Iterable[_builtins.str] | None = ...,
+        legs_connected: _abc.Iterable[_builtins.int] | None = ...,
+        offered_legs: _abc.Iterable[_builtins.int] | None = ...,
+        last_card: _client_pb2.ProductCard | None = ...,
+        last_cart: _client_pb2.CartUpdate | None = ...,
+        event_seq: _builtins.int = ...,
+        requested_at: _timestamp_pb2.Timestamp | None = ...,
+        state_entered_at: _timestamp_pb2.Timestamp | None = ...,
+        traceparent: _builtins.str = ...,
+        tracestate: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        resumed_at: _abc.Mapping[_builtins.str, _timestamp_pb2.Timestamp] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_card", b"last_card", "last_cart", b"last_cart", "request", b"request", "requested_at", b"requested_at", "state_entered_at", b"state_entered_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "event_seq", b"event_seq", "host_id", b"host_id", "hosts_tried", b"hosts_tried", "last_card", b"last_card", "last_cart", b"last_cart", "legs_connected", b"legs_connected", "offered_legs", b"offered_legs", "owner", b"owner", "reason", b"reason", "request", b"request", "requested_at", b"requested_at", "resumed_at", b"resumed_at", "returning_customer", b"returning_customer", "shopper_id", b"shopper_id", "state", b"state", "state_entered_at", b"state_entered_at", "traceparent", b"traceparent", "tracestate", b"tracestate", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallRecord: _TypeAlias = CallRecord  # noqa: Y015
+
+@_typing.final
+class SignalingLease(_message.Message):
+    """A signaling instance's lease (KV `tandem_signaling_leases`, key = instance id): renewed while it
+    lives; a call whose owner's lease has lapsed is taken over by another instance.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    instance: _builtins.str
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        instance: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "instance", b"instance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignalingLease: _TypeAlias = SignalingLease  # noqa: Y015

@@ -15,12 +15,15 @@ from tandem.common.errors import TandemError
 from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
 from tandem.signaling.auth import ROLES, issue_token
+from tandem.signaling.callstore import CallStore, Leases
 from tandem.signaling.coordinator import CallCoordinator
 from tandem.signaling.gateway import Gateway
 from tandem.signaling.presence import PresenceWriter
 from tandem.signaling.settings import Settings
 
 STATIC = resources.files("tandem.signaling") / "static"
+# A call record not written for this long is gone (no call lasts half a day without a change).
+CALL_RECORD_TTL_S = 12 * 3600.0
 
 
 class SignalingApp(BaseApp):
@@ -63,14 +66,19 @@ class SignalingApp(BaseApp):
         for stream in subjects.STREAMS:
             await bus.ensure_stream(stream)
         presence = PresenceWriter(await bus.key_value(subjects.PRESENCE_BUCKET), self.instance, self.settings.region)
-        self.coordinator = CallCoordinator(self.settings, bus)
+        store = CallStore(await bus.key_value(subjects.CALLS_BUCKET, ttl_s=CALL_RECORD_TTL_S))
+        leases = Leases(await bus.key_value(subjects.SIGNALING_LEASES_BUCKET), self.instance, self.settings.lease_ttl_s)
+        self.coordinator = CallCoordinator(self.settings, bus, store, leases)
+        await self.coordinator.start()
         self.gateway = Gateway(self.settings, bus, self.coordinator, presence)
 
     async def stop(self) -> None:
-        if self.coordinator is not None:
-            await self.coordinator.hang_up_all()
+        # Sockets close with the process; their clients reconnect to another instance and resume,
+        # so nobody is hung up for a dropped socket and every call is handed over.
         if self.gateway is not None:
             await self.gateway.tasks.cancel_all()
+        if self.coordinator is not None:
+            await self.coordinator.hand_over_all()
 
 
 def build_app(settings: Settings, instance: str) -> SignalingApp:

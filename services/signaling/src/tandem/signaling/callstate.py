@@ -1,4 +1,5 @@
-"""The call state machine: which transitions exist, and what a call records as it moves.
+"""The call state machine: which transitions exist, what a call records as it moves, and when its
+next timeout falls. Pure: time is passed in (epoch seconds), so it is tested with a fake clock.
 
 requested → queued → ringing → connecting → connected → ended; ringing may fall back to queued
 (declined, ring timeout); any state but ended may end. Every failed transition has a reason.
@@ -6,11 +7,10 @@ requested → queued → ringing → connecting → connected → ended; ringing
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from tandem.common.errors import TandemError
-from tandem.v1 import client_pb2, common_pb2
+from tandem.v1 import calls_pb2, client_pb2, common_pb2
 
 State = common_pb2.CallState
 S = common_pb2
@@ -28,14 +28,31 @@ TRANSITIONS: dict[int, frozenset[int]] = {
 class InvalidTransitionError(TandemError):
     code = common_pb2.ERROR_CODE_INVALID_STATE
 
+    def __init__(self, state: common_pb2.CallState.ValueType, wanted: tuple[common_pb2.CallState.ValueType, ...]):
+        names = ", ".join(State.Name(s) for s in wanted)
+        super().__init__(f"the call is {State.Name(state)}; this needs {names}")
+        self.state = state
+        self.wanted = wanted
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a call may stay queued (from the request), ringing and connecting (seconds)."""
+
+    queue_s: float
+    ring_s: float
+    connect_s: float
+
 
 @dataclass
 class Call:
     call_id: str
     shopper_id: str
     request: client_pb2.ConsultRequest
+    requested_at: float  # epoch seconds
     state: common_pb2.CallState.ValueType = S.CALL_STATE_REQUESTED
     reason: common_pb2.EndReason.ValueType = S.END_REASON_UNSPECIFIED
+    state_entered_at: float = 0.0  # epoch seconds
     host_id: str = ""
     worker_id: str = ""
     returning_customer: bool = False
@@ -47,30 +64,92 @@ class Call:
     # What a party that reconnects is shown again.
     last_card: client_pb2.ProductCard | None = None
     last_cart: client_pb2.CartUpdate | None = None
-    # Monotonic seconds at which each state was entered (the last time, for queued).
-    entered: dict[int, float] = field(default_factory=dict)
     event_seq: int = 0
+    traceparent: str = ""
+    tracestate: str = ""
+    owner: str = ""
+    resumed_at: dict[str, float] = field(default_factory=dict)
+    # The KV revision this copy was read or written at (compare-and-set); 0 before it is stored.
+    revision: int = 0
 
     def __post_init__(self) -> None:
-        self.entered[self.state] = time.monotonic()
+        if not self.state_entered_at:
+            self.state_entered_at = self.requested_at
 
     def move(
         self,
         state: common_pb2.CallState.ValueType,
+        now: float,
         reason: common_pb2.EndReason.ValueType = S.END_REASON_UNSPECIFIED,
     ) -> None:
-        """Transition, or raise `InvalidTransitionError` naming both states."""
+        """Transition at `now`, or raise `InvalidTransitionError` naming both states."""
         if state not in TRANSITIONS[self.state]:
-            raise InvalidTransitionError(f"a call cannot go from {State.Name(self.state)} to {State.Name(state)}")
+            raise InvalidTransitionError(self.state, (state,))
         self.state = state
         self.reason = reason
-        self.entered[state] = time.monotonic()
+        self.state_entered_at = now
 
     def expect(self, *states: common_pb2.CallState.ValueType) -> None:
         if self.state not in states:
-            allowed = ", ".join(State.Name(s) for s in states)
-            raise InvalidTransitionError(f"the call is {State.Name(self.state)}; this needs {allowed}")
+            raise InvalidTransitionError(self.state, states)
 
     @property
     def ended(self) -> bool:
         return self.state == S.CALL_STATE_ENDED
+
+    def deadline(self, timeouts: Timeouts) -> float | None:
+        """When the current state times out (epoch seconds), or None when it does not."""
+        if self.state == S.CALL_STATE_QUEUED:
+            return self.requested_at + timeouts.queue_s
+        if self.state == S.CALL_STATE_RINGING:
+            return self.state_entered_at + timeouts.ring_s
+        if self.state == S.CALL_STATE_CONNECTING:
+            return self.state_entered_at + timeouts.connect_s
+        return None
+
+    def timeout_reason(self, max_hosts_tried: int) -> common_pb2.EndReason.ValueType:
+        """Why the current state timed out: RING_TIMEOUT, CONNECT_TIMEOUT, or for the queue NO_HOST
+        (nobody could take the call) or QUEUE_TIMEOUT (hosts were rung, none in time)."""
+        if self.state == S.CALL_STATE_RINGING:
+            return S.END_REASON_RING_TIMEOUT
+        if self.state == S.CALL_STATE_CONNECTING:
+            return S.END_REASON_CONNECT_TIMEOUT
+        hosts_left = 0 < len(self.hosts_tried) < max_hosts_tried
+        return S.END_REASON_QUEUE_TIMEOUT if hosts_left else S.END_REASON_NO_HOST
+
+    # --- the stored form ----------------------------------------------------------------------
+
+    def to_record(self) -> calls_pb2.CallRecord:
+        record = calls_pb2.CallRecord(
+            call_id=self.call_id, shopper_id=self.shopper_id, request=self.request, state=self.state,
+            reason=self.reason, host_id=self.host_id, worker_id=self.worker_id,
+            returning_customer=self.returning_customer, hosts_tried=self.hosts_tried,
+            legs_connected=sorted(self.legs_connected), offered_legs=sorted(self.offered_legs),
+            event_seq=self.event_seq, traceparent=self.traceparent, tracestate=self.tracestate, owner=self.owner,
+        )  # fmt: skip
+        record.requested_at.FromNanoseconds(int(self.requested_at * 1e9))
+        record.state_entered_at.FromNanoseconds(int(self.state_entered_at * 1e9))
+        if self.last_card is not None:
+            record.last_card.CopyFrom(self.last_card)
+        if self.last_cart is not None:
+            record.last_cart.CopyFrom(self.last_cart)
+        for user_id, at in self.resumed_at.items():
+            record.resumed_at[user_id].FromNanoseconds(int(at * 1e9))
+        return record
+
+    @classmethod
+    def from_record(cls, record: calls_pb2.CallRecord, revision: int) -> Call:
+        return cls(
+            call_id=record.call_id, shopper_id=record.shopper_id, request=record.request,
+            requested_at=record.requested_at.ToNanoseconds() / 1e9, state=record.state, reason=record.reason,
+            state_entered_at=record.state_entered_at.ToNanoseconds() / 1e9, host_id=record.host_id,
+            worker_id=record.worker_id, returning_customer=record.returning_customer,
+            hosts_tried=list(record.hosts_tried), legs_connected=set(record.legs_connected),
+            offered_legs=set(record.offered_legs),
+            last_card=record.last_card if record.HasField("last_card") else None,
+            last_cart=record.last_cart if record.HasField("last_cart") else None,
+            event_seq=record.event_seq, traceparent=record.traceparent, tracestate=record.tracestate,
+            owner=record.owner,
+            resumed_at={user: at.ToNanoseconds() / 1e9 for user, at in record.resumed_at.items()},
+            revision=revision,
+        )  # fmt: skip

@@ -1,14 +1,18 @@
-"""The owner of calls: the signaling instance that took the shopper's request runs the call's
-state machine, talks to matchmaking, media and orders, and tells both parties what happens.
+"""The owner of calls: a signaling instance runs each call it owns — its state machine, its
+timeouts, its questions to matchmaking, media and orders — and tells both parties what happens.
 
-Clients' messages about a call reach its owner on `tandem.v1.signaling.call.<call_id>` from
-whichever instance holds their socket; frames for a user go out on
-`tandem.v1.signaling.deliver.<user_id>` to whichever instance holds theirs.
+A call's state lives in the `tandem_calls` KV bucket (`callstore`), written with compare-and-set
+on every change. The instance that took the shopper's request owns the call until it stops (it
+hands its calls over) or dies (its lease lapses); then another instance adopts the call and goes
+on from the stored state, timers included. Clients' messages about a call reach its owner on
+`tandem.v1.signaling.call.<call_id>` from whichever instance holds their socket; frames for a user
+go out on `tandem.v1.signaling.deliver.<user_id>` to whichever instance holds theirs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -16,6 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+import nats.errors
 from google.protobuf import empty_pb2
 from nats.aio.subscription import Subscription
 from opentelemetry import context as otel_context
@@ -27,16 +32,22 @@ from tandem.common.aio import TaskSet, cancel_and_wait
 from tandem.common.bus import Bus
 from tandem.common.envelope import new_envelope
 from tandem.common.errors import TandemError
+from tandem.common.telemetry import TRACEPARENT, TRACESTATE, extract_context, inject_headers
 from tandem.signaling.auth import Identity
-from tandem.signaling.callstate import Call
+from tandem.signaling.callstate import Call, Timeouts
+from tandem.signaling.callstore import CallMovedError, CallStore, Leases
+from tandem.signaling.commerce import InCallCommerce
+from tandem.signaling.matching import Matcher
+from tandem.signaling.media_session import MediaSession
 from tandem.signaling.settings import Settings
-from tandem.v1 import calls_pb2, client_pb2, common_pb2, matchmaking_pb2, media_pb2, orders_pb2
+from tandem.v1 import calls_pb2, client_pb2, common_pb2, matchmaking_pb2, media_pb2
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("tandem.signaling")
 
 S = common_pb2
 CALLS_ENDED = Counter("tandem_signaling_calls_ended_total", "Calls ended, by reason", ["reason"])
+CALLS_TAKEN_OVER = Counter("tandem_signaling_calls_taken_over_total", "Calls adopted from another instance")
 STAGE_SECONDS = Histogram(
     "tandem_signaling_stage_seconds",
     "Time spent between call stages",
@@ -44,7 +55,7 @@ STAGE_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60),
 )
 
-Handler = Callable[[Call, Identity, client_pb2.Envelope], Awaitable[None]]
+Clock = Callable[[], float]
 
 # Envelope payloads about an existing call (`hello` when it resumes one).
 CALL_PAYLOADS = frozenset(
@@ -76,6 +87,37 @@ class NotAPartyError(TandemError):
         self.call_id = call_id
 
 
+class NotTheInvitedHostError(TandemError):
+    code = S.ERROR_CODE_PERMISSION_DENIED
+
+    def __init__(self, user_id: str, call_id: str, action: str) -> None:
+        super().__init__(f"only the invited host may {action}")
+        self.user_id = user_id
+        self.call_id = call_id
+
+
+class RoleError(TandemError):
+    """The user's role may not do this at all (a host asking for a consultation)."""
+
+    code = S.ERROR_CODE_PERMISSION_DENIED
+
+
+class AlreadyInCallError(TandemError):
+    code = S.ERROR_CODE_INVALID_STATE
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__("you are already in a consultation")
+        self.user_id = user_id
+
+
+class TooManyEarlyCandidatesError(TandemError):
+    code = S.ERROR_CODE_INVALID_STATE
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} candidates before the offer")
+        self.limit = limit
+
+
 def call_id_of(envelope: client_pb2.Envelope) -> str:
     """The call a client message is about (a hello's is the call it resumes)."""
     kind = envelope.WhichOneof("payload")
@@ -87,21 +129,61 @@ def call_id_of(envelope: client_pb2.Envelope) -> str:
     return call_id
 
 
-def _denied(message: str) -> TandemError:
-    return TandemError(message, code=S.ERROR_CODE_PERMISSION_DENIED)
+class OwnedCall:
+    """A call this instance runs: its state, its lock, its subscriptions, its pending timeout and
+    matching, and its trace."""
+
+    def __init__(self, call: Call, trace_context: otel_context.Context) -> None:
+        self.call = call
+        self.lock = asyncio.Lock()
+        self.trace = trace_context
+        self.subscriptions: list[Subscription] = []
+        self.timer: asyncio.Task[None] | None = None
+        self.matching: asyncio.Task[None] | None = None
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None and self.timer is not asyncio.current_task():
+            self.timer.cancel()
+        self.timer = None
+
+    async def close(self) -> None:
+        """Stop running the call here (timers, matching, subscriptions); its record stays."""
+        self.cancel_timer()
+        pending = [t for t in (self.matching,) if t is not None and t is not asyncio.current_task()]
+        await cancel_and_wait(*pending)
+        for sub in self.subscriptions:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        self.subscriptions.clear()
+
+
+Handler = Callable[[OwnedCall, Identity, client_pb2.Envelope], Awaitable[None]]
 
 
 class CallCoordinator:
-    def __init__(self, settings: Settings, bus: Bus) -> None:
+    def __init__(
+        self, settings: Settings, bus: Bus, store: CallStore, leases: Leases, *, clock: Clock = time.time
+    ) -> None:
         self.settings = settings
         self.bus = bus
-        self.calls: dict[str, Call] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._subs: dict[str, list[Subscription]] = {}
-        self._timers: dict[str, asyncio.Task[None]] = {}
-        # Each call's trace: everything done for the call, whoever asked, is one trace.
-        self._traces: dict[str, otel_context.Context] = {}
+        self.store = store
+        self.leases = leases
+        self.instance = leases.instance
+        self.clock = clock
+        self.calls: dict[str, OwnedCall] = {}
+        self.timeouts = Timeouts(
+            queue_s=settings.queue_timeout_s, ring_s=settings.ring_timeout_s, connect_s=settings.connect_timeout_s
+        )
+        slow_request_s = max(settings.request_timeout_s, 5.0)
+        self.matcher = Matcher(bus)
+        self.media = MediaSession(
+            bus, settings.region, allocate_attempts=settings.media_allocate_attempts, offer_timeout_s=slow_request_s
+        )
+        self.commerce = InCallCommerce(bus, checkout_timeout_s=slow_request_s)
         self._tasks = TaskSet("coordinator")
+        self._stopping = False
+        self._alive_at_last_scan: set[str] = set()
+        self._last_full_scan = 0.0
         self._handlers: dict[str, Handler] = {
             "hello": self._resume,
             "accept": self._accept,
@@ -110,10 +192,120 @@ class CallCoordinator:
             "hangup": self._hangup,
             "sdp": self._sdp,
             "ice_candidate": self._ice_candidate,
-            "push_product_card": self._push_product_card,
-            "add_to_cart": self._add_to_cart,
-            "checkout": self._checkout,
+            "push_product_card": self._commerce,
+            "add_to_cart": self._commerce,
+            "checkout": self._commerce,
         }
+
+    # --- ownership -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take the lease, adopt calls nobody runs, and keep both up to date."""
+        await self.leases.renew(self.clock())
+        await self._adopt_orphans(force=True)
+        self._tasks.spawn(self._keep_lease(), name="lease")
+        self._tasks.spawn(self._watch_for_orphans(), name="takeover")
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_renew_s)
+            try:
+                await self.leases.renew(self.clock())
+            except (TandemError, nats.errors.Error) as exc:
+                logger.warning("lease not renewed", extra={"error": str(exc)})
+
+    async def _watch_for_orphans(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.takeover_check_s)
+            try:
+                await self._adopt_orphans()
+            except (TandemError, nats.errors.Error) as exc:
+                logger.warning("takeover check failed", extra={"error": str(exc)})
+
+    async def _adopt_orphans(self, *, force: bool = False) -> None:
+        """Adopt every running call whose owner handed it over or no longer holds a lease. The
+        calls are read only when an instance came or went (a lease lapsed or was given up), and
+        every `orphan_scan_s` in case a handover was missed."""
+        if self._stopping:
+            return
+        now = self.clock()
+        alive = await self.leases.alive(now)
+        due = now - self._last_full_scan >= self.settings.orphan_scan_s
+        if not (force or due or alive != self._alive_at_last_scan):
+            return
+        self._alive_at_last_scan, self._last_full_scan = alive, now
+        for call_id in await self.store.call_ids():
+            if call_id in self.calls or self._stopping:
+                continue
+            call = await self.store.load(call_id)
+            if call is None or call.ended or call.owner in alive:
+                continue
+            await self._take_over(call)
+
+    async def _take_over(self, call: Call) -> None:
+        previous = call.owner
+        call.owner = self.instance
+        try:
+            await self.store.save(call)
+        except CallMovedError:
+            return  # another instance was quicker
+        carrier = {TRACEPARENT: call.traceparent, TRACESTATE: call.tracestate}
+        owned = await self._own(call, extract_context({k: v for k, v in carrier.items() if v}))
+        CALLS_TAKEN_OVER.inc()
+        logger.info("call taken over", extra={"call_id": call.call_id, "from": previous or "handover"})
+        async with owned.lock:
+            self._arm(owned)
+            if call.state == S.CALL_STATE_QUEUED:
+                self._start_matching(owned)
+
+    async def _own(self, call: Call, trace_context: otel_context.Context) -> OwnedCall:
+        owned = OwnedCall(call, trace_context)
+        owned.subscriptions = [
+            await self.bus.serve(
+                subjects.join(subjects.SIGNALING_CALL, call.call_id), calls_pb2.CallCommand, self.handle,
+                queue="owner",
+            ),
+            await self.bus.subscribe(
+                subjects.join(subjects.MEDIA_EVENTS, call.call_id), media_pb2.MediaEvent, self._on_media_event
+            ),
+        ]  # fmt: skip
+        self.calls[call.call_id] = owned
+        return owned
+
+    async def _save(self, owned: OwnedCall) -> None:
+        """Store the call; if another instance has taken it over meanwhile, stop running it here."""
+        try:
+            await self.store.save(owned.call)
+        except CallMovedError:
+            logger.warning("call moved away", extra={"call_id": owned.call.call_id})
+            self._tasks.spawn(self._let_go(owned), name=f"let-go-{owned.call.call_id}")
+            raise
+
+    async def _let_go(self, owned: OwnedCall) -> None:
+        if self.calls.get(owned.call.call_id) is owned:
+            del self.calls[owned.call.call_id]
+        await owned.close()
+
+    async def hand_over_all(self) -> None:
+        """On shutdown: stop running every call and leave it to the other instances (nobody is
+        hung up); then give up the lease so they adopt the calls at once."""
+        self._stopping = True
+        # A match in flight may reserve a host: let it finish (it rings, or frees the host).
+        matching = [o.matching for o in self.calls.values() if o.matching is not None and not o.matching.done()]
+        if matching:
+            await asyncio.wait(matching, timeout=self.settings.request_timeout_s + 1)
+        await self._tasks.cancel_all()
+        for owned in list(self.calls.values()):
+            await owned.close()
+            async with owned.lock:
+                with contextlib.suppress(TandemError, nats.errors.Error):
+                    if owned.call.ended:
+                        await self.store.delete(owned.call.call_id)
+                    else:
+                        owned.call.owner = ""
+                        await self.store.save(owned.call)
+            self.calls.pop(owned.call.call_id, None)
+        await self.leases.release()
 
     # --- delivery ------------------------------------------------------------------------------
 
@@ -141,293 +333,262 @@ class CallCoordinator:
         if to_host and call.host_id:
             await self._tell(call, call.host_id, call.state, call.reason)
 
-    async def _emit(self, call: Call, host_id: str | None = None) -> None:
-        """Publish the call's new state as a fact (JetStream, de-duplicated by call and sequence)."""
-        call.event_seq += 1
-        request = call.request
-        event = calls_pb2.CallEvent(
-            event_id=f"{call.call_id}:{call.event_seq}", call_id=call.call_id, state=call.state,
-            reason=call.reason,
-            shopper_id=call.shopper_id, host_id=call.host_id if host_id is None else host_id,
-            product_id=request.product_id, category=request.category, language=request.language,
-            market=request.market, worker_id=call.worker_id,
-        )  # fmt: skip
-        event.at.FromDatetime(datetime.now(UTC))
-        try:
-            await self.bus.publish_fact(subjects.join(subjects.CALL_EVENTS, call.call_id), event, msg_id=event.event_id)
-        except TandemError as exc:
-            logger.error("call event not published", extra={"call_id": call.call_id, "error": str(exc)})
-
     # --- entry points --------------------------------------------------------------------------
 
     async def consult(self, shopper: Identity, envelope: client_pb2.Envelope) -> None:
-        request = envelope.consult_request
         if shopper.is_host:
-            raise _denied("only shoppers request consultations")
-        if any(c.shopper_id == shopper.user_id and not c.ended for c in self.calls.values()):
-            raise TandemError("you are already in a consultation", code=S.ERROR_CODE_INVALID_STATE)
-        call = Call(call_id=str(uuid.uuid4()), shopper_id=shopper.user_id, request=request)
-        self.calls[call.call_id] = call
-        self._traces[call.call_id] = otel_context.get_current()
-        self._locks[call.call_id] = asyncio.Lock()
-        self._subs[call.call_id] = [
-            await self.bus.serve(
-                subjects.join(subjects.SIGNALING_CALL, call.call_id), calls_pb2.CallCommand, self.handle,
-                queue="owner",
-            ),
-            await self.bus.subscribe(
-                subjects.join(subjects.MEDIA_EVENTS, call.call_id), media_pb2.MediaEvent, self._on_media_event
-            ),
-        ]  # fmt: skip
-        await self._emit(call)
-        async with self._locks[call.call_id]:
-            await self._enqueue(call, S.END_REASON_UNSPECIFIED, correlation_id=envelope.id)
+            raise RoleError("only shoppers request consultations")
+        if any(o.call.shopper_id == shopper.user_id and not o.call.ended for o in self.calls.values()):
+            raise AlreadyInCallError(shopper.user_id)
+        trace_carrier = inject_headers({})
+        call = Call(
+            call_id=str(uuid.uuid4()), shopper_id=shopper.user_id, request=envelope.consult_request,
+            requested_at=self.clock(), owner=self.instance,
+            traceparent=trace_carrier.get(TRACEPARENT, ""), tracestate=trace_carrier.get(TRACESTATE, ""),
+        )  # fmt: skip
+        await self.store.create(call)
+        owned = await self._own(call, otel_context.get_current())
+        await self.matcher.publish(call)
+        async with owned.lock:
+            await self._enqueue(owned, S.END_REASON_UNSPECIFIED, correlation_id=envelope.id)
 
     async def handle(self, command: calls_pb2.CallCommand) -> empty_pb2.Empty:
         """A client's message about a call this instance owns (local or from another instance)."""
         envelope = command.envelope
         kind = envelope.WhichOneof("payload")
         call_id = call_id_of(envelope)
-        call = self.calls.get(call_id)
-        if call is None or kind is None:
+        owned = self.calls.get(call_id)
+        if owned is None or kind is None:
             raise CallNotFoundError(call_id)
+        call = owned.call
         identity = Identity(command.user_id, command.role)
         if identity.user_id not in (call.shopper_id, call.host_id) or (
             identity.is_host and identity.user_id != call.host_id
         ):
             raise NotAPartyError(identity.user_id, call_id)
+        if command.HasField("disconnected_at"):
+            resumed = call.resumed_at.get(identity.user_id, 0.0)
+            if resumed > command.disconnected_at.ToNanoseconds() / 1e9:
+                return empty_pb2.Empty()  # the party came back on another socket
         answering = _ANSWERING.set((identity.user_id, envelope.id))
         sender = trace.get_current_span().get_span_context()
         try:
             with tracer.start_as_current_span(
-                f"call {kind}", context=self._traces[call_id], links=[trace.Link(sender)] if sender.is_valid else []
+                f"call {kind}", context=owned.trace, links=[trace.Link(sender)] if sender.is_valid else []
             ):
-                async with self._locks[call_id]:
+                async with owned.lock:
                     if call.ended:
                         raise TandemError("the call has ended", code=S.ERROR_CODE_INVALID_STATE)
-                    await self._handlers[kind](call, identity, envelope)
+                    await self._handlers[kind](owned, identity, envelope)
         finally:
             _ANSWERING.reset(answering)  # the socket's next frame answers for itself
         return empty_pb2.Empty()
 
+    # --- timeouts ------------------------------------------------------------------------------
+
+    def _arm(self, owned: OwnedCall) -> None:
+        """Schedule the current state's timeout (from the stored times, so a call taken over
+        times out when it would have at its first owner)."""
+        owned.cancel_timer()
+        call = owned.call
+        deadline = call.deadline(self.timeouts)
+        if deadline is None:
+            return
+        state, since = call.state, call.state_entered_at
+
+        async def fire() -> None:
+            _ANSWERING.set(None)  # what fires later answers no one
+            await asyncio.sleep(max(0.0, deadline - self.clock()))
+            async with owned.lock:
+                if (call.state, call.state_entered_at) != (state, since) or call.ended:
+                    return
+                owned.timer = None
+                reason = call.timeout_reason(self.settings.max_hosts_tried)
+                if call.state == S.CALL_STATE_RINGING:
+                    await self._requeue(owned, reason)
+                else:
+                    await self._end(owned, reason)
+
+        owned.timer = self._tasks.spawn(fire(), name=f"timeout-{call.call_id}")
+
     # --- queue and match -----------------------------------------------------------------------
 
-    async def _enqueue(self, call: Call, reason: common_pb2.EndReason.ValueType, correlation_id: str = "") -> None:
-        call.move(S.CALL_STATE_QUEUED, reason)
+    async def _enqueue(
+        self, owned: OwnedCall, reason: common_pb2.EndReason.ValueType, correlation_id: str = ""
+    ) -> None:
+        call = owned.call
+        call.move(S.CALL_STATE_QUEUED, self.clock(), reason)
         await self.deliver(
             call.shopper_id,
             new_envelope(correlation_id, queue_update=client_pb2.QueueUpdate(call_id=call.call_id, position=1)),
         )
         await self._update(call, to_host=False)
+        await self._save(owned)
+        self._arm(owned)
+        self._start_matching(owned)
+
+    def _start_matching(self, owned: OwnedCall) -> None:
         # Not a cancellable timer: a match in flight may have reserved a host, which must be freed.
-        self._tasks.spawn(self._find_host(call), name=f"match-{call.call_id}")
+        owned.matching = self._tasks.spawn(self._find_host(owned), name=f"match-{owned.call.call_id}")
 
-    def _set_timer(self, call: Call, work: Awaitable[None]) -> None:
-        """The call's one pending timed activity (matching, ringing, connecting) replaces the last."""
-        previous = self._timers.pop(call.call_id, None)
-        if previous is not None and previous is not asyncio.current_task():
-            previous.cancel()
-
-        async def run() -> None:
-            _ANSWERING.set(None)  # what fires later answers no one
-            await work
-
-        self._timers[call.call_id] = self._tasks.spawn(run(), name=f"timer-{call.call_id}")
-
-    async def _find_host(self, call: Call) -> None:
+    async def _find_host(self, owned: OwnedCall) -> None:
         _ANSWERING.set(None)
-        deadline = call.entered[S.CALL_STATE_REQUESTED] + self.settings.queue_timeout_s
-        while time.monotonic() < deadline and len(call.hosts_tried) < self.settings.max_hosts_tried:
-            if call.state != S.CALL_STATE_QUEUED:
-                return
-            request = matchmaking_pb2.MatchRequest(
-                call_id=call.call_id, shopper_id=call.shopper_id, product_id=call.request.product_id,
-                category=call.request.category, language=call.request.language, market=call.request.market,
-                excluded_host_ids=call.hosts_tried,
-            )  # fmt: skip
-            try:
-                result = await self.bus.request(subjects.MATCH_REQUEST, request, matchmaking_pb2.MatchResult)
-            except TandemError as exc:
-                if exc.code != S.ERROR_CODE_NO_HOST_AVAILABLE:
-                    logger.warning("match attempt failed", extra={"call_id": call.call_id, "error": str(exc)})
-                await asyncio.sleep(min(self.settings.match_retry_s, max(0.0, deadline - time.monotonic())))
+        call = owned.call
+        while call.state == S.CALL_STATE_QUEUED and len(call.hosts_tried) < self.settings.max_hosts_tried:
+            remaining = call.requested_at + self.timeouts.queue_s - self.clock()
+            if remaining <= 0 or self._stopping:
+                return  # the queue's timeout ends the call
+            host = await self.matcher.match(call)
+            if host is None:
+                await asyncio.sleep(min(self.settings.match_retry_s, remaining))
                 continue
-            async with self._locks[call.call_id]:
-                if call.state != S.CALL_STATE_QUEUED:  # cancelled meanwhile: free the reserved host
-                    await self._emit(call, host_id=result.host.host_id)
+            async with owned.lock:
+                if call.state != S.CALL_STATE_QUEUED or self.calls.get(call.call_id) is not owned:
+                    await self.matcher.release(call, host.host_id)  # cancelled or moved meanwhile
                     return
-                await self._ring(call, result.host)
+                await self._ring(owned, host)
             return
-        async with self._locks[call.call_id]:
-            if call.state == S.CALL_STATE_QUEUED:
-                # NO_HOST: nobody could take the call; QUEUE_TIMEOUT: hosts were rung, none in time.
-                hosts_left = 0 < len(call.hosts_tried) < self.settings.max_hosts_tried
-                await self._end(call, S.END_REASON_QUEUE_TIMEOUT if hosts_left else S.END_REASON_NO_HOST)
+        async with owned.lock:
+            if call.state == S.CALL_STATE_QUEUED and len(call.hosts_tried) >= self.settings.max_hosts_tried:
+                await self._end(owned, S.END_REASON_NO_HOST)
 
-    async def _ring(self, call: Call, host: matchmaking_pb2.MatchedHost) -> None:
+    async def _ring(self, owned: OwnedCall, host: matchmaking_pb2.MatchedHost) -> None:
+        call = owned.call
         call.host_id = host.host_id
         call.returning_customer = host.returning_customer
         call.hosts_tried.append(host.host_id)
-        call.move(S.CALL_STATE_RINGING)
-        STAGE_SECONDS.labels("tap_to_ringing").observe(time.monotonic() - call.entered[S.CALL_STATE_REQUESTED])
+        call.move(S.CALL_STATE_RINGING, self.clock())
+        STAGE_SECONDS.labels("tap_to_ringing").observe(call.state_entered_at - call.requested_at)
         await self.deliver(call.host_id, new_envelope(invite=self._invite(call)))
         await self._update(call, to_host=False)
-        await self._emit(call)
-        self._set_timer(call, self._ring_timeout(call))
+        await self.matcher.publish(call)
+        await self._save(owned)
+        self._arm(owned)
 
     def _invite(self, call: Call) -> client_pb2.Invite:
         request = call.request
-        ringing_for = time.monotonic() - call.entered[S.CALL_STATE_RINGING]
+        ringing_for = self.clock() - call.state_entered_at
         return client_pb2.Invite(
             call_id=call.call_id, product_id=request.product_id, category=request.category,
             language=request.language, market=request.market, returning_customer=call.returning_customer,
-            ring_timeout_s=max(0, round(self.settings.ring_timeout_s - ringing_for)),
+            ring_timeout_s=max(0, round(self.timeouts.ring_s - ringing_for)),
         )  # fmt: skip
 
-    async def _ring_timeout(self, call: Call) -> None:
-        await asyncio.sleep(self.settings.ring_timeout_s)
-        async with self._locks[call.call_id]:
-            if call.state == S.CALL_STATE_RINGING:
-                await self._requeue(call, S.END_REASON_RING_TIMEOUT)
-
-    async def _requeue(self, call: Call, reason: common_pb2.EndReason.ValueType) -> None:
+    async def _requeue(self, owned: OwnedCall, reason: common_pb2.EndReason.ValueType) -> None:
         """The ringing host did not take the call: tell them, free them, and try the next host."""
+        call = owned.call
         host_id = call.host_id
         await self._tell(call, host_id, S.CALL_STATE_ENDED, reason)
         call.host_id = ""
-        await self._enqueue(call, reason)
-        await self._emit(call, host_id=host_id)
+        await self._enqueue(owned, reason)
+        await self.matcher.release(call, host_id)
 
     # --- host answers --------------------------------------------------------------------------
 
-    async def _accept(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
+    async def _accept(self, owned: OwnedCall, who: Identity, envelope: client_pb2.Envelope) -> None:
+        call = owned.call
         if who.user_id != call.host_id:
-            raise _denied("only the invited host may accept")
+            raise NotTheInvitedHostError(who.user_id, call.call_id, "accept")
         call.expect(S.CALL_STATE_RINGING)
-        call.move(S.CALL_STATE_CONNECTING)
+        call.move(S.CALL_STATE_CONNECTING, self.clock())
         try:
-            allocated = await self._allocate_media(call)
+            call.worker_id = await self.media.allocate(call)
         except TandemError as exc:
             logger.error("media allocation failed", extra={"call_id": call.call_id, "error": str(exc)})
-            await self._end(call, S.END_REASON_MEDIA_FAILURE)
+            await self._end(owned, S.END_REASON_MEDIA_FAILURE)
             return
-        call.worker_id = allocated.worker.worker_id
         await self._update(call)
-        await self._emit(call)
-        self._set_timer(call, self._connect_timeout(call))
+        await self.matcher.publish(call)
+        await self._save(owned)
+        self._arm(owned)
 
-    async def _allocate_media(self, call: Call) -> media_pb2.MediaAllocated:
-        subject = subjects.join(subjects.MEDIA_ALLOCATE, self.settings.region)
-        last: TandemError | None = None
-        for _ in range(self.settings.media_allocate_attempts):
-            try:
-                return await self.bus.request(
-                    subject, media_pb2.MediaAllocate(call_id=call.call_id, region=self.settings.region),
-                    media_pb2.MediaAllocated,
-                )  # fmt: skip
-            except TandemError as exc:
-                last = exc
-        assert last is not None
-        raise last
+    async def _decline(self, owned: OwnedCall, who: Identity, envelope: client_pb2.Envelope) -> None:
+        if who.user_id != owned.call.host_id:
+            raise NotTheInvitedHostError(who.user_id, owned.call.call_id, "decline")
+        owned.call.expect(S.CALL_STATE_RINGING)
+        await self._requeue(owned, S.END_REASON_DECLINED)
 
-    async def _connect_timeout(self, call: Call) -> None:
-        await asyncio.sleep(self.settings.connect_timeout_s)
-        async with self._locks[call.call_id]:
-            if call.state == S.CALL_STATE_CONNECTING:
-                await self._end(call, S.END_REASON_CONNECT_TIMEOUT)
+    async def _cancel(self, owned: OwnedCall, who: Identity, envelope: client_pb2.Envelope) -> None:
+        if who.user_id != owned.call.shopper_id:
+            raise RoleError("only the shopper may cancel")
+        owned.call.expect(S.CALL_STATE_QUEUED, S.CALL_STATE_RINGING, S.CALL_STATE_CONNECTING)
+        await self._end(owned, S.END_REASON_CANCELLED)
 
-    async def _decline(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
-        if who.user_id != call.host_id:
-            raise _denied("only the invited host may decline")
-        call.expect(S.CALL_STATE_RINGING)
-        await self._requeue(call, S.END_REASON_DECLINED)
-
-    async def _cancel(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
-        if who.user_id != call.shopper_id:
-            raise _denied("only the shopper may cancel")
-        call.expect(S.CALL_STATE_QUEUED, S.CALL_STATE_RINGING, S.CALL_STATE_CONNECTING)
-        await self._end(call, S.END_REASON_CANCELLED)
-
-    async def _hangup(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
+    async def _hangup(self, owned: OwnedCall, who: Identity, envelope: client_pb2.Envelope) -> None:
         # A client's own reasons were checked at the edge; PEER_DISCONNECTED comes from the gateway.
         reason = envelope.hangup.reason or S.END_REASON_HANGUP
-        if call.state == S.CALL_STATE_RINGING and who.user_id == call.host_id:
-            await self._requeue(call, reason)  # a ringing host that leaves has declined
+        if owned.call.state == S.CALL_STATE_RINGING and who.user_id == owned.call.host_id:
+            await self._requeue(owned, reason)  # a ringing host that leaves has declined
         else:
-            await self._end(call, reason)
+            await self._end(owned, reason)
 
     # --- media ---------------------------------------------------------------------------------
 
-    def _leg(self, call: Call, who: Identity) -> media_pb2.Leg.ValueType:
+    @staticmethod
+    def _leg(call: Call, who: Identity) -> media_pb2.Leg.ValueType:
         return media_pb2.LEG_HOST if who.user_id == call.host_id else media_pb2.LEG_SHOPPER
 
-    async def _sdp(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
-        sdp = envelope.sdp
+    async def _sdp(self, owned: OwnedCall, who: Identity, envelope: client_pb2.Envelope) -> None:
+        call = owned.call
         call.expect(S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
         leg = self._leg(call, who)
-        offer = media_pb2.MediaOffer(call_id=call.call_id, leg=leg, sdp=sdp.sdp)
-        answer = await self.bus.request(
-            subjects.join(subjects.MEDIA_WORKER, call.worker_id, "offer"), offer, media_pb2.MediaAnswer,
-            timeout_s=max(self.settings.request_timeout_s, 5.0),
-        )  # fmt: skip
+        answer = await self.media.offer(call, leg, envelope.sdp.sdp)
         reply = client_pb2.SessionDescription(
-            call_id=call.call_id, type=client_pb2.SessionDescription.TYPE_ANSWER, sdp=answer.sdp
+            call_id=call.call_id, type=client_pb2.SessionDescription.TYPE_ANSWER, sdp=answer
         )
         await self.deliver(who.user_id, new_envelope(envelope.id, sdp=reply))
         call.offered_legs.add(leg)
         for candidate in call.early_candidates.pop(leg, []):
-            await self._send_candidate(call, leg, candidate)
+            await self.media.candidate(call, leg, candidate)
+        await self._save(owned)
 
-    async def _ice_candidate(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
+    async def _ice_candidate(self, owned: OwnedCall, who: Identity, envelope: client_pb2.Envelope) -> None:
+        call = owned.call
         call.expect(S.CALL_STATE_RINGING, S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
         leg = self._leg(call, who)
         if leg in call.offered_legs:
-            await self._send_candidate(call, leg, envelope.ice_candidate)
+            await self.media.candidate(call, leg, envelope.ice_candidate)
             return
         # A browser gathers while its offer is on the way: keep a few until the offer has landed.
         early = call.early_candidates.setdefault(leg, [])
         if len(early) >= self.settings.max_early_candidates:
-            raise TandemError(
-                f"more than {self.settings.max_early_candidates} candidates before the offer",
-                code=S.ERROR_CODE_INVALID_STATE,
-            )
+            raise TooManyEarlyCandidatesError(self.settings.max_early_candidates)
         early.append(envelope.ice_candidate)
 
-    async def _send_candidate(
-        self, call: Call, leg: media_pb2.Leg.ValueType, candidate: client_pb2.IceCandidate
-    ) -> None:
-        await self.bus.request(
-            subjects.join(subjects.MEDIA_WORKER, call.worker_id, "candidate"),
-            media_pb2.MediaCandidate(call_id=call.call_id, leg=leg, candidate=candidate),
-            empty_pb2.Empty,
-        )
-
     async def _on_media_event(self, event: media_pb2.MediaEvent, _: str) -> None:
-        call = self.calls.get(event.call_id)
-        if call is None:
+        owned = self.calls.get(event.call_id)
+        if owned is None:
             return
-        async with self._locks[call.call_id]:
-            if call.state != S.CALL_STATE_CONNECTING:
-                if event.kind == media_pb2.MediaEvent.KIND_LEG_FAILED and call.state == S.CALL_STATE_CONNECTED:
-                    await self._end(call, S.END_REASON_MEDIA_FAILURE)
-                return
+        call = owned.call
+        async with owned.lock:
             if event.kind == media_pb2.MediaEvent.KIND_LEG_FAILED:
-                await self._end(call, S.END_REASON_MEDIA_FAILURE)
-            elif event.kind == media_pb2.MediaEvent.KIND_LEG_CONNECTED:
+                if call.state in (S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED):
+                    await self._end(owned, S.END_REASON_MEDIA_FAILURE)
+            elif event.kind == media_pb2.MediaEvent.KIND_LEG_CONNECTED and call.state == S.CALL_STATE_CONNECTING:
                 call.legs_connected.add(event.leg)
                 if len(call.legs_connected) == 2:
-                    self._cancel_timer(call)
-                    call.move(S.CALL_STATE_CONNECTED)
-                    STAGE_SECONDS.labels("accept_to_connected").observe(
-                        time.monotonic() - call.entered[S.CALL_STATE_CONNECTING]
-                    )
+                    owned.cancel_timer()
+                    connecting_since = call.state_entered_at
+                    call.move(S.CALL_STATE_CONNECTED, self.clock())
+                    STAGE_SECONDS.labels("accept_to_connected").observe(call.state_entered_at - connecting_since)
                     await self._update(call)
-                    await self._emit(call)
+                    await self.matcher.publish(call)
+                await self._save(owned)
 
-    # --- resuming ------------------------------------------------------------------------------
+    # --- commerce and resuming -----------------------------------------------------------------
 
-    async def _resume(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
+    async def _commerce(self, owned: OwnedCall, who: Identity, envelope: client_pb2.Envelope) -> None:
+        call = owned.call
+        shown = await self.commerce.handle(call, who, envelope)
+        other = call.host_id if who.user_id == call.shopper_id else call.shopper_id
+        await self.deliver(who.user_id, shown.envelope(envelope.id))
+        await self.deliver(other, shown.envelope())
+        await self._save(owned)
+
+    async def _resume(self, owned: OwnedCall, who: Identity, envelope: client_pb2.Envelope) -> None:
         """A party reconnected: send them what they would have on screen."""
+        call = owned.call
+        call.resumed_at[who.user_id] = self.clock()
         await self._tell(call, who.user_id, call.state, call.reason)
         if who.user_id == call.host_id and call.state == S.CALL_STATE_RINGING:
             await self.deliver(who.user_id, new_envelope(invite=self._invite(call)))
@@ -435,101 +596,23 @@ class CallCoordinator:
             await self.deliver(who.user_id, new_envelope(product_card=call.last_card))
         if call.last_cart is not None:
             await self.deliver(who.user_id, new_envelope(cart_update=call.last_cart))
-
-    # --- commerce ------------------------------------------------------------------------------
-
-    async def _push_product_card(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
-        if who.user_id != call.host_id:
-            raise _denied("only the host pushes product cards")
-        call.expect(S.CALL_STATE_CONNECTED)
-        reply = await self.bus.request(
-            subjects.ORDERS_PRODUCT_CARD,
-            orders_pb2.ProductCardRequest(
-                call_id=call.call_id, host_id=call.host_id, product_id=envelope.push_product_card.product_id,
-                market=call.request.market,
-            ),
-            orders_pb2.ProductCardReply,
-        )  # fmt: skip
-        card = client_pb2.ProductCard(call_id=call.call_id, product=reply.product, card_id=reply.card_id)
-        call.last_card = card
-        await self.deliver(call.shopper_id, new_envelope(product_card=card))
-        await self.deliver(call.host_id, new_envelope(envelope.id, product_card=card))
-
-    async def _add_to_cart(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
-        if who.user_id != call.shopper_id:
-            raise _denied("only the shopper changes the cart")
-        call.expect(S.CALL_STATE_CONNECTED)
-        change = envelope.add_to_cart
-        reply = await self.bus.request(
-            subjects.ORDERS_CART,
-            orders_pb2.CartChange(
-                call_id=call.call_id, shopper_id=call.shopper_id, product_id=change.product_id,
-                quantity=change.quantity, market=call.request.market,
-            ),
-            orders_pb2.CartReply,
-        )  # fmt: skip
-        cart = client_pb2.CartUpdate(call_id=call.call_id, lines=reply.lines, total=reply.total)
-        call.last_cart = cart
-        await self.deliver(call.shopper_id, new_envelope(envelope.id, cart_update=cart))
-        await self.deliver(call.host_id, new_envelope(cart_update=cart))
-
-    async def _checkout(self, call: Call, who: Identity, envelope: client_pb2.Envelope) -> None:
-        if who.user_id != call.shopper_id:
-            raise _denied("only the shopper checks out")
-        call.expect(S.CALL_STATE_CONNECTED)
-        reply = await self.bus.request(
-            subjects.ORDERS_CHECKOUT,
-            orders_pb2.CheckoutRequest(
-                call_id=call.call_id, shopper_id=call.shopper_id, host_id=call.host_id,
-                idempotency_key=envelope.checkout.idempotency_key,
-            ),
-            orders_pb2.CheckoutReply,
-            timeout_s=max(self.settings.request_timeout_s, 5.0),
-        )  # fmt: skip
-        result = client_pb2.CheckoutResult(call_id=call.call_id, order_id=reply.order_id, total=reply.total)
-        if reply.HasField("error"):
-            result.error.CopyFrom(reply.error)
-        await self.deliver(call.shopper_id, new_envelope(envelope.id, checkout_result=result))
-        await self.deliver(call.host_id, new_envelope(checkout_result=result))
+        await self._save(owned)
 
     # --- the end -------------------------------------------------------------------------------
 
-    def _cancel_timer(self, call: Call) -> None:
-        timer = self._timers.pop(call.call_id, None)
-        if timer is not None and timer is not asyncio.current_task():
-            timer.cancel()
-
-    async def _end(self, call: Call, reason: common_pb2.EndReason.ValueType) -> None:
-        self._cancel_timer(call)
-        call.move(S.CALL_STATE_ENDED, reason)
+    async def _end(self, owned: OwnedCall, reason: common_pb2.EndReason.ValueType) -> None:
+        call = owned.call
+        owned.cancel_timer()
+        call.move(S.CALL_STATE_ENDED, self.clock(), reason)
         CALLS_ENDED.labels(common_pb2.EndReason.Name(reason)).inc()
         logger.info("call ended", extra={"call_id": call.call_id, "reason": common_pb2.EndReason.Name(reason)})
         await self._update(call)
-        await self._emit(call)
-        if call.worker_id:
-            try:
-                await self.bus.request(
-                    subjects.join(subjects.MEDIA_WORKER, call.worker_id, "release"),
-                    media_pb2.MediaRelease(call_id=call.call_id, reason=reason),
-                    media_pb2.MediaRelease,
-                )
-            except TandemError as exc:
-                logger.warning("media release failed", extra={"call_id": call.call_id, "error": str(exc)})
-        self._tasks.spawn(self._forget(call.call_id), name=f"forget-{call.call_id}")
+        await self.matcher.publish(call)
+        await self.media.release(call, reason)
+        with contextlib.suppress(CallMovedError):
+            await self._save(owned)
+        self._tasks.spawn(self._forget(owned), name=f"forget-{call.call_id}")
 
-    async def _forget(self, call_id: str) -> None:
-        for sub in self._subs.pop(call_id, []):
-            await sub.unsubscribe()
-        self.calls.pop(call_id, None)
-        self._locks.pop(call_id, None)
-        self._traces.pop(call_id, None)
-
-    async def hang_up_all(self) -> None:
-        """On shutdown: end every call this instance owns, so nobody is left in a dead call."""
-        for call in list(self.calls.values()):
-            async with self._locks[call.call_id]:
-                if not call.ended:
-                    await self._end(call, S.END_REASON_HANGUP)
-        await self._tasks.wait(5.0)
-        await cancel_and_wait(*self._timers.values())
-        await self._tasks.cancel_all()
+    async def _forget(self, owned: OwnedCall) -> None:
+        await self._let_go(owned)
+        await self.store.delete(owned.call.call_id)

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -62,6 +63,16 @@ class FrameOverHardLimitError(TandemError):
     def __init__(self, limit_bytes: int) -> None:
         super().__init__(f"a frame over {limit_bytes} bytes closes the connection")
         self.limit_bytes = limit_bytes
+
+
+class CallMovingError(TandemError):
+    """The call's owner stopped or died and no instance has adopted the call yet."""
+
+    code = S.ERROR_CODE_UNAVAILABLE
+
+    def __init__(self, call_id: str) -> None:
+        super().__init__(f"call {call_id} is moving to another instance; retry")
+        self.call_id = call_id
 
 
 class ClientSocket(web.WebSocketResponse):
@@ -257,20 +268,33 @@ class Gateway:
         else:
             raise TandemError(f"{kind} is sent by the server, not by clients", code=S.ERROR_CODE_UNKNOWN_MESSAGE_TYPE)
 
-    async def route(self, who: Identity, envelope: client_pb2.Envelope) -> None:
-        """Hand a call message to the call's owner: this instance, or another over NATS."""
+    async def route(
+        self, who: Identity, envelope: client_pb2.Envelope, *, disconnected_at: float | None = None
+    ) -> None:
+        """Hand a call message to the call's owner: this instance, or another over NATS. While a
+        call changes owner nobody answers for it: wait for the new owner, up to `takeover_wait_s`."""
         call_id = call_id_of(envelope)
         command = calls_pb2.CallCommand(user_id=who.user_id, role=who.role, envelope=envelope)
-        if call_id in self.coordinator.calls:
-            await self.coordinator.handle(command)
-            return
-        try:
-            await self.bus.request(
-                subjects.join(subjects.SIGNALING_CALL, call_id), command, empty_pb2.Empty,
-                timeout_s=max(self.settings.request_timeout_s, 10.0),
-            )  # fmt: skip
-        except NoRespondersError:
-            raise CallNotFoundError(call_id) from None
+        if disconnected_at is not None:
+            command.disconnected_at.FromNanoseconds(int(disconnected_at * 1e9))
+        deadline = time.monotonic() + self.settings.takeover_wait_s
+        while True:
+            if call_id in self.coordinator.calls:
+                await self.coordinator.handle(command)
+                return
+            try:
+                await self.bus.request(
+                    subjects.join(subjects.SIGNALING_CALL, call_id), command, empty_pb2.Empty,
+                    timeout_s=max(self.settings.request_timeout_s, 10.0),
+                )  # fmt: skip
+                return
+            except NoRespondersError:
+                call = await self.coordinator.store.load(call_id)
+                if call is None or call.ended:
+                    raise CallNotFoundError(call_id) from None
+                if time.monotonic() > deadline:
+                    raise CallMovingError(call_id) from None
+            await asyncio.sleep(0.1)
 
     async def _closed(self, conn: Connection, sub: Subscription) -> None:
         user_id = conn.identity.user_id
@@ -285,15 +309,16 @@ class Gateway:
                 await self.presence.gone(user_id)
             except (TandemError, nats.errors.Error) as exc:
                 logger.warning("host presence not cleared", extra={"user_id": user_id, "error": str(exc)})
+        closed_at = time.time()
         for call_id in conn.calls:
-            self.tasks.spawn(self._hang_up_after_grace(conn.identity, call_id), name=f"grace-{call_id}")
+            self.tasks.spawn(self._hang_up_after_grace(conn.identity, call_id, closed_at), name=f"grace-{call_id}")
 
-    async def _hang_up_after_grace(self, who: Identity, call_id: str) -> None:
+    async def _hang_up_after_grace(self, who: Identity, call_id: str, closed_at: float) -> None:
         await asyncio.sleep(self.settings.reconnect_grace_s)
         if self.sockets[who.user_id] > 0:
-            return  # reconnected
+            return  # reconnected here; one that resumed elsewhere is known to the call's owner
         hangup = client_pb2.Hangup(call_id=call_id, reason=S.END_REASON_PEER_DISCONNECTED)
         try:
-            await self.route(who, new_envelope(hangup=hangup))
+            await self.route(who, new_envelope(hangup=hangup), disconnected_at=closed_at)
         except TandemError as exc:
             logger.info("disconnect hang-up not applied", extra={"call_id": call_id, "error": str(exc)})

@@ -47,10 +47,22 @@ class Settings(ServiceSettings):
     max_hosts_tried: int = Field(default=5, ge=1, description="Declines / ring timeouts before NO_HOST.")
     media_allocate_attempts: int = Field(default=3, ge=1, le=20)
 
+    lease_ttl_s: float = Field(
+        default=1.2, gt=0, le=60, description="An instance silent this long loses its calls to another."
+    )
+    lease_renew_s: float = Field(default=0.3, gt=0, le=20, description="How often an instance renews its lease.")
+    takeover_check_s: float = Field(default=0.2, gt=0, le=10, description="How often instances look for lapsed leases.")
+    orphan_scan_s: float = Field(default=10.0, gt=0, description="Every so often, look for unowned calls anyway.")
+    takeover_wait_s: float = Field(
+        default=3.0, gt=0, le=60, description="A message for a call being taken over waits this long for its owner."
+    )
+
     @model_validator(mode="after")
     def _key_required(self) -> "Settings":
         if len(self.jwt_key.get_secret_value()) < 32:
             raise ValueError("TANDEM_SIGNALING_JWT_KEY must be set to at least 32 characters")
+        if self.lease_renew_s * 2 > self.lease_ttl_s:
+            raise ValueError("TANDEM_SIGNALING_LEASE_RENEW_S must be at most half of TANDEM_SIGNALING_LEASE_TTL_S")
         if self.max_frame_bytes < self.max_message_bytes:
             raise ValueError("TANDEM_SIGNALING_MAX_FRAME_BYTES must be at least TANDEM_SIGNALING_MAX_MESSAGE_BYTES")
         return self
