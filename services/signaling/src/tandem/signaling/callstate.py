@@ -127,14 +127,14 @@ class Call:
             legs_connected=sorted(self.legs_connected), offered_legs=sorted(self.offered_legs),
             event_seq=self.event_seq, traceparent=self.traceparent, tracestate=self.tracestate, owner=self.owner,
         )  # fmt: skip
-        record.requested_at.FromNanoseconds(int(self.requested_at * 1e9))
-        record.state_entered_at.FromNanoseconds(int(self.state_entered_at * 1e9))
+        record.requested_at.FromNanoseconds(round(self.requested_at * 1e9))
+        record.state_entered_at.FromNanoseconds(round(self.state_entered_at * 1e9))
         if self.last_card is not None:
             record.last_card.CopyFrom(self.last_card)
         if self.last_cart is not None:
             record.last_cart.CopyFrom(self.last_cart)
         for user_id, at in self.resumed_at.items():
-            record.resumed_at[user_id].FromNanoseconds(int(at * 1e9))
+            record.resumed_at[user_id].FromNanoseconds(round(at * 1e9))
         return record
 
     @classmethod

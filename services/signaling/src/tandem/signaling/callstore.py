@@ -77,7 +77,7 @@ class Leases:
 
     async def renew(self, now: float) -> None:
         lease = calls_pb2.SignalingLease(instance=self.instance)
-        lease.expires_at.FromNanoseconds(int((now + self.ttl_s) * 1e9))
+        lease.expires_at.FromNanoseconds(round((now + self.ttl_s) * 1e9))
         await self.kv.put(self.instance, lease.SerializeToString())
 
     async def release(self) -> None:

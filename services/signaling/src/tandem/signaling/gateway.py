@@ -276,7 +276,7 @@ class Gateway:
         call_id = call_id_of(envelope)
         command = calls_pb2.CallCommand(user_id=who.user_id, role=who.role, envelope=envelope)
         if disconnected_at is not None:
-            command.disconnected_at.FromNanoseconds(int(disconnected_at * 1e9))
+            command.disconnected_at.FromNanoseconds(round(disconnected_at * 1e9))
         deadline = time.monotonic() + self.settings.takeover_wait_s
         while True:
             if call_id in self.coordinator.calls:
