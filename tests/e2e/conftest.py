@@ -22,7 +22,7 @@ from tandem.devstack.bots import Bot, dev_token
 from tandem.devstack.nats import NatsServer
 from tandem.devstack.ports import free_port
 from tandem.devstack.postgres import PostgresServer
-from tandem.devstack.stack import SIGNALING_DEV_ENV, ServiceSpec, standard_services, supervised
+from tandem.devstack.stack import SIGNALING_DEV_ENV, ServiceSpec, Supervisor, standard_services, supervised
 from tandem.v1 import client_pb2, common_pb2
 
 
@@ -34,6 +34,7 @@ class Tandem:
     bots: list[Bot]
     services: dict[str, str]  # name -> base URL of /healthz, /readyz, /metrics
     log: Path  # every service's output
+    supervisor: Supervisor
 
     async def not_ready(self) -> list[str]:
         """The services whose /readyz is not 200."""
@@ -92,7 +93,8 @@ async def running_tandem(
     )
     try:
         async with supervised(specs, nats.url, log, drain_timeout_s=3) as supervisor:
-            yield Tandem(nats, database_url, [specs[0].url, specs[4].url], [], {s.name: s.url for s in specs}, log)
+            urls = {s.name: s.url for s in specs}
+            yield Tandem(nats, database_url, [specs[0].url, specs[4].url], [], urls, log, supervisor)
     finally:
         sys.stderr.write(log.read_text()[-4000:])  # shown by pytest when a test failed
     assert set(supervisor.exit_codes.values()) == {0}, f"a service did not exit cleanly: {supervisor.exit_codes}"

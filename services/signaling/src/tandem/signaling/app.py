@@ -73,12 +73,12 @@ class SignalingApp(BaseApp):
         self.gateway = Gateway(self.settings, bus, self.coordinator, presence)
 
     async def stop(self) -> None:
-        # Sockets close with the process; their clients reconnect to another instance and resume,
-        # so nobody is hung up for a dropped socket and every call is handed over.
-        if self.gateway is not None:
-            await self.gateway.tasks.cancel_all()
+        # Calls first go to the other instances; then the sockets close and their clients
+        # reconnect to another instance and resume there. Nobody is hung up.
         if self.coordinator is not None:
             await self.coordinator.hand_over_all()
+        if self.gateway is not None:
+            await self.gateway.close_sockets()
 
 
 def build_app(settings: Settings, instance: str) -> SignalingApp:

@@ -238,7 +238,11 @@ class CallCoordinator:
             if call_id in self.calls or self._stopping:
                 continue
             call = await self.store.load(call_id)
-            if call is None or call.ended or call.owner in alive:
+            if call is None or call.ended or call_id in self.calls:
+                continue
+            # A call this instance's id owns but its memory lacks was left by an earlier life of
+            # the instance (a container restarted under the same name).
+            if call.owner in alive and call.owner != self.instance:
                 continue
             await self._take_over(call)
 
@@ -346,8 +350,8 @@ class CallCoordinator:
             requested_at=self.clock(), owner=self.instance,
             traceparent=trace_carrier.get(TRACEPARENT, ""), tracestate=trace_carrier.get(TRACESTATE, ""),
         )  # fmt: skip
+        owned = await self._own(call, otel_context.get_current())  # known before it is stored
         await self.store.create(call)
-        owned = await self._own(call, otel_context.get_current())
         await self.matcher.publish(call)
         async with owned.lock:
             await self._enqueue(owned, S.END_REASON_UNSPECIFIED, correlation_id=envelope.id)

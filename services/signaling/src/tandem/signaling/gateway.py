@@ -35,7 +35,7 @@ from tandem.common.envelope import (
     new_envelope,
     trace_context,
 )
-from tandem.common.errors import NoRespondersError, TandemError
+from tandem.common.errors import BusTimeoutError, NoRespondersError, TandemError
 from tandem.signaling.auth import Identity, UnauthenticatedError, verify_token
 from tandem.signaling.coordinator import CALL_PAYLOADS, CallCoordinator, CallNotFoundError, call_id_of
 from tandem.signaling.presence import PresenceWriter
@@ -63,6 +63,10 @@ class FrameOverHardLimitError(TandemError):
     def __init__(self, limit_bytes: int) -> None:
         super().__init__(f"a frame over {limit_bytes} bytes closes the connection")
         self.limit_bytes = limit_bytes
+
+
+# Messages whose handling waits on another service (media allocation, an SDP answer, checkout).
+SLOW_CALL_PAYLOADS = frozenset({"accept", "sdp", "checkout"})
 
 
 class CallMovingError(TandemError):
@@ -129,11 +133,26 @@ class Gateway:
         self.presence = presence
         self.validator = ClientValidator(settings.client_limits)
         self.sockets: collections.Counter[str] = collections.Counter()
+        self._open: set[ClientSocket] = set()
         self.tasks = TaskSet("gateway")
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = ClientSocket(heartbeat=self.settings.heartbeat_interval_s, max_frame_bytes=self.settings.max_frame_bytes)
         await ws.prepare(request)
+        self._open.add(ws)
+        try:
+            return await self._serve(ws, request)
+        finally:
+            self._open.discard(ws)
+
+    async def close_sockets(self) -> None:
+        """On shutdown: close every socket as "going away" (1001); clients reconnect to another
+        instance and resume their calls there. No hang-up follows a socket closed this way."""
+        for ws in list(self._open):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down; reconnect")
+        await self.tasks.cancel_all()
+
+    async def _serve(self, ws: ClientSocket, request: web.Request) -> web.WebSocketResponse:
         authenticated = await self._authenticate(ws, request.headers.get("Authorization", ""))
         if authenticated is None:
             return ws
@@ -282,16 +301,20 @@ class Gateway:
             if call_id in self.coordinator.calls:
                 await self.coordinator.handle(command)
                 return
+            slow = envelope.WhichOneof("payload") in SLOW_CALL_PAYLOADS
             try:
                 await self.bus.request(
                     subjects.join(subjects.SIGNALING_CALL, call_id), command, empty_pb2.Empty,
-                    timeout_s=max(self.settings.request_timeout_s, 10.0),
+                    timeout_s=max(self.settings.request_timeout_s, 10.0) if slow else self.settings.request_timeout_s,
                 )  # fmt: skip
                 return
-            except NoRespondersError:
+            except (NoRespondersError, BusTimeoutError) as exc:
                 call = await self.coordinator.store.load(call_id)
                 if call is None or call.ended:
                     raise CallNotFoundError(call_id) from None
+                # No answer from an owner that still holds its lease is a slow owner, not a move.
+                if isinstance(exc, BusTimeoutError) and call.owner in await self.coordinator.leases.alive(time.time()):
+                    raise
                 if time.monotonic() > deadline:
                     raise CallMovingError(call_id) from None
             await asyncio.sleep(0.1)

@@ -35,8 +35,23 @@ async def dev_token(base_url: str, role: str, user: str) -> str:
 class MediaStats:
     frames: dict[str, int] = field(default_factory=lambda: {"audio": 0, "video": 0})
     first_frame_at: dict[str, float] = field(default_factory=dict)
+    last_frame_at: dict[str, float] = field(default_factory=dict)
+    # The longest wait between two frames of a kind (seconds), since the last `reset_gaps`.
+    longest_gap_s: dict[str, float] = field(default_factory=lambda: {"audio": 0.0, "video": 0.0})
     first_video: asyncio.Event = field(default_factory=asyncio.Event)
     first_audio: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def arrived(self, kind: str, at: float) -> None:
+        self.frames[kind] += 1
+        if kind not in self.first_frame_at:
+            self.first_frame_at[kind] = at
+            (self.first_video if kind == "video" else self.first_audio).set()
+        if kind in self.last_frame_at:
+            self.longest_gap_s[kind] = max(self.longest_gap_s[kind], at - self.last_frame_at[kind])
+        self.last_frame_at[kind] = at
+
+    def reset_gaps(self) -> None:
+        self.longest_gap_s = {"audio": 0.0, "video": 0.0}
 
 
 class Bot:
@@ -61,15 +76,32 @@ class Bot:
         self._pumps: list[asyncio.Task[None]] = []
         self.marks: dict[str, float] = {}
 
-    async def connect(self) -> client_pb2.Welcome:
-        self._http = aiohttp.ClientSession()
+    async def connect(self, resume_call_id: str = "") -> client_pb2.Welcome:
+        """Open the socket and say hello (resuming a call, like an app after a network change)."""
+        self._http = self._http or aiohttp.ClientSession()
         self._ws = await self._http.ws_connect(self.ws_url)
         self._reader = asyncio.create_task(self._read())
-        await self.send(hello=client_pb2.Hello(token=self.token, client=f"tandem-bot/{self.name}"))
+        hello = client_pb2.Hello(token=self.token, client=f"tandem-bot/{self.name}", resume_call_id=resume_call_id)
+        await self.send(hello=hello)
         first = await self.expect("welcome", "error")
         if first.HasField("error"):
             raise TandemError.from_proto(first.error)
         return first.welcome
+
+    @property
+    def disconnected(self) -> bool:
+        return self._ws is None or self._ws.closed
+
+    async def reconnect(self, base_url: str, resume_call_id: str) -> client_pb2.Welcome:
+        """A new socket to `base_url` (any signaling instance) that resumes the call; the peer
+        connection to the media worker is kept."""
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                await self._reader
+        self.ws_url = base_url.replace("http", "ws", 1) + "/v1/ws"
+        return await self.connect(resume_call_id)
 
     async def send_raw(self, frame: str | bytes) -> None:
         assert self._ws is not None
@@ -144,10 +176,7 @@ class Bot:
         with contextlib.suppress(MediaStreamError):
             while True:
                 await track.recv()
-                self.media.frames[kind] += 1
-                if kind not in self.media.first_frame_at:
-                    self.media.first_frame_at[kind] = time.monotonic()
-                    (self.media.first_video if kind == "video" else self.media.first_audio).set()
+                self.media.arrived(kind, time.monotonic())
 
     async def close(self) -> None:
         for pump in self._pumps:

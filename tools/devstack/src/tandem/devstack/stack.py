@@ -126,13 +126,36 @@ class Supervisor:
 
     async def start(self) -> None:
         for spec in self.specs:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", spec.module, env=self._env(spec),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
-            assert proc.stdout is not None
-            self.procs[spec.name] = proc
-            self._pumps.append(asyncio.create_task(self._pump(spec.name, proc.stdout)))
+            await self._start(spec)
+
+    async def _start(self, spec: ServiceSpec) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", spec.module, env=self._env(spec),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        self.procs[spec.name] = proc
+        self._pumps.append(asyncio.create_task(self._pump(spec.name, proc.stdout)))
+
+    async def kill(self, name: str) -> None:
+        """SIGKILL one service (a crash: no drain, no handover) and reap it."""
+        proc = self.procs[name]
+        proc.kill()
+        await proc.wait()
+
+    async def restart(self, name: str, *, graceful: bool = True, timeout_s: float = 60.0) -> None:
+        """Stop one service (SIGTERM and its drain, or at once when not `graceful`), start it again
+        on the same port, and wait until it is ready."""
+        proc = self.procs[name]
+        if proc.returncode is None:
+            if graceful:
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(proc.wait(), self.drain_timeout_s + 5)
+            else:
+                await self.kill(name)
+        spec = next(s for s in self.specs if s.name == name)
+        await self._start(spec)
+        await self.wait_ready(timeout_s)
 
     async def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Until every service's /readyz answers 200; raises naming the ones that did not."""
