@@ -9,15 +9,10 @@ import jwt
 
 from tandem.common import subjects
 from tandem.common.errors import TandemError
+from tandem.signaling.errors import UnauthenticatedError
 from tandem.v1 import common_pb2
 
 ROLES = {"shopper": common_pb2.ROLE_SHOPPER, "host": common_pb2.ROLE_HOST}
-
-
-class UnauthenticatedError(TandemError):
-    """No token, or one that proves nothing: the socket is closed after saying why."""
-
-    code = common_pb2.ERROR_CODE_UNAUTHENTICATED
 
 
 @dataclass(frozen=True)

@@ -16,21 +16,11 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from tandem.common.bus import decode
-from tandem.common.errors import TandemError
 from tandem.signaling.callstate import Call
-from tandem.v1 import calls_pb2, common_pb2
+from tandem.signaling.errors import CallMovedError
+from tandem.v1 import calls_pb2
 
 logger = logging.getLogger(__name__)
-
-
-class CallMovedError(TandemError):
-    """The call's record changed under its owner: another instance has taken the call over."""
-
-    code = common_pb2.ERROR_CODE_UNAVAILABLE
-
-    def __init__(self, call_id: str) -> None:
-        super().__init__(f"call {call_id} moved to another instance; retry")
-        self.call_id = call_id
 
 
 class CallStore:

@@ -12,25 +12,13 @@ from google.protobuf.message import Message
 from tandem.common import subjects
 from tandem.common.bus import Bus
 from tandem.common.envelope import new_envelope
-from tandem.common.errors import TandemError
 from tandem.signaling.auth import Identity
 from tandem.signaling.callstate import Call
+from tandem.signaling.errors import WrongPartyError
 from tandem.v1 import client_pb2, common_pb2, orders_pb2
 
 S = common_pb2
 Envelope = client_pb2.Envelope
-
-
-class WrongPartyError(TandemError):
-    """The party may not do this in a call (a shopper pushing a card, a host buying)."""
-
-    code = S.ERROR_CODE_PERMISSION_DENIED
-
-    def __init__(self, user_id: str, action: str, party: str) -> None:
-        super().__init__(f"only the {party} {action}")
-        self.user_id = user_id
-        self.action = action
-        self.party = party
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,19 @@ from tandem.common.errors import TandemError
 from tandem.common.telemetry import TRACEPARENT, TRACESTATE, extract_context, inject_headers
 from tandem.signaling.auth import Identity
 from tandem.signaling.callstate import Call, Timeouts
-from tandem.signaling.callstore import CallMovedError, CallStore, Leases
+from tandem.signaling.callstore import CallStore, Leases
 from tandem.signaling.commerce import InCallCommerce
+from tandem.signaling.errors import (
+    AlreadyInCallError,
+    CallEndedError,
+    CallMovedError,
+    CallNotFoundError,
+    NotACallMessageError,
+    NotAPartyError,
+    NotTheInvitedHostError,
+    RoleError,
+    TooManyEarlyCandidatesError,
+)
 from tandem.signaling.matching import Matcher
 from tandem.signaling.media_session import MediaSession
 from tandem.signaling.settings import Settings
@@ -68,63 +79,13 @@ CALL_PAYLOADS = frozenset(
 _ANSWERING: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("answering", default=None)
 
 
-class CallNotFoundError(TandemError):
-    """No call with this id is running (it never existed, or it is over)."""
-
-    code = S.ERROR_CODE_NOT_FOUND
-
-    def __init__(self, call_id: str) -> None:
-        super().__init__(f"no call {call_id}")
-        self.call_id = call_id
-
-
-class NotAPartyError(TandemError):
-    code = S.ERROR_CODE_PERMISSION_DENIED
-
-    def __init__(self, user_id: str, call_id: str) -> None:
-        super().__init__("you are not a party to this call")
-        self.user_id = user_id
-        self.call_id = call_id
-
-
-class NotTheInvitedHostError(TandemError):
-    code = S.ERROR_CODE_PERMISSION_DENIED
-
-    def __init__(self, user_id: str, call_id: str, action: str) -> None:
-        super().__init__(f"only the invited host may {action}")
-        self.user_id = user_id
-        self.call_id = call_id
-
-
-class RoleError(TandemError):
-    """The user's role may not do this at all (a host asking for a consultation)."""
-
-    code = S.ERROR_CODE_PERMISSION_DENIED
-
-
-class AlreadyInCallError(TandemError):
-    code = S.ERROR_CODE_INVALID_STATE
-
-    def __init__(self, user_id: str) -> None:
-        super().__init__("you are already in a consultation")
-        self.user_id = user_id
-
-
-class TooManyEarlyCandidatesError(TandemError):
-    code = S.ERROR_CODE_INVALID_STATE
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"more than {limit} candidates before the offer")
-        self.limit = limit
-
-
 def call_id_of(envelope: client_pb2.Envelope) -> str:
     """The call a client message is about (a hello's is the call it resumes)."""
     kind = envelope.WhichOneof("payload")
     if kind == "hello":
         return envelope.hello.resume_call_id
     if kind not in CALL_PAYLOADS:
-        raise TandemError(f"{kind} is not a call message", code=S.ERROR_CODE_UNKNOWN_MESSAGE_TYPE)
+        raise NotACallMessageError(kind)
     call_id: str = getattr(envelope, kind).call_id
     return call_id
 
@@ -382,7 +343,7 @@ class CallCoordinator:
             ):
                 async with owned.lock:
                     if call.ended:
-                        raise TandemError("the call has ended", code=S.ERROR_CODE_INVALID_STATE)
+                        raise CallEndedError(call_id)
                     await self._handlers[kind](owned, identity, envelope)
         finally:
             _ANSWERING.reset(answering)  # the socket's next frame answers for itself

@@ -36,8 +36,18 @@ from tandem.common.envelope import (
     trace_context,
 )
 from tandem.common.errors import BusTimeoutError, NoRespondersError, TandemError
-from tandem.signaling.auth import Identity, UnauthenticatedError, verify_token
-from tandem.signaling.coordinator import CALL_PAYLOADS, CallCoordinator, CallNotFoundError, call_id_of
+from tandem.signaling.auth import Identity, verify_token
+from tandem.signaling.coordinator import CALL_PAYLOADS, CallCoordinator, call_id_of
+from tandem.signaling.errors import (
+    AlreadyAuthenticatedError,
+    CallMovingError,
+    CallNotFoundError,
+    FrameOverHardLimitError,
+    NotForClientsError,
+    RateLimitedError,
+    RoleError,
+    UnauthenticatedError,
+)
 from tandem.signaling.presence import PresenceWriter
 from tandem.signaling.ratelimit import TokenBucket
 from tandem.signaling.settings import Settings
@@ -55,28 +65,8 @@ S = common_pb2
 CLOSE_POLICY = 1008
 
 
-class FrameOverHardLimitError(TandemError):
-    """A frame so large that the socket is closed (1009) after this error."""
-
-    code = S.ERROR_CODE_MESSAGE_TOO_LARGE
-
-    def __init__(self, limit_bytes: int) -> None:
-        super().__init__(f"a frame over {limit_bytes} bytes closes the connection")
-        self.limit_bytes = limit_bytes
-
-
 # Messages whose handling waits on another service (media allocation, an SDP answer, checkout).
 SLOW_CALL_PAYLOADS = frozenset({"accept", "sdp", "checkout"})
-
-
-class CallMovingError(TandemError):
-    """The call's owner stopped or died and no instance has adopted the call yet."""
-
-    code = S.ERROR_CODE_UNAVAILABLE
-
-    def __init__(self, call_id: str) -> None:
-        super().__init__(f"call {call_id} is moving to another instance; retry")
-        self.call_id = call_id
 
 
 class ClientSocket(web.WebSocketResponse):
@@ -238,7 +228,7 @@ class Gateway:
         correlation_id = ""
         try:
             if not conn.limiter.allow():
-                raise TandemError("too many messages; slow down", code=S.ERROR_CODE_RATE_LIMITED)
+                raise RateLimitedError(self.settings.rate_per_s, self.settings.rate_burst)
             try:
                 envelope = decode_frame(msg.data, max_bytes=self.settings.max_message_bytes)
             except MalformedFrameError as exc:
@@ -273,19 +263,19 @@ class Gateway:
         if kind == "ping":
             await conn.send(new_envelope(envelope.id, pong=client_pb2.Pong(sent_at_ms=envelope.ping.sent_at_ms)))
         elif kind == "hello":
-            raise TandemError("already authenticated", code=S.ERROR_CODE_INVALID_STATE)
+            raise AlreadyAuthenticatedError
         elif kind == "host_availability":
             if not who.is_host:
-                raise TandemError("only hosts announce availability", code=S.ERROR_CODE_PERMISSION_DENIED)
+                raise RoleError("only hosts announce availability")
             await self.presence.announce(who.user_id, envelope.host_availability)
         elif kind == "consult_request":
             await self.coordinator.consult(who, envelope)
         elif kind in CALL_PAYLOADS:
             await self.route(who, envelope)
         elif kind is None:
-            raise TandemError("the envelope has no payload", code=S.ERROR_CODE_UNKNOWN_MESSAGE_TYPE)
+            raise NotForClientsError(None)
         else:
-            raise TandemError(f"{kind} is sent by the server, not by clients", code=S.ERROR_CODE_UNKNOWN_MESSAGE_TYPE)
+            raise NotForClientsError(kind)
 
     async def route(
         self, who: Identity, envelope: client_pb2.Envelope, *, disconnected_at: float | None = None
