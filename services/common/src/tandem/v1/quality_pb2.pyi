@@ -127,6 +127,7 @@ class AudioQuality(_message.Message):
     r_factor: _builtins.float
     """ITU-T G.107 E-model rating from this leg's one-way delay estimate (half the RTT, the jitter
     buffer and the codec's framing), the window's packet loss and the codec: R (0..100) and MOS (1..4.5).
+    A window longer than 200 ms in which no audio packet arrived rates R 0, MOS 1.
     """
     mos: _builtins.float
     delay_ms: _builtins.float

@@ -35,7 +35,7 @@ from tandem.common.errors import TandemError
 from tandem.media import emodel
 from tandem.media.rtpstats import ReceiverTap, RtpCounters, SenderTap, negotiated_codec
 from tandem.media.settings import Settings
-from tandem.media.stalls import AudioGapDetector, FreezeDetector, StallCounts
+from tandem.media.stalls import AUDIO_GAP_S, AudioGapDetector, FreezeDetector, StallCounts
 from tandem.v1 import media_pb2, quality_pb2
 
 logger = logging.getLogger(__name__)
@@ -263,7 +263,10 @@ class CallQuality:
     async def _sample_forever(self) -> None:
         while True:
             await asyncio.sleep(self._config.interval_s)
-            await self.sample()
+            try:
+                await self.sample()
+            except Exception:  # a leg torn down mid-sample must not end the call's measurements
+                logger.exception("quality sample failed", extra={"call_id": self.call_id})
 
     async def sample(self) -> None:
         """Close the current window of every leg and direction and publish its facts."""
@@ -303,8 +306,7 @@ class CallQuality:
     def _remember(self, stream: _Stream, fact: quality_pb2.MediaQuality, totals: dict[str, StreamTotals]) -> None:
         w = stream.worst
         if fact.HasField("audio"):
-            if fact.audio.mos:
-                w.mos_min = min(w.mos_min, fact.audio.mos)
+            w.mos_min = min(w.mos_min, fact.audio.mos)
             w.audio_loss_max = max(w.audio_loss_max, fact.audio.rtp.loss_fraction)
         if fact.HasField("video"):
             w.video_loss_max = max(w.video_loss_max, fact.video.rtp.loss_fraction)
@@ -339,8 +341,11 @@ class CallQuality:
                 audio.delay_ms = (
                     rtt_ms / 2.0 + model_codec.delay_ms + max(self._config.jitter_buffer_ms, 2.0 * rtp.jitter_ms)
                 )
-                rating = emodel.rate_call(audio.delay_ms, rtp.loss_fraction, model_codec)
-                audio.r_factor, audio.mos = rating.r, rating.mos
+                if rtp.packets or duration_s <= AUDIO_GAP_S:
+                    rating = emodel.rate_call(audio.delay_ms, rtp.loss_fraction, model_codec)
+                    audio.r_factor, audio.mos = rating.r, rating.mos
+                else:  # nothing was heard for longer than a gap: the worst rating, not the loss-free one
+                    audio.r_factor, audio.mos = 0.0, emodel.mos_from_r(0.0)
             else:
                 video = fact.video
                 video.rtp.CopyFrom(rtp)
