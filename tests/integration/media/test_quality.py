@@ -1,6 +1,6 @@
 """Call quality facts from real calls: two aiortc parties on loopback through a media worker, the
 facts read back from JetStream. One clean call; one whose shopper loses 5 % of the RTP packets it
-sends and whose camera stalls for a second."""
+sends and whose camera stalls for a second, and whose host loses 5 % of the packets it is sent."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -45,22 +46,24 @@ class StallingPattern(PatternTrack):
         return await super().recv()
 
 
-def drop_outgoing_rtp(pc: RTCPeerConnection, fraction: float, seed: int) -> Callable[[], int]:
-    """Drop `fraction` of the RTP packets (media and retransmissions, not RTCP) this party sends,
-    on this peer connection's transport only. Returns a counter of the packets dropped."""
+def drop_rtp(pc: RTCPeerConnection, way: str, fraction: float, seed: int) -> Callable[[], int]:
+    """Drop `fraction` of the RTP packets (media and retransmissions, not RTCP) this party sends
+    (`way` "send") or receives ("receive"), on this peer connection's transport only. Returns a
+    counter of the packets dropped."""
     transport = pc.getTransceivers()[0].sender.transport
-    send = transport._send_rtp
+    method = {"send": "_send_rtp", "receive": "_handle_rtp_data"}[way]
+    passed_on = getattr(transport, method)
     rng = random.Random(seed)
     dropped = 0
 
-    async def lossy(data: bytes) -> None:
+    async def lossy(data: bytes, *args: Any, **kwargs: Any) -> None:
         nonlocal dropped
         if not is_rtcp(data) and rng.random() < fraction:
             dropped += 1
             return
-        await send(data)
+        await passed_on(data, *args, **kwargs)
 
-    transport._send_rtp = lossy  # type: ignore[method-assign]
+    setattr(transport, method, lossy)
     return lambda: dropped
 
 
@@ -139,13 +142,14 @@ async def stream_messages(bus: Bus, subject: str, expected_at_least: int) -> lis
 async def run_call(
     bus: Bus, call_id: str, shopper_video: MediaStreamTrack,
     shopper_transport: Callable[[RTCPeerConnection], object] = lambda _: None,
+    host_transport: Callable[[RTCPeerConnection], object] = lambda _: None,
 ) -> CallFacts:  # fmt: skip
     await bus.request(
         subjects.join(subjects.MEDIA_ALLOCATE, "eu"), media_pb2.MediaAllocate(call_id=call_id),
         media_pb2.MediaAllocated,
     )  # fmt: skip
     shopper = await join(bus, call_id, SHOPPER, shopper_video, shopper_transport)
-    host = await join(bus, call_id, HOST, PatternTrack(40))
+    host = await join(bus, call_id, HOST, PatternTrack(40), host_transport)
     await asyncio.sleep(CALL_S)
     assert min(shopper.received["video"], host.received["video"]) > 30, "media did not flow both ways"
     await bus.request(
@@ -184,49 +188,61 @@ async def test_quality_facts_of_a_clean_call_and_a_lossy_stalling_one(bus: Bus, 
     dropped: list[Callable[[], int]] = []
     lossy = await run_call(
         bus, "lossy", StallingPattern(200, stall_at=90, stall_s=1.0),
-        lambda pc: dropped.append(drop_outgoing_rtp(pc, 0.05, seed=7)),
+        lambda pc: dropped.append(drop_rtp(pc, "send", 0.05, seed=7)),
+        lambda pc: dropped.append(drop_rtp(pc, "receive", 0.05, seed=8)),
     )  # fmt: skip
     report("clean", clean)
     report("lossy", lossy)
-    assert dropped[0]() > 20
+    assert all(count() > 0 for count in dropped)
 
     # Windows every second for each leg and direction, numbered, each a second or so long.
     for leg in (SHOPPER, HOST):
         for direction in (INBOUND, OUTBOUND):
             seq = [w.sequence for w in clean.windows if (w.leg, w.direction) == (leg, direction)]
             assert seq == list(range(1, len(seq) + 1))
-            assert len(seq) >= CALL_S - 1
+            assert len(seq) >= CALL_S - 2
     assert all(w.worker_id == "w1" and w.call_id == "clean" for w in clean.windows)
     assert {w.audio.codec for w in clean.windows} == {"opus"}
     assert {w.video.codec for w in clean.windows} == {"vp8"}
 
-    # Plausible figures on loopback: what arrived at the worker from the shopper ...
+    # Plausible figures on loopback (the machine may be busy: CPU starvation shows as jitter, fewer
+    # frames and freezes, never as packet loss): what arrived at the worker from the shopper ...
     inbound = clean.of(SHOPPER, INBOUND).total
-    assert inbound.audio.rtp.loss_fraction == 0.0
+    duration_s = inbound.window_end.ToMicroseconds() / 1e6 - inbound.window_start.ToMicroseconds() / 1e6
+    assert CALL_S - 1.0 < duration_s < CALL_S + 3.0
+    assert inbound.audio.rtp.loss_fraction < 0.01
     assert -20.0 < inbound.audio.level_dbfs < -8.0  # a sine at 0.3 of full scale: -13.5 dBFS
-    assert inbound.audio.talk_time_s > CALL_S - 2.0
-    assert inbound.audio.gaps == 0
+    assert 0.3 * duration_s < inbound.audio.talk_time_s <= duration_s  # the tone never stops
     assert (inbound.video.width, inbound.video.height) == (320, 240)
-    assert 15.0 < inbound.video.frame_rate <= 31.0
-    assert inbound.video.freeze_duration_s < 0.9  # nothing like the stall below (a busy loop may hiccup)
+    assert 3.0 < inbound.video.frame_rate <= 31.0  # 30 fps sent
     assert 10_000 < inbound.video.rtp.bitrate_bps < 3_000_000
-    assert 0.0 < inbound.rtt_ms < 50.0
-    assert 4.2 < clean.of(SHOPPER, INBOUND).mos_min <= 4.5
+    assert 0.0 < inbound.rtt_ms < 250.0
+    assert 3.8 < inbound.audio.mos <= 4.5
     # ... and what the host's receiver reports of what the worker sent it.
     outbound = clean.of(HOST, OUTBOUND).total
     assert outbound.audio.rtp.packets > 100
-    assert outbound.audio.rtp.loss_fraction == 0.0
+    assert outbound.audio.rtp.loss_fraction < 0.01
     assert outbound.video.rtp.bitrate_bps > 10_000
     assert not outbound.audio.HasField("level_dbfs")  # the worker hears no party's playback
 
-    # 5 % of the shopper's packets lost: higher loss, lower MOS, NACKs; the stall is a freeze.
+    # 5 % of the shopper's packets lost: higher loss, lower MOS, NACKs.
     lossy_inbound = lossy.of(SHOPPER, INBOUND)
     assert 0.02 < lossy_inbound.total.audio.rtp.loss_fraction < 0.10
     assert lossy_inbound.total.video.rtp.loss_fraction > 0.02
     assert lossy_inbound.total.video.rtp.nacks > 0
     assert lossy_inbound.total.audio.mos < inbound.audio.mos - 0.2
-    assert lossy_inbound.mos_min < clean.of(SHOPPER, INBOUND).mos_min
-    assert lossy_inbound.total.video.freezes >= 1
-    assert 0.9 < lossy_inbound.total.video.freeze_duration_s < 2.5
+    # The one-second stall is a freeze at least that long, in one window.
+    stall = max(
+        (w.video for w in lossy.windows if (w.leg, w.direction) == (SHOPPER, INBOUND)),
+        key=lambda video: video.freeze_duration_s,
+    )
+    assert stall.freezes >= 1
+    assert stall.freeze_duration_s >= 0.95
+    assert lossy_inbound.total.video.freeze_duration_s >= stall.freeze_duration_s
+    # The host lost 5 % of what the worker sent it: its receiver reports say so, and it asked again.
+    lossy_outbound = lossy.of(HOST, OUTBOUND)
+    assert 0.02 < lossy_outbound.total.audio.rtp.loss_fraction < 0.10
+    assert lossy_outbound.total.video.rtp.nacks > 0
+    assert lossy_outbound.total.audio.mos < outbound.audio.mos - 0.2
     # The host's uplink was clean.
     assert lossy.of(HOST, INBOUND).total.audio.rtp.loss_fraction < 0.01
