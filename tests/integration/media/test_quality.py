@@ -16,12 +16,14 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import is_rtcp
 from av import VideoFrame
+from prometheus_client import REGISTRY
 
 from tandem.common import subjects
 from tandem.common.bus import Bus, decode
 from tandem.common.http import HttpServer
 from tandem.devstack.media import PatternTrack, ToneTrack
 from tandem.media.app import MediaWorkerApp
+from tandem.media.quality import AudioProcessing
 from tandem.media.settings import Settings
 from tandem.v1 import common_pb2, media_pb2, quality_pb2
 
@@ -143,6 +145,7 @@ async def run_call(
     bus: Bus, call_id: str, shopper_video: MediaStreamTrack,
     shopper_transport: Callable[[RTCPeerConnection], object] = lambda _: None,
     host_transport: Callable[[RTCPeerConnection], object] = lambda _: None,
+    during: Callable[[], object] = lambda: None,
 ) -> CallFacts:  # fmt: skip
     await bus.request(
         subjects.join(subjects.MEDIA_ALLOCATE, "eu"), media_pb2.MediaAllocate(call_id=call_id),
@@ -150,6 +153,7 @@ async def run_call(
     )  # fmt: skip
     shopper = await join(bus, call_id, SHOPPER, shopper_video, shopper_transport)
     host = await join(bus, call_id, HOST, PatternTrack(40), host_transport)
+    during()
     await asyncio.sleep(CALL_S)
     assert min(shopper.received["video"], host.received["video"]) > 30, "media did not flow both ways"
     await bus.request(
@@ -184,7 +188,16 @@ def report(name: str, facts: CallFacts) -> None:
 
 
 async def test_quality_facts_of_a_clean_call_and_a_lossy_stalling_one(bus: Bus, worker: MediaWorkerApp) -> None:
-    clean = await run_call(bus, "clean", PatternTrack(200))
+    def metric(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    mos_samples = metric("tandem_media_quality_mos_count", direction="DIRECTION_INBOUND")
+    frozen_s = metric("tandem_media_quality_freeze_seconds_sum")
+    # The host's direction is processed by the call-audio DSP, which reports what it finds.
+    dsp = AudioProcessing(echo_detected=True, erle_db=21.5, noise_floor_dbfs=-62.0)
+    clean = await run_call(
+        bus, "clean", PatternTrack(200), during=lambda: worker.calls["clean"].quality.audio_processing(HOST, dsp)
+    )
     dropped: list[Callable[[], int]] = []
     lossy = await run_call(
         bus, "lossy", StallingPattern(200, stall_at=90, stall_s=1.0),
@@ -225,6 +238,11 @@ async def test_quality_facts_of_a_clean_call_and_a_lossy_stalling_one(bus: Bus, 
     assert outbound.video.rtp.bitrate_bps > 10_000
     assert not outbound.audio.HasField("level_dbfs")  # the worker hears no party's playback
 
+    processed = clean.of(HOST, INBOUND).total.audio
+    assert (processed.echo_detected, processed.erle_db, processed.noise_floor_dbfs) == (True, 21.5, -62.0)
+    assert all(w.audio.erle_db == 21.5 for w in clean.windows if (w.leg, w.direction) == (HOST, INBOUND))
+    assert not inbound.audio.HasField("erle_db")  # the shopper's direction was not processed
+
     # 5 % of the shopper's packets lost: higher loss, lower MOS, NACKs.
     lossy_inbound = lossy.of(SHOPPER, INBOUND)
     assert 0.02 < lossy_inbound.total.audio.rtp.loss_fraction < 0.10
@@ -244,5 +262,10 @@ async def test_quality_facts_of_a_clean_call_and_a_lossy_stalling_one(bus: Bus, 
     assert 0.02 < lossy_outbound.total.audio.rtp.loss_fraction < 0.10
     assert lossy_outbound.total.video.rtp.nacks > 0
     assert lossy_outbound.total.audio.mos < outbound.audio.mos - 0.2
+
+    # The same windows went into the Prometheus histograms.
+    windows_in = sum(1 for f in (clean, lossy) for w in f.windows if w.direction == INBOUND)
+    assert metric("tandem_media_quality_mos_count", direction="DIRECTION_INBOUND") - mos_samples == windows_in
+    assert metric("tandem_media_quality_freeze_seconds_sum") - frozen_s >= stall.freeze_duration_s
     # The host's uplink was clean.
     assert lossy.of(HOST, INBOUND).total.audio.rtp.loss_fraction < 0.01
