@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
@@ -130,25 +130,31 @@ class AudioProcessing:
 
 
 class _ReceivedFrames:
-    """Frame arrivals of one received track."""
+    """Frame arrivals of one received track (mutable: this runs for every frame)."""
 
     def __init__(self, kind: str) -> None:
         self.stalls = FreezeDetector() if kind == "video" else AudioGapDetector()
-        self.totals = StreamTotals()
+        self.talk_s = 0.0
+        self.level_power = 0.0
+        self.level_frames = 0
+        self.width = self.height = 0
 
     def arrived(self, at_s: float, *, duration_s: float, width: int, height: int, level_dbfs: float | None,
                 talking: bool) -> None:  # fmt: skip
         self.stalls.arrived(at_s)
-        t = self.totals
-        metered = level_dbfs is not None
-        self.totals = replace(
-            t,
-            talk_s=t.talk_s + (duration_s if talking else 0.0),
-            level_power=t.level_power + (10.0 ** (level_dbfs / 10.0) if level_dbfs is not None else 0.0),
-            level_frames=t.level_frames + metered,
-            width=width or t.width,
-            height=height or t.height,
-        )
+        if talking:
+            self.talk_s += duration_s
+        if level_dbfs is not None:
+            self.level_power += 10.0 ** (level_dbfs / 10.0)
+            self.level_frames += 1
+        if width:
+            self.width, self.height = width, height
+
+    def totals(self, rtp: RtpCounters) -> StreamTotals:
+        return StreamTotals(
+            rtp=rtp, stalls=self.stalls.counts, talk_s=self.talk_s, level_power=self.level_power,
+            level_frames=self.level_frames, width=self.width, height=self.height,
+        )  # fmt: skip
 
 
 @dataclass
@@ -194,10 +200,7 @@ class _LegTaps:
         self.processing = AudioProcessing()
 
     async def totals(self) -> dict[Direction, dict[str, StreamTotals]]:
-        inbound = {
-            kind: replace(self.frames[kind].totals, rtp=tap.counters(), stalls=self.frames[kind].stalls.counts)
-            for kind, tap in self.receivers.items()
-        }
+        inbound = {kind: self.frames[kind].totals(tap.counters()) for kind, tap in self.receivers.items()}
         outbound = {kind: StreamTotals(rtp=await tap.counters()) for kind, tap in self.senders.items()}
         return {quality_pb2.DIRECTION_INBOUND: inbound, quality_pb2.DIRECTION_OUTBOUND: outbound}
 
@@ -468,9 +471,10 @@ class _ObservedTrack(MediaStreamTrack):
 
 def _level_dbfs(frame: AudioFrame) -> float:
     """RMS level of a decoded audio frame, dB re full scale."""
-    samples: np.ndarray[Any, Any] = frame.to_ndarray()
-    scale = float(np.iinfo(samples.dtype).max) + 1.0 if np.issubdtype(samples.dtype, np.integer) else 1.0
-    mean_square = float(np.mean(np.square(samples, dtype=np.float64))) / (scale * scale)
+    samples: np.ndarray[Any, Any] = frame.to_ndarray().reshape(-1)
+    if samples.dtype == np.int16:  # aiortc's decoders give s16; PyAV's own give float
+        samples = samples.astype(np.float32) / 32768.0
+    mean_square = float(np.dot(samples, samples)) / max(samples.size, 1)
     return 10.0 * math.log10(max(mean_square, 1e-12))
 
 

@@ -33,17 +33,25 @@ class _Arrivals:
 
     def __init__(self) -> None:
         self._last: float | None = None
-        self.counts = StallCounts()
+        self._frames = 0
+        self._stalls = 0
+        self._stall_s = 0.0
+
+    @property
+    def counts(self) -> StallCounts:
+        return StallCounts(self._frames, self._stalls, self._stall_s)
 
     def arrived(self, at_s: float) -> None:
         """A frame arrived at `at_s`; an arrival earlier than the previous one counts as simultaneous."""
-        last, self._last = self._last, at_s if self._last is None else max(at_s, self._last)
-        stalled = 0.0
+        self._frames += 1
+        last = self._last
+        if last is None or at_s > last:
+            self._last = at_s
         if last is not None:
             interval = max(0.0, at_s - last)
-            stalled = interval if self._is_stall(interval) else 0.0
-        c = self.counts
-        self.counts = StallCounts(c.frames + 1, c.stalls + (stalled > 0.0), c.stall_s + stalled)
+            if self._is_stall(interval):
+                self._stalls += 1
+                self._stall_s += interval
 
     def _is_stall(self, interval_s: float) -> bool:
         raise NotImplementedError
