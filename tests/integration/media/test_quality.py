@@ -5,8 +5,8 @@ sends and whose camera stalls for a second, and whose host loses 5 % of the pack
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,25 +48,26 @@ class StallingPattern(PatternTrack):
         return await super().recv()
 
 
-def drop_rtp(pc: RTCPeerConnection, way: str, fraction: float, seed: int) -> Callable[[], int]:
-    """Drop `fraction` of the RTP packets (media and retransmissions, not RTCP) this party sends
-    (`way` "send") or receives ("receive"), on this peer connection's transport only. Returns a
-    counter of the packets dropped."""
+def drop_rtp(pc: RTCPeerConnection, way: str, every: int) -> Callable[[], int]:
+    """Drop every `every`-th RTP packet of each stream (SSRC; media and retransmissions, not RTCP)
+    this party sends (`way` "send") or receives ("receive"), on this peer connection's transport
+    only: loss of exactly 1/every, spread evenly (random-like, no bursts). Returns a counter of the
+    packets dropped."""
     transport = pc.getTransceivers()[0].sender.transport
     method = {"send": "_send_rtp", "receive": "_handle_rtp_data"}[way]
     passed_on = getattr(transport, method)
-    rng = random.Random(seed)
-    dropped = 0
+    seen: collections.Counter[bytes] = collections.Counter()
 
     async def lossy(data: bytes, *args: Any, **kwargs: Any) -> None:
-        nonlocal dropped
-        if not is_rtcp(data) and rng.random() < fraction:
-            dropped += 1
-            return
+        if not is_rtcp(data):
+            ssrc = data[8:12]
+            seen[ssrc] += 1
+            if seen[ssrc] % every == 0:
+                return
         await passed_on(data, *args, **kwargs)
 
     setattr(transport, method, lossy)
-    return lambda: dropped
+    return lambda: sum(n // every for n in seen.values())
 
 
 @dataclass
@@ -201,8 +202,8 @@ async def test_quality_facts_of_a_clean_call_and_a_lossy_stalling_one(bus: Bus, 
     dropped: list[Callable[[], int]] = []
     lossy = await run_call(
         bus, "lossy", StallingPattern(200, stall_at=90, stall_s=1.0),
-        lambda pc: dropped.append(drop_rtp(pc, "send", 0.05, seed=7)),
-        lambda pc: dropped.append(drop_rtp(pc, "receive", 0.05, seed=8)),
+        lambda pc: dropped.append(drop_rtp(pc, "send", every=20)),
+        lambda pc: dropped.append(drop_rtp(pc, "receive", every=20)),
     )  # fmt: skip
     report("clean", clean)
     report("lossy", lossy)
