@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
+import nats.errors
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from av import AudioFrame, VideoFrame
@@ -272,8 +273,10 @@ class CallQuality:
                 logger.exception("quality sample failed", extra={"call_id": self.call_id})
 
     async def sample(self) -> None:
-        """Close the current window of every leg and direction and publish its facts."""
+        """Close the current window of every leg and direction; its facts are published in the
+        background (a slow stream never holds up the call)."""
         now_m, now = self._clock(), datetime.now(UTC)
+        facts = []
         previous, self._sampled = self._sampled, (now_m, now)
         for leg, taps in self._legs.items():
             totals = await taps.totals()
@@ -290,7 +293,9 @@ class CallQuality:
                     self._streams[(leg, direction)] = stream
                 fact = self._window(leg, direction, stream, totals[direction], taps, rtt_ms, now_m, now)
                 if fact is not None:
-                    await self._reporter.publish_window(fact)
+                    facts.append(fact)
+        if facts:
+            self._reporter.publish_windows(facts)
 
     def _window(self, leg: Leg, direction: Direction, stream: _Stream, totals: dict[str, StreamTotals],
                 taps: _LegTaps, rtt_ms: float, now_m: float,
@@ -404,7 +409,7 @@ class QualityReporter:
         self.worker_id = worker_id
         self.config = config
         self._bus: Bus | None = None
-        self._tasks = TaskSet("quality-summaries")
+        self._tasks = TaskSet("quality-facts")
 
     async def start(self, bus: Bus) -> None:
         self._bus = bus
@@ -413,18 +418,22 @@ class QualityReporter:
     def for_call(self, call_id: str) -> CallQuality:
         return CallQuality(call_id, self, self.config)
 
-    async def publish_window(self, fact: quality_pb2.MediaQuality) -> None:
+    def publish_windows(self, facts: list[quality_pb2.MediaQuality]) -> None:
+        self._tasks.spawn(self._publish_windows(facts), name=f"quality-windows-{facts[0].call_id}")
+
+    async def _publish_windows(self, facts: list[quality_pb2.MediaQuality]) -> None:
         if self._bus is None:
             return
-        leg, direction = media_pb2.Leg.Name(fact.leg), quality_pb2.Direction.Name(fact.direction)
-        try:
-            await self._bus.publish_fact(
-                subjects.join(subjects.QUALITY_WINDOWS, fact.call_id), fact,
-                msg_id=f"{self.worker_id}.{fact.call_id}.{leg}.{direction}.{fact.sequence}",
-            )  # fmt: skip
-        except TandemError as exc:
-            PUBLISH_FAILURES.labels("window").inc()
-            logger.warning("quality window not published", extra={"call_id": fact.call_id, "error": str(exc)})
+        for fact in facts:
+            leg, direction = media_pb2.Leg.Name(fact.leg), quality_pb2.Direction.Name(fact.direction)
+            try:
+                await self._bus.publish_fact(
+                    subjects.join(subjects.QUALITY_WINDOWS, fact.call_id), fact,
+                    msg_id=f"{self.worker_id}.{fact.call_id}.{leg}.{direction}.{fact.sequence}",
+                )  # fmt: skip
+            except (TandemError, nats.errors.Error) as exc:
+                PUBLISH_FAILURES.labels("window").inc()
+                logger.warning("quality window not published", extra={"call_id": fact.call_id, "error": str(exc)})
 
     def publish_summary(self, summary: quality_pb2.MediaQualitySummary) -> None:
         self._tasks.spawn(self._publish_summary(summary), name=f"quality-summary-{summary.call_id}")
@@ -435,20 +444,21 @@ class QualityReporter:
             return
         subject = subjects.join(subjects.QUALITY_SUMMARIES, summary.call_id)
         for attempt in range(1, self.config.summary_attempts + 1):
+            if attempt > 1:
+                await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
             try:
                 await bus.publish_fact(subject, summary, msg_id=f"{self.worker_id}.{summary.call_id}.summary")
                 return
-            except TandemError as exc:
+            except (TandemError, nats.errors.Error) as exc:
                 logger.warning(
-                    "quality summary not published, retrying",
+                    "quality summary not published",
                     extra={"call_id": summary.call_id, "attempt": attempt, "error": str(exc)},
                 )
-                await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
         PUBLISH_FAILURES.labels("summary").inc()
         logger.error("quality summary given up", extra={"call_id": summary.call_id})
 
     async def stop(self, timeout_s: float) -> None:
-        """Give pending summaries `timeout_s` to land, then cancel them."""
+        """Give facts still being published `timeout_s` to land, then cancel them."""
         await self._tasks.wait(timeout_s)
         await self._tasks.cancel_all()
 
