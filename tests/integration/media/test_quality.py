@@ -22,8 +22,9 @@ from tandem.common import subjects
 from tandem.common.bus import Bus, decode
 from tandem.common.http import HttpServer
 from tandem.devstack.media import PatternTrack, ToneTrack
+from tandem.devstack.nats import NatsServer
 from tandem.media.app import MediaWorkerApp
-from tandem.media.quality import AudioProcessing
+from tandem.media.quality import AudioProcessing, QualityConfig, QualityReporter
 from tandem.media.settings import Settings
 from tandem.v1 import common_pb2, media_pb2, quality_pb2
 
@@ -270,3 +271,27 @@ async def test_quality_facts_of_a_clean_call_and_a_lossy_stalling_one(bus: Bus, 
     assert metric("tandem_media_quality_freeze_seconds_sum") - frozen_s >= stall.freeze_duration_s
     # The host's uplink was clean.
     assert lossy.of(HOST, INBOUND).total.audio.rtp.loss_fraction < 0.01
+
+
+async def test_a_summary_survives_a_nats_restart_and_lands_once(
+    bus: Bus, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    reporter = QualityReporter("w1", QualityConfig(summary_attempts=6))
+    await reporter.start(bus)
+    summary = quality_pb2.MediaQualitySummary(call_id="restart", worker_id="w1")
+    summary.legs.add().total.CopyFrom(quality_pb2.MediaQuality(call_id="restart", leg=SHOPPER, direction=INBOUND))
+    nats_server.stop()
+    reporter.publish_summary(summary)  # as a call released while the bus is down
+    await asyncio.sleep(1.5)
+    nats_server.start()
+    subject = subjects.join(subjects.QUALITY_SUMMARIES, "restart")
+    for _ in range(300):
+        if bus.connected:
+            info = await bus.js.stream_info(subjects.QUALITY_STREAM.name, subjects_filter=subject)
+            if (info.state.subjects or {}).get(subject):
+                break
+        await asyncio.sleep(0.1)
+    await reporter.stop(timeout_s=5.0)
+    (data,) = await stream_messages(bus, subject, 1)
+    assert decode(quality_pb2.MediaQualitySummary, data) == summary
+    assert any(r.message == "quality summary not published" for r in caplog.records)  # it took a retry
