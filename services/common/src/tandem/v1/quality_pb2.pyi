@@ -68,7 +68,7 @@ class RtpQuality(_message.Message):
     loss_fraction: _builtins.float
     """packets_lost / (packets + packets_lost), 0..1."""
     jitter_ms: _builtins.float
-    """RFC 3550 interarrival jitter, milliseconds, mean of the samples in the window."""
+    """RFC 3550 interarrival jitter, milliseconds, at the window's end (a summary: mean of its windows)."""
     bitrate_bps: _builtins.float
     """RTP payload bits per second (inbound: received, retransmissions included; outbound: sent)."""
     nacks: _builtins.int
@@ -241,8 +241,8 @@ class MediaQuality(_message.Message):
     sequence: _builtins.int
     """Per leg and direction, from 1; in a summary, the number of windows published."""
     rtt_ms: _builtins.float
-    """The leg's round-trip time from RTCP sender/receiver reports, milliseconds, mean over the
-    window; 0 until measured. Both directions of a leg carry it.
+    """The leg's round-trip time from RTCP sender/receiver reports, milliseconds, smoothed, at the
+    window's end (a summary: mean of its windows); 0 until measured. Both directions carry it.
     """
     worker_id: _builtins.str
     @_builtins.property
