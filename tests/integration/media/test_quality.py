@@ -226,7 +226,7 @@ async def test_quality_facts_of_a_clean_call_and_a_lossy_stalling_one(bus: Bus, 
     duration_s = inbound.window_end.ToMicroseconds() / 1e6 - inbound.window_start.ToMicroseconds() / 1e6
     assert CALL_S - 1.0 < duration_s < CALL_S + 3.0
     assert inbound.audio.rtp.loss_fraction < 0.01
-    assert -20.0 < inbound.audio.level_dbfs < -8.0  # a sine at 0.3 of full scale: -13.5 dBFS
+    assert -20.0 < inbound.audio.level_dbfs < -8.0  # a sine at 0.3 of full scale, -13.5 dBFS; -16.5 in stereo
     assert 0.3 * duration_s < inbound.audio.talk_time_s <= duration_s  # the tone never stops
     assert (inbound.video.width, inbound.video.height) == (320, 240)
     assert 3.0 < inbound.video.frame_rate <= 31.0  # 30 fps sent
