@@ -3,7 +3,8 @@
 - per received RTP packet: what the quality tap adds (a receiver whose own handling is a no-op,
   with and without the tap) beside aiortc's receive path (statistics, NACK generator, jitter
   buffer, the decoder queue; a decoder thread decoding beside it) for real Opus and VP8 packets;
-- per received frame: `CallQuality.frame_decoded` (freeze or gap detector, level, talk time) beside
+  audio packets carry the audio-level header extension, as aiortc's and browsers' senders send it;
+- per received frame: `CallQuality.frame_decoded` (freeze or gap detector, frame size) beside
   decoding that frame (Opus 20 ms at 48 kHz, VP8 320x240).
 
 Run: `make bench PYTEST_ARGS="-k quality"` (prints the table; numbers go in docs/benchmarks.md).
@@ -75,6 +76,8 @@ def rtp_packets(kind: str) -> list[RtpPacket]:
                 payload_type=CODECS[kind].payloadType or 0, sequence_number=len(packets) % 65536,
                 timestamp=timestamp, ssrc=0x1234, marker=int(j == len(payloads) - 1), payload=payload,
             )  # fmt: skip
+            if kind == "audio":
+                packet.extensions.audio_level = (False, 30)
             packets.append(packet)
     return packets
 
@@ -94,12 +97,12 @@ async def receive_us_per_packet(kind: str, packets: list[RtpPacket]) -> float:
         await pc.close()
 
 
-async def tap_us_per_packet(packets: list[RtpPacket]) -> float:
+async def tap_us_per_packet(kind: str, packets: list[RtpPacket]) -> float:
     """What the quality tap adds per packet: a receiver whose own handling is a no-op, with and
     without the tap (isolates the tap from the receive path's noise)."""
     pc = RTCPeerConnection()
     try:
-        receiver = pc.addTransceiver("video").receiver
+        receiver = pc.addTransceiver(kind).receiver
 
         async def nothing(packet: RtpPacket, arrival_time_ms: int) -> None:
             return None
@@ -108,7 +111,7 @@ async def tap_us_per_packet(packets: list[RtpPacket]) -> float:
         for tapped in (False, True):
             receiver._handle_rtp_packet = nothing  # type: ignore[method-assign]
             if tapped:
-                ReceiverTap(receiver)
+                ReceiverTap(receiver, CODECS[kind].clockRate, -50.0)
             start = time.perf_counter()
             for packet in packets:
                 await receiver._handle_rtp_packet(packet, arrival_time_ms=0)
@@ -161,7 +164,7 @@ async def test_what_measuring_quality_costs() -> None:
         receive, tap = [], []
         for _ in range(ROUNDS):  # interleaved, so drifting machine load hits both alike
             receive.append(await receive_us_per_packet(kind, packets))
-            tap.append(await tap_us_per_packet(packets))
+            tap.append(await tap_us_per_packet(kind, packets))
         rows.append((f"{kind} RTP packet received", statistics.median(tap), "aiortc receive path",
                      statistics.median(receive)))  # fmt: skip
 

@@ -195,6 +195,7 @@ async def test_quality_facts_of_a_clean_call_and_a_lossy_stalling_one(bus: Bus, 
 
     mos_samples = metric("tandem_media_quality_mos_count", direction="DIRECTION_INBOUND")
     frozen_s = metric("tandem_media_quality_freeze_seconds_sum")
+    unpublished = metric("tandem_media_quality_publish_failures_total", fact="window")
     # The host's direction is processed by the call-audio DSP, which reports what it finds.
     dsp = AudioProcessing(echo_detected=True, erle_db=21.5, noise_floor_dbfs=-62.0)
     clean = await run_call(
@@ -209,13 +210,17 @@ async def test_quality_facts_of_a_clean_call_and_a_lossy_stalling_one(bus: Bus, 
     report("clean", clean)
     report("lossy", lossy)
     assert all(count() > 0 for count in dropped)
+    # A window the stream did not acknowledge in time (a busy machine) is counted, never lost silently.
+    failed = metric("tandem_media_quality_publish_failures_total", fact="window") - unpublished
 
     # Windows every second for each leg and direction, numbered, each a second or so long.
     for leg in (SHOPPER, HOST):
         for direction in (INBOUND, OUTBOUND):
             seq = [w.sequence for w in clean.windows if (w.leg, w.direction) == (leg, direction)]
-            assert seq == list(range(1, len(seq) + 1))
-            assert len(seq) >= CALL_S - 2
+            assert seq == sorted(set(seq))  # in order, each once
+            assert seq[0] == 1
+            assert seq[-1] <= len(seq) + failed  # none missing but those counted as unpublished
+            assert len(seq) + failed >= CALL_S - 2
     assert all(w.worker_id == "w1" and w.call_id == "clean" for w in clean.windows)
     assert {w.audio.codec for w in clean.windows} == {"opus"}
     assert {w.video.codec for w in clean.windows} == {"vp8"}
@@ -226,7 +231,7 @@ async def test_quality_facts_of_a_clean_call_and_a_lossy_stalling_one(bus: Bus, 
     duration_s = inbound.window_end.ToMicroseconds() / 1e6 - inbound.window_start.ToMicroseconds() / 1e6
     assert CALL_S - 1.0 < duration_s < CALL_S + 3.0
     assert inbound.audio.rtp.loss_fraction < 0.01
-    assert -20.0 < inbound.audio.level_dbfs < -8.0  # a sine at 0.3 of full scale, -13.5 dBFS; -16.5 in stereo
+    assert -15.0 < inbound.audio.level_dbfs < -12.0  # a sine at 0.3 of full scale: -13.5 dBFS
     assert 0.3 * duration_s < inbound.audio.talk_time_s <= duration_s  # the tone never stops
     assert (inbound.video.width, inbound.video.height) == (320, 240)
     assert 3.0 < inbound.video.frame_rate <= 31.0  # 30 fps sent
@@ -267,7 +272,8 @@ async def test_quality_facts_of_a_clean_call_and_a_lossy_stalling_one(bus: Bus, 
 
     # The same windows went into the Prometheus histograms.
     windows_in = sum(1 for f in (clean, lossy) for w in f.windows if w.direction == INBOUND)
-    assert metric("tandem_media_quality_mos_count", direction="DIRECTION_INBOUND") - mos_samples == windows_in
+    assert windows_in <= metric("tandem_media_quality_mos_count", direction="DIRECTION_INBOUND") - mos_samples
+    assert metric("tandem_media_quality_mos_count", direction="DIRECTION_INBOUND") - mos_samples <= windows_in + failed
     assert metric("tandem_media_quality_freeze_seconds_sum") - frozen_s >= stall.freeze_duration_s
     # The host's uplink was clean.
     assert lossy.of(HOST, INBOUND).total.audio.rtp.loss_fraction < 0.01

@@ -8,7 +8,9 @@ import inspect
 import aiortc
 import pytest
 from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs import get_capabilities
 from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import HeaderExtensions
 
 from tandem.media.rtpstats import ReceiverTap, RtpCounters, SenderTap, negotiated_codec
 
@@ -40,6 +42,12 @@ def test_the_wrapped_methods_keep_their_signatures_and_callers(
     assert call in inspect.getsource(caller)
 
 
+def test_audio_carries_the_audio_level_header_extension() -> None:
+    uris = [extension.uri for extension in get_capabilities("audio").headerExtensions]
+    assert "urn:ietf:params:rtp-hdrext:ssrc-audio-level" in uris
+    assert HeaderExtensions().audio_level is None  # parsed into (voice, -dBov) when present
+
+
 def test_stream_statistics_keep_the_fields_the_receiver_tap_reads() -> None:
     stats = StreamStatistics(clockrate=90_000)
     assert (stats.packets_received, stats._clockrate, stats.jitter) == (0, 90_000, 0)
@@ -51,7 +59,7 @@ async def test_taps_read_fresh_receivers_and_senders() -> None:
     try:
         transceiver = pc.addTransceiver("audio")
         assert negotiated_codec(transceiver) == ("", 48_000)
-        receiver_tap = ReceiverTap(transceiver.receiver)
+        receiver_tap = ReceiverTap(transceiver.receiver, 48_000, -50.0)
         sender_tap = SenderTap(transceiver.sender, 48_000)
         assert receiver_tap.counters() == RtpCounters()
         assert await sender_tap.counters() == RtpCounters()

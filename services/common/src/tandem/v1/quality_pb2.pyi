@@ -117,9 +117,13 @@ class AudioQuality(_message.Message):
     """Gaps longer than 200 ms between received audio frames: count and summed length, seconds."""
     gap_duration_s: _builtins.float
     level_dbfs: _builtins.float
-    """Mean RMS level of the received audio, dB re full scale; absent when it was not decoded."""
+    """Mean RMS level of the received audio, dB re full scale, as its sender measured it (the RFC 6464
+    audio-level header extension, so no decoding is needed); absent when the sender sends none.
+    """
     talk_time_s: _builtins.float
-    """Seconds of the window in which this party talked."""
+    """Seconds of the window in which this party talked: packets its sender marked as voice (RFC 6464
+    V flag) or, from a sender that never marks voice, at least as loud as the talk threshold.
+    """
     echo_detected: _builtins.bool
     """Filled by the call-audio DSP when it processes this direction."""
     erle_db: _builtins.float

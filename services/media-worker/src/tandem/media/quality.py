@@ -1,10 +1,10 @@
 """Call quality (QoE) per leg and direction, as data.
 
-Every few seconds each call samples its legs: aiortc's RTP statistics (through `rtpstats` taps)
-and the frames the call saw arrive. Each leg and direction becomes a `MediaQuality` fact on
-JetStream (RTT, jitter, loss, NACKs, PLIs, bitrate, frame rate, resolution, freezes, audio gaps,
-level, talk time, an E-model MOS) and a sample in the Prometheus histograms; when the call is
-released, a `MediaQualitySummary` covers the whole call.
+Every few seconds each call samples its legs: aiortc's RTP statistics and the packets' audio
+levels (through `rtpstats` taps) and the frames the call saw arrive. Each leg and direction
+becomes a `MediaQuality` fact on JetStream (RTT, jitter, loss, NACKs, PLIs, bitrate, frame rate,
+resolution, freezes, audio gaps, level, talk time, an E-model MOS) and a sample in the Prometheus
+histograms; when the call is released, a `MediaQualitySummary` covers the whole call.
 
 The call feeds frame arrivals through `CallQuality.frame_arrived` (one call per received frame,
 decoded or still encoded) or wraps a received track with `CallQuality.observed`.
@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 import nats.errors
-import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from av import AudioFrame, VideoFrame
 from av.frame import Frame
@@ -89,9 +88,10 @@ PUBLISH_FAILURES = Counter(
 
 @dataclass(frozen=True, slots=True)
 class QualityConfig:
-    """``interval_s``: window length; ``talk_threshold_dbfs``: an audio frame at least this loud
-    is talk; ``jitter_buffer_ms``: least jitter-buffer delay in the E-model's one-way delay;
-    ``summary_attempts``: publishes of a summary before it is given up (and logged)."""
+    """``interval_s``: window length, s; ``talk_threshold_dbfs``: received audio at least this
+    loud is talk (from a sender that marks no voice activity); ``jitter_buffer_ms``: least
+    jitter-buffer delay in the E-model's one-way delay; ``summary_attempts``: publishes of a
+    summary before it is given up (and logged)."""
 
     interval_s: float = 5.0
     talk_threshold_dbfs: float = -50.0
@@ -114,9 +114,6 @@ class StreamTotals:
 
     rtp: RtpCounters = field(default_factory=RtpCounters)
     stalls: StallCounts = field(default_factory=StallCounts)
-    talk_s: float = 0.0
-    level_power: float = 0.0  # summed mean-square level of the frames metered
-    level_frames: int = 0
     width: int = 0
     height: int = 0
 
@@ -135,27 +132,15 @@ class _ReceivedFrames:
 
     def __init__(self, kind: str) -> None:
         self.stalls = FreezeDetector() if kind == "video" else AudioGapDetector()
-        self.talk_s = 0.0
-        self.level_power = 0.0
-        self.level_frames = 0
         self.width = self.height = 0
 
-    def arrived(self, at_s: float, *, duration_s: float, width: int, height: int, level_dbfs: float | None,
-                talking: bool) -> None:  # fmt: skip
+    def arrived(self, at_s: float, width: int, height: int) -> None:
         self.stalls.arrived(at_s)
-        if talking:
-            self.talk_s += duration_s
-        if level_dbfs is not None:
-            self.level_power += 10.0 ** (level_dbfs / 10.0)
-            self.level_frames += 1
         if width:
             self.width, self.height = width, height
 
     def totals(self, rtp: RtpCounters) -> StreamTotals:
-        return StreamTotals(
-            rtp=rtp, stalls=self.stalls.counts, talk_s=self.talk_s, level_power=self.level_power,
-            level_frames=self.level_frames, width=self.width, height=self.height,
-        )  # fmt: skip
+        return StreamTotals(rtp=rtp, stalls=self.stalls.counts, width=self.width, height=self.height)
 
 
 @dataclass
@@ -184,7 +169,7 @@ class _Stream:
 class _LegTaps:
     """The taps and frame arrivals of one leg's peer connection."""
 
-    def __init__(self, pc: RTCPeerConnection, attached_m: float, attached_at: datetime) -> None:
+    def __init__(self, pc: RTCPeerConnection, config: QualityConfig, attached_m: float, attached_at: datetime) -> None:
         self.attached_m, self.attached_at = attached_m, attached_at
         self.receivers: dict[str, ReceiverTap] = {}
         self.senders: dict[str, SenderTap] = {}
@@ -194,7 +179,7 @@ class _LegTaps:
             name, clock_rate = negotiated_codec(transceiver)
             self.codecs[kind] = name
             if transceiver.receiver is not None and kind not in self.receivers:
-                self.receivers[kind] = ReceiverTap(transceiver.receiver)
+                self.receivers[kind] = ReceiverTap(transceiver.receiver, clock_rate, config.talk_threshold_dbfs)
             if transceiver.sender is not None and transceiver.sender.track is not None and kind not in self.senders:
                 self.senders[kind] = SenderTap(transceiver.sender, clock_rate)
         self.frames = {kind: _ReceivedFrames(kind) for kind in self.receivers}
@@ -228,32 +213,24 @@ class CallQuality:
         """Start measuring a leg whose offer was answered (its transceivers are negotiated)."""
         if self.closed or leg in self._legs:
             return
-        self._legs[leg] = _LegTaps(pc, self._clock(), datetime.now(UTC))
+        self._legs[leg] = _LegTaps(pc, self._config, self._clock(), datetime.now(UTC))
         if self._sampler is None:
             self._sampler = self._tasks.spawn(self._sample_forever(), name=f"quality-{self.call_id}")
 
-    def frame_arrived(self, leg: Leg, kind: str, *, duration_s: float = 0.0, width: int = 0, height: int = 0,
-                      level_dbfs: float | None = None, talking: bool | None = None) -> None:  # fmt: skip
-        """A frame of `kind` from `leg`'s party arrived (decoded or encoded). ``duration_s``: the
-        audio it holds; ``width``/``height``: pixels, 0 when unknown; ``level_dbfs``: RMS level when
-        decoded; ``talking``: a VAD's decision (default: the level reaches the talk threshold)."""
+    def frame_arrived(self, leg: Leg, kind: str, *, width: int = 0, height: int = 0) -> None:
+        """A frame of `kind` from `leg`'s party arrived (decoded or encoded). ``duration_s``: the"""
         taps = self._legs.get(leg)
         frames = taps.frames.get(kind) if taps is not None else None
         if frames is None:
             return
-        if talking is None:
-            talking = level_dbfs is not None and level_dbfs >= self._config.talk_threshold_dbfs
-        frames.arrived(
-            self._clock(), duration_s=duration_s, width=width, height=height, level_dbfs=level_dbfs, talking=talking
-        )
+        frames.arrived(self._clock(), width, height)
 
     def frame_decoded(self, leg: Leg, frame: Frame) -> None:
-        """`frame_arrived` for a decoded aiortc frame: its size, or its duration and level."""
+        """`frame_arrived` for a decoded aiortc frame."""
         if isinstance(frame, VideoFrame):
             self.frame_arrived(leg, "video", width=frame.width, height=frame.height)
         elif isinstance(frame, AudioFrame):
-            duration_s = frame.samples / frame.sample_rate
-            self.frame_arrived(leg, "audio", duration_s=duration_s, level_dbfs=_level_dbfs(frame))
+            self.frame_arrived(leg, "audio")
 
     def observed(self, leg: Leg, track: MediaStreamTrack) -> MediaStreamTrack:
         """`track` as a track whose every received frame is fed to `frame_decoded`."""
@@ -340,9 +317,10 @@ class CallQuality:
                 audio.rtp.CopyFrom(rtp)
                 audio.codec = codec
                 audio.gaps, audio.gap_duration_s = stalls.stalls, stalls.stall_s
-                audio.talk_time_s = t.talk_s - b.talk_s
-                if (metered := t.level_frames - b.level_frames) > 0:
-                    audio.level_dbfs = 10.0 * math.log10(max((t.level_power - b.level_power) / metered, 1e-12))
+                audio.talk_time_s = t.rtp.talk_s - b.rtp.talk_s
+                if (metered := t.rtp.level_packets - b.rtp.level_packets) > 0:
+                    power = (t.rtp.level_power - b.rtp.level_power) / metered
+                    audio.level_dbfs = 10.0 * math.log10(max(power, 1e-13))
                 if direction == quality_pb2.DIRECTION_INBOUND:
                     _set_processing(audio, taps.processing)
                 model_codec = emodel.CODECS.get(codec, emodel.OPUS)
@@ -477,15 +455,6 @@ class _ObservedTrack(MediaStreamTrack):
         if isinstance(frame, Frame):
             self._observe(frame)
         return frame
-
-
-def _level_dbfs(frame: AudioFrame) -> float:
-    """RMS level of a decoded audio frame, dB re full scale."""
-    samples: np.ndarray[Any, Any] = frame.to_ndarray().reshape(-1)
-    if samples.dtype == np.int16:  # aiortc's decoders give s16; PyAV's own give float
-        samples = samples.astype(np.float32) / 32768.0
-    mean_square = float(np.dot(samples, samples)) / max(samples.size, 1)
-    return 10.0 * math.log10(max(mean_square, 1e-12))
 
 
 def _rtp(now: RtpCounters, before: RtpCounters, duration_s: float, jitter_s: float) -> quality_pb2.RtpQuality:

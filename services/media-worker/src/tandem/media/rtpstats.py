@@ -34,7 +34,10 @@ _CLOCK_RATES = {"audio": 48_000, "video": 90_000}
 class RtpCounters:
     """Cumulative counts of one stream since it began: original packets and packets lost, payload
     bytes, NACK and PLI/FIR messages. ``jitter_s`` (RFC 3550) and ``rtt_s`` (None until measured)
-    are the latest values, seconds."""
+    are the latest values, seconds. From the audio-level header extension (RFC 6464), received
+    audio only: ``level_power``, the summed linear power of the ``level_packets`` that carried it,
+    and ``talk_s``, the seconds of audio in packets the sender marked as voice (or, from a sender
+    that never marks voice, at least as loud as the talk threshold)."""
 
     packets: int = 0
     lost: int = 0
@@ -43,6 +46,9 @@ class RtpCounters:
     plis: int = 0
     jitter_s: float = 0.0
     rtt_s: float | None = None
+    level_power: float = 0.0
+    level_packets: int = 0
+    talk_s: float = 0.0
 
 
 def negotiated_codec(transceiver: RTCRtpTransceiver) -> tuple[str, int]:
@@ -55,19 +61,23 @@ def negotiated_codec(transceiver: RTCRtpTransceiver) -> tuple[str, int]:
 
 
 class ReceiverTap:
-    """Counts what one receiver gets from the party and what it asks the party for."""
+    """Counts what one receiver gets from the party and what it asks the party for. Audio levels
+    come from the packets' RFC 6464 header extension, so they need no decoding."""
 
-    def __init__(self, receiver: RTCRtpReceiver) -> None:
+    def __init__(self, receiver: RTCRtpReceiver, clock_rate: int, talk_threshold_dbfs: float) -> None:
         self._receiver = receiver
         self._bytes = 0
         self._nacks = 0
         self._plis = 0
+        self._level = AudioLevels(clock_rate, talk_threshold_dbfs)
         handle_rtp = receiver._handle_rtp_packet
         send_nack = receiver._send_rtcp_nack
         send_pli = receiver._send_rtcp_pli
 
         async def on_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
             self._bytes += len(packet.payload)
+            if packet.extensions.audio_level is not None:
+                self._level.add(packet.timestamp, *packet.extensions.audio_level)
             await handle_rtp(packet, arrival_time_ms)
 
         async def on_nack(media_ssrc: int, lost: list[int]) -> None:
@@ -94,7 +104,37 @@ class ReceiverTap:
             nacks=self._nacks,
             plis=self._plis,
             jitter_s=max((s.jitter / s._clockrate for s in media), default=0.0),
+            level_power=self._level.power,
+            level_packets=self._level.packets,
+            talk_s=self._level.talk_s,
         )
+
+
+class AudioLevels:
+    """Levels (-dBov, 0 loudest .. 127) and voice flags of received audio packets."""
+
+    # A timestamp step longer than this is a gap, not one packet's audio (Opus packets hold <= 120 ms).
+    _MAX_PACKET_S = 0.120
+
+    def __init__(self, clock_rate: int, talk_threshold_dbfs: float) -> None:
+        self._clock_rate = clock_rate
+        self._threshold = -talk_threshold_dbfs
+        self._last_timestamp: int | None = None
+        self.power = 0.0
+        self.packets = 0
+        self.talk_s = 0.0
+        self._sender_marks_voice = False
+
+    def add(self, timestamp: int, voiced: bool, level: int) -> None:
+        last, self._last_timestamp = self._last_timestamp, timestamp
+        step = ((timestamp - last) % 2**32) / self._clock_rate if last is not None else 0.0
+        duration = step if 0.0 < step <= self._MAX_PACKET_S else 0.0
+        self.power += 10.0 ** (-level / 10.0)
+        self.packets += 1
+        # A sender with a VAD marks voice; from its first mark on, its marks decide.
+        self._sender_marks_voice |= voiced
+        if voiced if self._sender_marks_voice else level <= self._threshold:
+            self.talk_s += duration
 
 
 class SenderTap:
