@@ -195,12 +195,11 @@ class CallQuality:
     """Quality of one call: attach each leg's peer connection once negotiated, feed frame
     arrivals, `close()` before the peer connections close (it publishes the summary)."""
 
-    def __init__(self, call_id: str, reporter: QualityReporter, config: QualityConfig,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(self, call_id: str, reporter: QualityReporter, config: QualityConfig) -> None:
         self.call_id = call_id
         self._reporter = reporter
         self._config = config
-        self._clock = clock
+        self._clock = time.monotonic
         self._legs: dict[Leg, _LegTaps] = {}
         self._streams: dict[tuple[Leg, Direction], _Stream] = {}
         self._tasks = TaskSet(f"quality-{call_id}")
@@ -218,7 +217,8 @@ class CallQuality:
             self._sampler = self._tasks.spawn(self._sample_forever(), name=f"quality-{self.call_id}")
 
     def frame_arrived(self, leg: Leg, kind: str, *, width: int = 0, height: int = 0) -> None:
-        """A frame of `kind` from `leg`'s party arrived (decoded or encoded). ``duration_s``: the"""
+        """A frame of `kind` ("audio", "video") from `leg`'s party arrived, decoded or still encoded;
+        ``width``/``height``: its size in pixels, 0 when unknown. Call once per frame."""
         taps = self._legs.get(leg)
         frames = taps.frames.get(kind) if taps is not None else None
         if frames is None:
@@ -244,10 +244,13 @@ class CallQuality:
     async def _sample_forever(self) -> None:
         while True:
             await asyncio.sleep(self._config.interval_s)
-            try:
-                await self.sample()
-            except Exception:  # a leg torn down mid-sample must not end the call's measurements
-                logger.exception("quality sample failed", extra={"call_id": self.call_id})
+            await self._sample_safely()
+
+    async def _sample_safely(self) -> None:
+        try:
+            await self.sample()
+        except Exception:  # a leg torn down mid-sample must neither end the measurements nor the call
+            logger.exception("quality sample failed", extra={"call_id": self.call_id})
 
     async def sample(self) -> None:
         """Close the current window of every leg and direction; its facts are published in the
@@ -349,7 +352,8 @@ class CallQuality:
         summary.started_at.FromDatetime(self._started_at)
         summary.ended_at.FromDatetime(ended)
         for (leg, direction), stream in self._streams.items():
-            n = stream.sequence
+            if not (n := stream.sequence):
+                continue
             jitter = {kind: total / n for kind, total in stream.jitter_s_sum.items()}
             total = self._fact(
                 leg, direction, stream.before, {}, self._legs[leg], max(stream.window_m - stream.started_m, 1e-9),
@@ -370,7 +374,7 @@ class CallQuality:
             return
         self.closed = True
         await self._tasks.cancel_all()
-        await self.sample()
+        await self._sample_safely()
         summary = self.summary()
         for leg in summary.legs:
             if leg.total.HasField("audio"):
