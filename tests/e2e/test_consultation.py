@@ -113,3 +113,24 @@ async def test_a_consultation_connects_relays_media_and_places_one_order(tandem_
     assert (row["shopper_id"], row["host_id"], row["market"]) == ("shopper-happy", "host-happy", "US")
     assert (row["state"], row["end_reason"]) == ("CALL_STATE_ENDED", "END_REASON_HANGUP")
     assert row["requested_at"] <= row["ringing_at"] <= row["connected_at"] <= row["ended_at"]
+
+    # ... and, from the media worker's quality summary, the call's quality beside its conversion.
+    conn = await asyncpg.connect(t.database_url)
+    try:
+        for _ in range(100):
+            quality = await conn.fetchrow("SELECT * FROM consultation_quality WHERE call_id = $1", call_id)
+            if quality is not None and quality["measured"]:
+                break
+            await asyncio.sleep(0.05)
+        legs = await conn.fetch("SELECT leg, direction FROM call_quality WHERE call_id = $1", call_id)
+    finally:
+        await conn.close()
+    assert quality is not None
+    assert quality["measured"]
+    assert quality["converted"]
+    assert 3.5 < quality["mos_min"] <= 4.5  # loopback: no loss, little delay
+    assert {(r["leg"], r["direction"]) for r in legs} == {
+        (leg, direction)
+        for leg in ("LEG_SHOPPER", "LEG_HOST")
+        for direction in ("DIRECTION_INBOUND", "DIRECTION_OUTBOUND")
+    }

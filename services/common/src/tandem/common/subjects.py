@@ -34,6 +34,8 @@ CAPACITY = f"{PREFIX}.capacity"  # + ".<region>": free media capacity and spillo
 # JetStream subjects (facts that must not be lost).
 CALL_EVENTS = f"{PREFIX}.calls.events"  # + ".<call_id>"
 ORDER_EVENTS = f"{PREFIX}.orders.events"  # + ".<order_id>"
+QUALITY_WINDOWS = f"{PREFIX}.quality.windows"  # + ".<call_id>": MediaQuality every few seconds
+QUALITY_SUMMARIES = f"{PREFIX}.quality.summaries"  # + ".<call_id>": MediaQualitySummary at call end
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,13 @@ class StreamSpec:
 
 CALLS_STREAM = StreamSpec(name="TANDEM_CALLS", subjects=(f"{CALL_EVENTS}.>",))
 ORDERS_STREAM = StreamSpec(name="TANDEM_ORDERS", subjects=(f"{ORDER_EVENTS}.>",))
-STREAMS = (CALLS_STREAM, ORDERS_STREAM)
+# A week of windows is plenty for dashboards; the summaries are kept for good by their consumers.
+QUALITY_STREAM = StreamSpec(
+    name="TANDEM_QUALITY",
+    subjects=(f"{QUALITY_WINDOWS}.>", f"{QUALITY_SUMMARIES}.>"),
+    max_age_s=7 * 24 * 3600.0,
+)
+STREAMS = (CALLS_STREAM, ORDERS_STREAM, QUALITY_STREAM)
 
 # KV buckets.
 PRESENCE_BUCKET = "tandem_presence"  # host_id -> HostPresence

@@ -18,6 +18,7 @@ from tandem.common.errors import TandemError
 from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
 from tandem.media.call import Leg, MediaCall
+from tandem.media.quality import QualityConfig, QualityReporter
 from tandem.media.settings import Settings
 from tandem.v1 import common_pb2, media_pb2
 
@@ -36,6 +37,7 @@ class MediaWorkerApp(BaseApp):
         self.draining = False
         self.tasks = TaskSet("media-worker")
         self.lag = LoopLagMonitor()
+        self.quality = QualityReporter(instance, QualityConfig.from_settings(settings))
         self._bus: Bus | None = None
         self._allocate_sub: Subscription | None = None
         self.idle = asyncio.Event()
@@ -51,6 +53,7 @@ class MediaWorkerApp(BaseApp):
 
     async def start(self, bus: Bus, http: HttpServer) -> None:
         self._bus = bus
+        await self.quality.start(bus)
         await bus.serve(self._worker_subject("offer"), media_pb2.MediaOffer, self.offer, queue="worker")
         await bus.serve(self._worker_subject("candidate"), media_pb2.MediaCandidate, self.candidate, queue="worker")
         await bus.serve(self._worker_subject("release"), media_pb2.MediaRelease, self.release, queue="worker")
@@ -85,6 +88,7 @@ class MediaWorkerApp(BaseApp):
             call = MediaCall(
                 request.call_id, self.rtc_configuration, self.settings.frame_queue,
                 lambda leg, kind: self._media_event(request.call_id, leg, kind),
+                self.quality.for_call(request.call_id),
             )  # fmt: skip
             self.calls[request.call_id] = call
             self.idle.clear()
@@ -171,6 +175,7 @@ class MediaWorkerApp(BaseApp):
         self.draining = True
         await self._update_intake()
         await self.idle.wait()
+        await self.quality.stop(self.settings.request_timeout_s)
         await self.tasks.cancel_all()
 
 

@@ -13,6 +13,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from tandem.common.aio import TaskSet
 from tandem.common.errors import TandemError
+from tandem.media.quality import CallQuality
 from tandem.media.relay import RelayTrack, pump
 from tandem.v1 import client_pb2, common_pb2, media_pb2
 
@@ -40,8 +41,11 @@ EventSink = Callable[[Leg, "media_pb2.MediaEvent.Kind.ValueType"], None]
 class MediaCall:
     """Terminates both legs. Frames from leg A's tracks go into relays that leg B sends."""
 
-    def __init__(self, call_id: str, config: RTCConfiguration, frame_queue: int, on_event: EventSink) -> None:
+    def __init__(
+        self, call_id: str, config: RTCConfiguration, frame_queue: int, on_event: EventSink, quality: CallQuality
+    ) -> None:
         self.call_id = call_id
+        self.quality = quality
         self._config = config
         self._on_event = on_event
         self.legs = {leg: LegState() for leg in LEGS}
@@ -62,7 +66,7 @@ class MediaCall:
         @pc.on("track")
         def on_track(track: RelayTrack) -> None:
             first = asyncio.Event()
-            self._tasks.spawn(pump(track, self.relays[(leg, track.kind)], first))
+            self._tasks.spawn(pump(self.quality.observed(leg, track), self.relays[(leg, track.kind)], first))
             self._tasks.spawn(self._report_first_media(leg, first))
 
         @pc.on("connectionstatechange")
@@ -86,6 +90,7 @@ class MediaCall:
             if kind in offered:
                 pc.addTrack(self.relays[(other(leg), kind)])
         await pc.setLocalDescription(await pc.createAnswer())
+        self.quality.attach(leg, pc)
         return pc.localDescription.sdp
 
     async def _report_first_media(self, leg: Leg, first: asyncio.Event) -> None:
@@ -118,6 +123,7 @@ class MediaCall:
         if self.closed:
             return
         self.closed = True
+        await self.quality.close()
         for relay in self.relays.values():
             relay.push(None)
         await self._tasks.cancel_all()

@@ -24,6 +24,18 @@ class Settings(ServiceSettings):
         default=30.0, gt=0, description="A call whose legs have not both offered by then is released."
     )
     frame_queue: int = Field(default=4, ge=1, le=100, description="Frames buffered per relayed track.")
+    quality_interval_s: float = Field(
+        default=5.0, ge=0.2, le=300, description="Period of the call-quality facts, per leg and direction."
+    )
+    quality_talk_threshold_dbfs: float = Field(
+        default=-50.0, ge=-120, le=0, description="A received audio frame this loud (RMS, dBFS) counts as talk."
+    )
+    quality_jitter_buffer_ms: float = Field(
+        default=40.0, ge=0, le=1000, description="Least jitter-buffer delay the E-model assumes, ms."
+    )
+    quality_summary_attempts: int = Field(
+        default=5, ge=1, le=100, description="Tries to publish a call's quality summary before giving up."
+    )
 
     @model_validator(mode="after")
     def _credentials_go_with_turn(self) -> "Settings":

@@ -1,4 +1,5 @@
-"""Orders on the bus: commerce requests, consultations from call facts, and the outbox relay."""
+"""Orders on the bus: commerce requests, consultations from call facts, call quality from the
+media workers' summaries, and the outbox relay."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from tandem.common.service import BaseApp
 from tandem.orders.commerce import Commerce
 from tandem.orders.consultations import record_call_event
 from tandem.orders.outbox import OutboxRelay
+from tandem.orders.quality import record_quality_summary
 from tandem.orders.schema import apply_schema
 from tandem.orders.settings import Settings
-from tandem.v1 import calls_pb2, orders_pb2
+from tandem.v1 import calls_pb2, orders_pb2, quality_pb2
 
 
 class OrdersApp(BaseApp):
@@ -50,12 +52,19 @@ class OrdersApp(BaseApp):
         async def on_call_event(event: calls_pb2.CallEvent) -> None:
             await record_call_event(pool, event)
 
+        async def on_quality_summary(summary: quality_pb2.MediaQualitySummary) -> None:
+            await record_quality_summary(pool, summary)
+
         await bus.serve(
             subjects.ORDERS_PRODUCT_CARD, orders_pb2.ProductCardRequest, commerce.product_card, queue="orders"
         )
         await bus.serve(subjects.ORDERS_CART, orders_pb2.CartChange, commerce.change_cart, queue="orders")
         await bus.serve(subjects.ORDERS_CHECKOUT, orders_pb2.CheckoutRequest, checkout, queue="orders")
         bus.consume(subjects.CALLS_STREAM, "orders-consultations", calls_pb2.CallEvent, on_call_event)
+        bus.consume(
+            subjects.QUALITY_STREAM, "orders-call-quality", quality_pb2.MediaQualitySummary, on_quality_summary,
+            filter_subject=f"{subjects.QUALITY_SUMMARIES}.>",
+        )  # fmt: skip
         self.tasks.spawn(relay.run(), name="outbox-relay")
 
     async def stop(self) -> None:

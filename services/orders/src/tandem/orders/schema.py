@@ -94,6 +94,50 @@ CREATE TABLE IF NOT EXISTS outbox (
     published_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (created_at) WHERE published_at IS NULL;
+-- One row per call, media worker, leg and direction; audio_* / video_* NULL when that leg carried none.
+-- Loss as a fraction 0..1, times in ms or s as named; "inbound" is what the party sent the worker.
+CREATE TABLE IF NOT EXISTS call_quality (
+    call_id         text NOT NULL,
+    worker_id       text NOT NULL,
+    leg             text NOT NULL,
+    direction       text NOT NULL,
+    started_at      timestamptz NOT NULL,
+    ended_at        timestamptz NOT NULL,
+    windows         integer NOT NULL,
+    rtt_ms          double precision NOT NULL,
+    rtt_max_ms      double precision NOT NULL,
+    audio_loss      double precision,
+    audio_loss_max  double precision,
+    audio_jitter_ms double precision,
+    mos             double precision,
+    mos_min         double precision,
+    audio_gaps      integer,
+    audio_gap_s     double precision,
+    talk_time_s     double precision,
+    video_loss      double precision,
+    video_loss_max  double precision,
+    video_jitter_ms double precision,
+    frame_rate      double precision,
+    width           integer,
+    height          integer,
+    freezes         integer,
+    freeze_s        double precision,
+    video_nacks     integer,
+    video_plis      integer,
+    PRIMARY KEY (call_id, worker_id, leg, direction)
+);
+-- Per consultation: its worst quality beside whether it converted.
+CREATE OR REPLACE VIEW consultation_quality AS
+SELECT c.call_id, c.host_id, c.market, c.category, c.end_reason, c.connected_at, c.ended_at,
+       min(q.mos_min) AS mos_min,
+       max(q.audio_loss_max) AS audio_loss_max,
+       max(q.rtt_max_ms) AS rtt_max_ms,
+       coalesce(sum(q.freezes) FILTER (WHERE q.direction = 'DIRECTION_INBOUND'), 0) AS freezes,
+       coalesce(sum(q.freeze_s) FILTER (WHERE q.direction = 'DIRECTION_INBOUND'), 0) AS freeze_s,
+       count(q.call_id) > 0 AS measured,
+       EXISTS (SELECT 1 FROM orders o WHERE o.call_id = c.call_id) AS converted
+FROM consultations c LEFT JOIN call_quality q ON q.call_id = c.call_id
+GROUP BY c.call_id;
 """
 
 
