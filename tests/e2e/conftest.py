@@ -81,9 +81,15 @@ def module_database(postgres_server: PostgresServer) -> str:
 
 @contextlib.asynccontextmanager
 async def running_tandem(
-    nats: NatsServer, database_url: str, logs: Path, settings: dict[str, dict[str, str]]
+    nats: NatsServer,
+    database_url: str,
+    logs: Path,
+    settings: dict[str, dict[str, str]],
+    *,
+    second_worker: bool = False,
 ) -> AsyncIterator[Tandem]:
-    """Every service as a real process, with `settings` per service name; checks a clean exit."""
+    """Every service as a real process (two signaling instances, and two media workers when asked),
+    with `settings` per service name; checks a clean exit."""
     log = logs / "services.log"
     specs = standard_services([free_port() for _ in range(4)], database_url, **settings)
     specs.append(
@@ -91,6 +97,10 @@ async def running_tandem(
             "signaling-2", "tandem.signaling", "SIGNALING", free_port(), {**SIGNALING_DEV_ENV, **settings["signaling"]}
         )
     )
+    if second_worker:
+        specs.append(
+            ServiceSpec("media-worker-2", "tandem.media", "MEDIA", free_port(), settings.get("media-worker", {}))
+        )
     try:
         async with supervised(specs, nats.url, log, drain_timeout_s=3) as supervisor:
             urls = {s.name: s.url for s in specs}

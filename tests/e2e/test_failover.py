@@ -14,8 +14,11 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from tandem.common import subjects
+from tandem.common.bus import Bus, BusConfig
 from tandem.devstack.bots import Bot
 from tandem.devstack.nats import NatsServer
+from tandem.signaling.callstore import CallStore
 from tandem.v1 import client_pb2, common_pb2
 
 from .conftest import FAST, Tandem, running_tandem
@@ -213,3 +216,51 @@ async def test_a_call_in_every_state_survives_its_owner_and_times_out_on_time(t:
     await live_host.expect("call_update", call_id=live_id, state=S.CALL_STATE_ENDED, reason=S.END_REASON_HANGUP)
     await ring_shopper.send(cancel=client_pb2.Cancel(call_id=ring_id))
     await t.supervisor.restart(INSTANCE_NAMES[OWNER])
+
+
+async def test_a_killed_media_worker_moves_its_call_to_another_and_the_call_goes_on(
+    tmp_path_factory: pytest.TempPathFactory, module_database: str
+) -> None:
+    settings = {
+        **SETTINGS,
+        "signaling": {**SETTINGS["signaling"], "TANDEM_SIGNALING_WORKER_SILENCE_S": "1.5"},
+        "media-worker": {"TANDEM_MEDIA_REPORT_INTERVAL_S": "0.5"},
+    }
+    with NatsServer(tmp_path_factory.mktemp("nats-workers")) as nats:
+        logs = tmp_path_factory.mktemp("workers")
+        async with running_tandem(nats, module_database, logs, settings, second_worker=True) as t:
+            host, shopper, call_id = await live_call(t, "moved", "mk")
+            bus = Bus(BusConfig(servers=[nats.url], name="failover-check"))
+            await bus.connect()
+            try:
+                store = CallStore(await bus.key_value(subjects.CALLS_BUCKET))
+                record = await store.load(call_id)
+                assert record is not None
+                lost = record.worker_id
+                killed_at = time.monotonic()
+                await t.supervisor.kill(lost)
+                await asyncio.gather(
+                    host.expect("renegotiate", call_id=call_id, timeout_s=10),
+                    shopper.expect("renegotiate", call_id=call_id, timeout_s=10),
+                )
+                before = {bot.name: bot.media.frames["video"] for bot in (host, shopper)}
+                await asyncio.gather(
+                    shopper.restart_media(call_id, tone_hz=440, shade=40),
+                    host.restart_media(call_id, tone_hz=660, shade=200),
+                )
+                while any(bot.media.frames["video"] <= before[bot.name] for bot in (host, shopper)):
+                    await asyncio.sleep(0.02)
+                flowing_after = time.monotonic() - killed_at
+                moved = await store.load(call_id)
+                assert moved is not None
+                assert moved.worker_id not in ("", lost)
+                assert moved.state == S.CALL_STATE_CONNECTED
+            finally:
+                await bus.close()
+            print(f"\nworker failover: video flowing again at both parties {flowing_after:.2f} s after kill -9")
+            assert ended_updates(host, shopper) == []
+            await shopper.send(hangup=client_pb2.Hangup(call_id=call_id))
+            await host.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED, reason=S.END_REASON_HANGUP)
+            for bot in t.bots:
+                await bot.close()
+            await t.supervisor.restart(lost)

@@ -54,6 +54,7 @@ class Envelope(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     PING_FIELD_NUMBER: _builtins.int
     PONG_FIELD_NUMBER: _builtins.int
+    RENEGOTIATE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Sender-chosen unique id of this message (a UUID)."""
     correlation_id: _builtins.str
@@ -105,6 +106,8 @@ class Envelope(_message.Message):
     def ping(self) -> Global___Ping: ...
     @_builtins.property
     def pong(self) -> Global___Pong: ...
+    @_builtins.property
+    def renegotiate(self) -> Global___Renegotiate: ...
     def __init__(
         self,
         *,
@@ -134,12 +137,13 @@ class Envelope(_message.Message):
         error: _common_pb2.Error | None = ...,
         ping: Global___Ping | None = ...,
         pong: Global___Pong | None = ...,
+        renegotiate: Global___Renegotiate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "add_to_cart", b"add_to_cart", "call_update", b"call_update", "cancel", b"cancel", "cart_update", b"cart_update", "checkout", b"checkout", "checkout_result", b"checkout_result", "consult_request", b"consult_request", "decline", b"decline", "error", b"error", "hangup", b"hangup", "hello", b"hello", "host_availability", b"host_availability", "ice_candidate", b"ice_candidate", "invite", b"invite", "payload", b"payload", "ping", b"ping", "pong", b"pong", "product_card", b"product_card", "push_product_card", b"push_product_card", "queue_update", b"queue_update", "sdp", b"sdp", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "add_to_cart", b"add_to_cart", "call_update", b"call_update", "cancel", b"cancel", "cart_update", b"cart_update", "checkout", b"checkout", "checkout_result", b"checkout_result", "consult_request", b"consult_request", "decline", b"decline", "error", b"error", "hangup", b"hangup", "hello", b"hello", "host_availability", b"host_availability", "ice_candidate", b"ice_candidate", "invite", b"invite", "payload", b"payload", "ping", b"ping", "pong", b"pong", "product_card", b"product_card", "push_product_card", b"push_product_card", "queue_update", b"queue_update", "renegotiate", b"renegotiate", "sdp", b"sdp", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "add_to_cart", b"add_to_cart", "call_update", b"call_update", "cancel", b"cancel", "cart_update", b"cart_update", "checkout", b"checkout", "checkout_result", b"checkout_result", "consult_request", b"consult_request", "correlation_id", b"correlation_id", "decline", b"decline", "error", b"error", "hangup", b"hangup", "hello", b"hello", "host_availability", b"host_availability", "ice_candidate", b"ice_candidate", "id", b"id", "invite", b"invite", "payload", b"payload", "ping", b"ping", "pong", b"pong", "product_card", b"product_card", "push_product_card", b"push_product_card", "queue_update", b"queue_update", "sdp", b"sdp", "traceparent", b"traceparent", "tracestate", b"tracestate", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "add_to_cart", b"add_to_cart", "call_update", b"call_update", "cancel", b"cancel", "cart_update", b"cart_update", "checkout", b"checkout", "checkout_result", b"checkout_result", "consult_request", b"consult_request", "correlation_id", b"correlation_id", "decline", b"decline", "error", b"error", "hangup", b"hangup", "hello", b"hello", "host_availability", b"host_availability", "ice_candidate", b"ice_candidate", "id", b"id", "invite", b"invite", "payload", b"payload", "ping", b"ping", "pong", b"pong", "product_card", b"product_card", "push_product_card", b"push_product_card", "queue_update", b"queue_update", "renegotiate", b"renegotiate", "sdp", b"sdp", "traceparent", b"traceparent", "tracestate", b"tracestate", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["hello", "welcome", "host_availability", "consult_request", "queue_update", "invite", "accept", "decline", "cancel", "sdp", "ice_candidate", "hangup", "call_update", "push_product_card", "product_card", "add_to_cart", "cart_update", "checkout", "checkout_result", "error", "ping", "pong"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["hello", "welcome", "host_availability", "consult_request", "queue_update", "invite", "accept", "decline", "cancel", "sdp", "ice_candidate", "hangup", "call_update", "push_product_card", "product_card", "add_to_cart", "cart_update", "checkout", "checkout_result", "error", "ping", "pong", "renegotiate"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -720,6 +724,33 @@ class CheckoutResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckoutResult: _TypeAlias = CheckoutResult  # noqa: Y015
+
+@_typing.final
+class Renegotiate(_message.Message):
+    """Server -> both parties: the call's media moved to another worker (the first one failed). Close the
+    peer connection and send a new offer on the same call, as after CONNECTING; the call goes on.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    reason: _builtins.str
+    """Why, for logs ("media worker lost")."""
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Renegotiate: _TypeAlias = Renegotiate  # noqa: Y015
 
 @_typing.final
 class Ping(_message.Message):

@@ -51,6 +51,7 @@ from tandem.signaling.errors import (
 from tandem.signaling.matching import Matcher
 from tandem.signaling.media_session import MediaSession
 from tandem.signaling.settings import Settings
+from tandem.signaling.workers import WorkerWatch
 from tandem.v1 import calls_pb2, client_pb2, common_pb2, matchmaking_pb2, media_pb2
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ tracer = trace.get_tracer("tandem.signaling")
 S = common_pb2
 CALLS_ENDED = Counter("tandem_signaling_calls_ended_total", "Calls ended, by reason", ["reason"])
 CALLS_TAKEN_OVER = Counter("tandem_signaling_calls_taken_over_total", "Calls adopted from another instance")
+MEDIA_MOVED = Counter("tandem_signaling_media_moved_total", "Calls whose media moved to another worker")
 STAGE_SECONDS = Histogram(
     "tandem_signaling_stage_seconds",
     "Time spent between call stages",
@@ -141,6 +143,7 @@ class CallCoordinator:
             bus, settings.region, allocate_attempts=settings.media_allocate_attempts, offer_timeout_s=slow_request_s
         )
         self.commerce = InCallCommerce(bus, checkout_timeout_s=slow_request_s)
+        self.workers = WorkerWatch(settings.worker_silence_s)
         self._tasks = TaskSet("coordinator")
         self._stopping = False
         self._alive_at_last_scan: set[str] = set()
@@ -163,9 +166,11 @@ class CallCoordinator:
     async def start(self) -> None:
         """Take the lease, adopt calls nobody runs, and keep both up to date."""
         await self.leases.renew(self.clock())
+        await self.workers.watch(self.bus, self.settings.region)
         await self._adopt_orphans(force=True)
         self._tasks.spawn(self._keep_lease(), name="lease")
         self._tasks.spawn(self._watch_for_orphans(), name="takeover")
+        self._tasks.spawn(self._watch_workers(), name="workers")
 
     async def _keep_lease(self) -> None:
         while True:
@@ -222,6 +227,43 @@ class CallCoordinator:
             self._arm(owned)
             if call.state == S.CALL_STATE_QUEUED:
                 self._start_matching(owned)
+
+    async def _watch_workers(self) -> None:
+        """Move the media of every call whose worker stopped reporting."""
+        while True:
+            await asyncio.sleep(self.settings.takeover_check_s)
+            for owned in list(self.calls.values()):
+                call = owned.call
+                live = call.state in (S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
+                if live and call.worker_id and self.workers.lost(call.worker_id):
+                    try:
+                        await self._move_media(owned)
+                    except (TandemError, nats.errors.Error) as exc:
+                        logger.warning("media not moved", extra={"call_id": call.call_id, "error": str(exc)})
+
+    async def _move_media(self, owned: OwnedCall) -> None:
+        """The call's worker is gone: take another and have both parties offer to it again."""
+        call = owned.call
+        async with owned.lock:
+            if call.ended or not self.workers.lost(call.worker_id):
+                return
+            lost = call.worker_id
+            try:
+                call.worker_id = await self.media.allocate(call)
+            except TandemError as exc:
+                logger.error("no worker to move to", extra={"call_id": call.call_id, "error": str(exc)})
+                await self._end(owned, S.END_REASON_MEDIA_FAILURE)
+                return
+            MEDIA_MOVED.inc()
+            logger.info("call media moved", extra={"call_id": call.call_id, "from": lost, "to": call.worker_id})
+            call.legs_connected.clear()
+            call.offered_legs.clear()
+            call.early_candidates.clear()
+            renegotiate = client_pb2.Renegotiate(call_id=call.call_id, reason="media worker lost")
+            for user_id in (call.shopper_id, call.host_id):
+                await self.deliver(user_id, new_envelope(renegotiate=renegotiate))
+            await self.matcher.publish(call)
+            await self._save(owned)
 
     async def _own(self, call: Call, trace_context: otel_context.Context) -> OwnedCall:
         owned = OwnedCall(call, trace_context)

@@ -53,6 +53,12 @@ class Settings(ServiceSettings):
     lease_renew_s: float = Field(default=0.3, gt=0, le=20, description="How often an instance renews its lease.")
     takeover_check_s: float = Field(default=0.2, gt=0, le=10, description="How often instances look for lapsed leases.")
     orphan_scan_s: float = Field(default=10.0, gt=0, description="Every so often, look for unowned calls anyway.")
+    worker_silence_s: float = Field(
+        default=2.5,
+        gt=0,
+        le=120,
+        description="A worker silent this long is lost and its calls move (2.5 times its report period or more).",
+    )
     takeover_wait_s: float = Field(
         default=3.0, gt=0, le=60, description="A message for a call being taken over waits this long for its owner."
     )

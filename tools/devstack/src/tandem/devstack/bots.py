@@ -171,6 +171,15 @@ class Bot:
         assert answer.correlation_id == request_id
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp.sdp, type="answer"))
 
+    async def restart_media(self, call_id: str, *, tone_hz: float, shade: int) -> None:
+        """After `renegotiate`: a new peer connection and a new offer on the same call."""
+        for pump in self._pumps:
+            pump.cancel()
+        self._pumps.clear()
+        if self.pc is not None:
+            await self.pc.close()
+        await self.start_media(call_id, tone_hz=tone_hz, shade=shade)
+
     async def _count(self, track: MediaStreamTrack) -> None:
         kind = track.kind
         with contextlib.suppress(MediaStreamError):
