@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncpg
-
 from tandem.common import subjects
 from tandem.common.aio import TaskSet
 from tandem.common.bus import Bus
@@ -11,6 +9,7 @@ from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
 from tandem.orders.commerce import Commerce
 from tandem.orders.consultations import record_call_event
+from tandem.orders.database import Database
 from tandem.orders.outbox import OutboxRelay
 from tandem.orders.schema import apply_schema
 from tandem.orders.settings import Settings
@@ -22,18 +21,16 @@ class OrdersApp(BaseApp):
         self.settings = settings
         self.instance = instance
         self.tasks = TaskSet("orders")
-        self.pool: asyncpg.Pool | None = None
+        self.database: Database | None = None
 
     async def start(self, bus: Bus, http: HttpServer) -> None:
         s = self.settings
-        pool = self.pool = await asyncpg.create_pool(
-            s.database_url,
-            min_size=1,
-            max_size=s.db_pool_size,
-            server_settings={"statement_timeout": str(s.db_statement_timeout_ms)},
-        )
+        database = self.database = await Database.open(s)
+        pool = database.pool
         async with pool.acquire() as conn:
             await apply_schema(conn)
+        http.add_check("database", lambda: database.reachable)
+        self.tasks.spawn(database.watch(), name="database-probe")
         for stream in subjects.STREAMS:
             await bus.ensure_stream(stream)
         commerce = Commerce(
@@ -50,20 +47,22 @@ class OrdersApp(BaseApp):
         async def on_call_event(event: calls_pb2.CallEvent) -> None:
             await record_call_event(pool, event)
 
+        # A lost database answers UNAVAILABLE with retry_after_s; the consumer retries such a fact in place.
+        guarded = database.guarded
         await bus.serve(
-            subjects.ORDERS_PRODUCT_CARD, orders_pb2.ProductCardRequest, commerce.product_card, queue="orders"
+            subjects.ORDERS_PRODUCT_CARD, orders_pb2.ProductCardRequest, guarded(commerce.product_card), queue="orders"
         )
-        await bus.serve(subjects.ORDERS_CART, orders_pb2.CartChange, commerce.change_cart, queue="orders")
-        await bus.serve(subjects.ORDERS_CHECKOUT, orders_pb2.CheckoutRequest, checkout, queue="orders")
-        bus.consume(subjects.CALLS_STREAM, "orders-consultations", calls_pb2.CallEvent, on_call_event)
+        await bus.serve(subjects.ORDERS_CART, orders_pb2.CartChange, guarded(commerce.change_cart), queue="orders")
+        await bus.serve(subjects.ORDERS_CHECKOUT, orders_pb2.CheckoutRequest, guarded(checkout), queue="orders")
+        bus.consume(subjects.CALLS_STREAM, "orders-consultations", calls_pb2.CallEvent, guarded(on_call_event))
         self.tasks.spawn(relay.run(), name="outbox-relay")
 
     async def stop(self) -> None:
         await self.tasks.cancel_all()
 
     async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
+        if self.database is not None:
+            await self.database.close()
 
 
 def build_app(settings: Settings, instance: str) -> OrdersApp:

@@ -1,6 +1,12 @@
 """The transactional outbox relay: rows written with an order are published to JetStream with
 `Nats-Msg-Id` = the row id, then marked published. A crash between publish and mark re-publishes
-the row, and JetStream's duplicate window drops the copy: the event lands exactly once."""
+the row, and JetStream's duplicate window drops the copy: the event lands exactly once.
+
+The relay outlives both servers: a failed sweep (PostgreSQL restarting, NATS reconnecting, JetStream
+not answering) is retried every poll interval. A row is re-published only after a sweep that
+published it failed to mark it, at the first sweep that succeeds again, so an event lands once as
+long as the outage is shorter than the stream's duplicate window (`StreamSpec.duplicate_window_s`,
+10 minutes); consumers of `OrderPlaced` stay idempotent on `order_id` for longer ones."""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import contextlib
 import logging
 
 import asyncpg
+import nats.errors
 from prometheus_client import Counter, Gauge
 
 from tandem.common.bus import Bus
@@ -34,7 +41,7 @@ class OutboxRelay:
             try:
                 while await self.sweep() == self.batch:
                     pass
-            except (asyncpg.PostgresError, OSError, TandemError) as exc:
+            except (asyncpg.PostgresError, OSError, TimeoutError, nats.errors.Error, TandemError) as exc:
                 logger.warning("outbox sweep failed; retrying", extra={"error": repr(exc)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.poll_interval_s)
