@@ -110,6 +110,24 @@ class _Client(Client):
         await self._process_op_err(error)
 
 
+# What a handler raises when a dependency is down or restarting rather than the message being bad:
+# its database (a service's UNAVAILABLE), a request that found nobody or no answer, the bus itself.
+_OUTAGE_CODES = frozenset({common_pb2.ERROR_CODE_UNAVAILABLE, common_pb2.ERROR_CODE_TIMEOUT})
+_OUTAGE_ERRORS = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+def _is_outage(exc: Exception) -> bool:
+    if isinstance(exc, TandemError):
+        return exc.code in _OUTAGE_CODES
+    return isinstance(exc, _OUTAGE_ERRORS)
+
+
 def decode(msg_type: type[M], data: bytes) -> M:
     """Parse a protobuf payload, raising `MalformedMessageError` instead of protobuf's errors."""
     message = msg_type()
@@ -361,9 +379,11 @@ class Bus:
     ) -> asyncio.Task[None]:
         """Run a durable pull consumer in the background. A message is acked after the handler
         returns and redelivered (up to `max_deliver` times, with backoff) when it raises.
-        Undecodable messages are terminated: redelivery cannot fix them. A handler that raises a
-        `TandemError` coded UNAVAILABLE (its database is down) is retried in place, with backoff
-        and without spending deliveries, until it succeeds: an outage loses nothing.
+        Undecodable messages are terminated: redelivery cannot fix them. A handler whose dependency
+        is down (a `TandemError` coded UNAVAILABLE or TIMEOUT, such as a lost database; a NATS
+        request or KV call that timed out or found no responder) is retried in place, with backoff
+        and without spending deliveries, until it succeeds: an outage loses nothing. Handlers must
+        be idempotent: a message is redelivered when its ack is lost.
 
         The loop survives the server: a restart, a consumer that vanished (a server that lost its
         storage) or JetStream not ready yet; it binds the durable again and goes on where the
@@ -458,19 +478,16 @@ class Bus:
                 try:
                     await handler(message)
                     break
-                except TandemError as exc:
-                    if exc.code != common_pb2.ERROR_CODE_UNAVAILABLE:
+                except Exception as exc:
+                    if not _is_outage(exc):
                         await self._redeliver_later(msg, durable)
                         return
                     outage += 1
                     if outage == 1 or outage % 10 == 0:
                         logger.warning(
-                            "stream handler unavailable; retrying in place",
+                            "stream handler's dependency is down; retrying in place",
                             extra={"consumer": durable, "attempt": outage, "error": repr(exc)},
                         )
-                except Exception:
-                    await self._redeliver_later(msg, durable)
-                    return
                 # Keep the message ours while we wait (ack_wait restarts), then try again.
                 with contextlib.suppress(nats.errors.Error):
                     await msg.in_progress()
