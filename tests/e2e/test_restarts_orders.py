@@ -13,7 +13,7 @@ import collections
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -37,6 +37,9 @@ from tandem.v1 import calls_pb2, common_pb2, orders_pb2
 from .conftest import FAST, running_tandem
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+# A call fact in flight to a connection the restart cut is redelivered after the consumer's ack wait.
+TRIAL = {**FAST, "orders": {**FAST["orders"], "TANDEM_ORDERS_CONSUMER_ACK_WAIT_S": "3"}}
 
 E = common_pb2
 # What a client retries, with the same idempotency key: the service or its database is away.
@@ -87,6 +90,29 @@ async def checkout_loop(bus: Bus, shopper: str, sink: Checkouts, stop: asyncio.E
         sink.answered_at.append(time.monotonic())
 
 
+async def call_facts_loop(bus: Bus, stop: asyncio.Event, published: list[str]) -> None:
+    """Call lifecycles published as signaling does (`Nats-Msg-Id` = call id and sequence), each fact
+    retried until acknowledged: the consultations consumer must record every one."""
+    stages = (E.CALL_STATE_REQUESTED, E.CALL_STATE_RINGING, E.CALL_STATE_CONNECTED, E.CALL_STATE_ENDED)
+    while not stop.is_set():
+        call_id = f"facts-{uuid.uuid4().hex[:12]}"
+        for seq, state in enumerate(stages, 1):
+            event = calls_pb2.CallEvent(
+                event_id=f"{call_id}:{seq}", call_id=call_id, state=state, shopper_id="s", host_id="h",
+                category="beauty", language="en", market="DE",
+                reason=E.END_REASON_HANGUP if state == E.CALL_STATE_ENDED else E.END_REASON_UNSPECIFIED,
+            )  # fmt: skip
+            event.at.GetCurrentTime()
+            while True:
+                try:
+                    await bus.publish_fact(subjects.join(subjects.CALL_EVENTS, call_id), event, msg_id=event.event_id)
+                    break
+                except TandemError:
+                    await asyncio.sleep(0.2)
+        published.append(call_id)
+        await asyncio.sleep(0.02)
+
+
 async def order_events(bus: Bus) -> collections.Counter[str]:
     """`OrderPlaced` messages in the stream, per order id."""
     info = await bus.js.stream_info(subjects.ORDERS_STREAM.name, subjects_filter=f"{subjects.ORDER_EVENTS}.>")
@@ -94,15 +120,15 @@ async def order_events(bus: Bus) -> collections.Counter[str]:
     return collections.Counter({s.removeprefix(prefix): n for s, n in (info.state.subjects or {}).items()})
 
 
-async def settled(db: asyncpg.Pool, bus: Bus, *, timeout_s: float = 20.0) -> None:
-    """Until the outbox is empty and the consultations consumer has acked everything."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+async def settled(db: asyncpg.Pool, bus: Bus, *, timeout_s: float = 20.0) -> float:
+    """Seconds until the outbox is empty and the consultations consumer has acked everything."""
+    start = time.monotonic()
+    while time.monotonic() < start + timeout_s:
         backlog = await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
         consumer = await bus.js.consumer_info(subjects.CALLS_STREAM.name, "orders-consultations")
         if backlog == 0 and consumer.num_pending == 0 and consumer.num_ack_pending == 0:
-            return
-        await asyncio.sleep(0.2)
+            return time.monotonic() - start
+        await asyncio.sleep(0.1)
     raise AssertionError(f"not settled: outbox backlog {backlog}, consumer {consumer}")
 
 
@@ -194,7 +220,7 @@ async def consultation_loop(base_url: str, n: int, stop: asyncio.Event, outcome:
         bots = []
         try:
             bots = list(await connect_bots(base_url, f"r{n}-{round_}"))
-            timeline = await asyncio.wait_for(run_consultation(*bots, language=f"x-restart-{n}"), 30)
+            timeline = await asyncio.wait_for(run_consultation(*bots, language=f"x-restart-{n}"), 20)
             outcome["completed with an order" if timeline.order_id else "completed"] += 1
         except (TimeoutError, TandemError, aiohttp.ClientError) as exc:
             outcome[f"interrupted ({type(exc).__name__})"] += 1
@@ -211,18 +237,19 @@ async def test_nats_restarted_mid_traffic_loses_and_duplicates_no_order(
     database_url = postgres_server.create_database(f"restart_{uuid.uuid4().hex[:12]}")
     try:
         async with (
-            running_tandem(nats, database_url, tmp_path, FAST) as t,
+            running_tandem(nats, database_url, tmp_path, TRIAL) as t,
             client_bus(nats.url) as bus,
         ):
             db = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
             sink, stop, consultations = Checkouts(), asyncio.Event(), collections.Counter[str]()
-            traffic = [asyncio.create_task(checkout_loop(bus, f"shopper-{n}", sink, stop)) for n in range(4)]
-            traffic += [
+            facts: list[str] = []
+            publishers = [asyncio.create_task(checkout_loop(bus, f"shopper-{n}", sink, stop)) for n in range(4)]
+            publishers.append(asyncio.create_task(call_facts_loop(bus, stop, facts)))
+            calls = [
                 asyncio.create_task(consultation_loop(t.signaling_urls[0], n, stop, consultations)) for n in range(2)
             ]
-            while len(sink.answered) < 20 or not consultations:
-                assert not [task for task in traffic if task.done()], [task.result() for task in traffic if task.done()]
-                await asyncio.sleep(0.05)
+            traffic = publishers + calls
+            await until(lambda: len(sink.answered) >= 20 and bool(consultations), traffic)
 
             before = len(sink.answered)
             stopped_at = time.monotonic()
@@ -231,26 +258,29 @@ async def test_nats_restarted_mid_traffic_loses_and_duplicates_no_order(
             await asyncio.to_thread(nats.start)  # same port, same JetStream store
             back_at = time.monotonic()
             ready_s = await until_ready(t.services, back_at)
-            while not [at for at in sink.answered_at if at > back_at]:
-                await asyncio.sleep(0.01)
-            first_checkout_s = min(at for at in sink.answered_at if at > back_at) - back_at
-            await asyncio.sleep(6)  # traffic goes on after the restart
-            completed_before_stop = sum(v for k, v in consultations.items() if k.startswith("completed"))
+            await until(lambda: sink.answered_at[-1] > back_at, traffic)
+            first_checkout_s = first_answer_after(sink, back_at)
+            await asyncio.sleep(4)  # traffic goes on after the restart
             stop.set()
-            await asyncio.wait_for(asyncio.gather(*traffic), 60)
-            assert sum(v for k, v in consultations.items() if k.startswith("completed")) > 0
-            assert len(sink.answered) > before + 10  # the restart was under way traffic, which went on
+            for consultation in calls:  # hang up mid-call: signaling ends it after its reconnect grace
+                await cancel(consultation)
+            await asyncio.wait_for(asyncio.gather(*publishers), 30)
+            await asyncio.sleep(2)  # the abandoned calls' last facts
+            assert consultations["completed with an order"] > 0
+            assert len(sink.answered) > before + 10  # the restart hit traffic, which went on
 
-            await settled(db, bus)
+            settled_s = await settled(db, bus)
             placed, lost, duplicated = await assert_orders_whole(db, bus, sink)
-            calls = await assert_consultations_complete(db, bus)
+            recorded = await assert_consultations_complete(db, bus)
+            assert recorded > len(facts)  # the published lifecycles and the bots' calls
             await db.close()
             print(
                 f"\nnats restart: down {back_at - stopped_at:.1f} s; all ready {ready_s:.2f} s and first checkout "
                 f"{first_checkout_s:.2f} s after it was back; {placed} orders ({len(sink.answered)} answered "
-                f"to clients), {lost} lost, {duplicated} duplicate OrderPlaced; {calls} consultations complete; "
-                f"client retries {dict(sink.refusals)}; consultations {dict(consultations)} "
-                f"({completed_before_stop} completed by the end)"
+                f"to clients), {lost} lost, {duplicated} duplicate OrderPlaced; {recorded} consultations complete "
+                f"({len(facts)} published lifecycles, the rest bot calls); "
+                f"client retries {dict(sink.refusals)}; bot consultations {dict(consultations)}; settled "
+                f"{settled_s:.1f} s after the traffic stopped"
             )
     finally:
         nats.stop()
@@ -263,7 +293,7 @@ async def test_postgres_restarted_during_checkouts_answers_or_retries_each_once(
         orders = ServiceSpec(
             "orders", "tandem.orders", "ORDERS", free_port(),
             {"TANDEM_ORDERS_DATABASE_URL": postgres.url, "TANDEM_ORDERS_DB_PROBE_INTERVAL_S": "0.2",
-             **FAST["orders"]},
+             **TRIAL["orders"]},
         )  # fmt: skip
         async with (
             supervised([orders], nats_server.url, tmp_path / "orders.log", drain_timeout_s=3) as supervisor,
@@ -271,9 +301,7 @@ async def test_postgres_restarted_during_checkouts_answers_or_retries_each_once(
         ):
             sink, stop = Checkouts(), asyncio.Event()
             traffic = [asyncio.create_task(checkout_loop(bus, f"shopper-{n}", sink, stop)) for n in range(6)]
-            while len(sink.answered) < 20:
-                assert not [task for task in traffic if task.done()], [task.result() for task in traffic if task.done()]
-                await asyncio.sleep(0.05)
+            await until(lambda: len(sink.answered) >= 20, traffic)
 
             before = len(sink.answered)
             saw_unready = False
@@ -290,9 +318,8 @@ async def test_postgres_restarted_during_checkouts_answers_or_retries_each_once(
             await asyncio.sleep(1.0)
             await asyncio.to_thread(postgres.start)
             back_at = time.monotonic()
-            while not [at for at in sink.answered_at if at > back_at]:
-                await asyncio.sleep(0.01)
-            first_checkout_s = min(at for at in sink.answered_at if at > back_at) - back_at
+            await until(lambda: sink.answered_at[-1] > back_at, traffic)
+            first_checkout_s = first_answer_after(sink, back_at)
             ready_s = await until_ready({"orders": orders.url}, back_at)
             await asyncio.sleep(3)
             stop.set()
@@ -315,7 +342,63 @@ async def test_postgres_restarted_during_checkouts_answers_or_retries_each_once(
         )
 
 
+async def until(condition: Callable[[], bool], traffic: list[asyncio.Task[None]]) -> None:
+    """Wait for `condition` while the traffic runs; a traffic task that ended early fails the trial."""
+    while not condition():
+        if ended := [task for task in traffic if task.done()]:
+            await ended[0]  # raises what stopped it (an answer neither an order nor retryable)
+            raise AssertionError("a traffic task stopped by itself")
+        await asyncio.sleep(0.01)
+
+
+def first_answer_after(sink: Checkouts, at: float) -> float:
+    """Seconds from `at` to the first checkout answered after it."""
+    return min(t for t in sink.answered_at if t > at) - at
+
+
 async def cancel(task: asyncio.Task[None]) -> None:
+    """Cancel and wait."""
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def test_orders_killed_mid_traffic_resumes_its_relay_and_consumer_without_loss_or_duplicates(
+    tmp_path: Path, nats_server: NatsServer, postgres_server: PostgresServer
+) -> None:
+    database_url = postgres_server.create_database(f"kill_{uuid.uuid4().hex[:12]}")
+    orders = ServiceSpec(
+        "orders", "tandem.orders", "ORDERS", free_port(),
+        {"TANDEM_ORDERS_DATABASE_URL": database_url, **TRIAL["orders"]},
+    )  # fmt: skip
+    async with client_bus(nats_server.url) as bus:
+        sink, stop, facts = Checkouts(), asyncio.Event(), list[str]()
+        async with supervised([orders], nats_server.url, tmp_path / "orders-1.log", drain_timeout_s=3) as first:
+            traffic = [asyncio.create_task(checkout_loop(bus, f"shopper-{n}", sink, stop)) for n in range(4)]
+            traffic.append(asyncio.create_task(call_facts_loop(bus, stop, facts)))
+            await until(lambda: len(sink.answered) >= 30, traffic)
+            first.procs["orders"].kill()  # kill -9: checkouts, relay sweeps and call facts in flight
+            killed_at = time.monotonic()
+            await first.procs["orders"].wait()
+        before = len(sink.answered)
+        async with supervised([orders], nats_server.url, tmp_path / "orders-2.log", drain_timeout_s=3) as second:
+            ready_s = time.monotonic() - killed_at
+            await until(lambda: len(sink.answered) > before, traffic)
+            first_checkout_s = first_answer_after(sink, killed_at)
+            await asyncio.sleep(3)
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*traffic), 30)
+            db = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+            settled_s = await settled(db, bus)
+            placed, lost, duplicated = await assert_orders_whole(db, bus, sink)
+            recorded = await assert_consultations_complete(db, bus)
+            await db.close()
+        assert first.exit_codes == {"orders": -9}
+        assert second.exit_codes == {"orders": 0}
+    assert recorded == len(facts)
+    print(
+        f"\norders kill -9: the new process ready {ready_s:.2f} s and the first checkout {first_checkout_s:.2f} s "
+        f"after the kill; {placed} orders ({len(sink.answered)} answered), {lost} lost, {duplicated} duplicate "
+        f"OrderPlaced; {recorded} consultations complete; client retries {dict(sink.refusals)}; settled "
+        f"{settled_s:.1f} s after the traffic stopped"
+    )

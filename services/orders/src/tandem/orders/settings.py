@@ -25,6 +25,13 @@ class Settings(ServiceSettings):
     )
     outbox_poll_interval_s: float = Field(default=1.0, gt=0, le=60, description="Relay sweep period.")
     outbox_batch: int = Field(default=100, ge=1, le=10000)
+    consumer_ack_wait_s: float = Field(
+        default=10.0,
+        ge=1,
+        le=300,
+        description="A call fact delivered but not acked (lost with a connection or a process) is "
+        "redelivered after this long.",
+    )
     idempotency_lock_timeout_ms: int = Field(
         default=200,
         ge=1,
