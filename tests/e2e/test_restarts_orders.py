@@ -150,6 +150,11 @@ async def assert_orders_whole(db: asyncpg.Pool, bus: Bus, sink: Checkouts) -> tu
     return len(orders), len(lost), len(duplicated)
 
 
+def assert_no_task_died(log: Path) -> None:
+    """No background loop (the outbox relay, a consumer, the database probe) ended on an error."""
+    assert "background task failed" not in log.read_text()
+
+
 async def call_facts(bus: Bus) -> dict[str, list[calls_pb2.CallEvent]]:
     """Every call event in `TANDEM_CALLS`, per call."""
     info = await bus.js.stream_info(subjects.CALLS_STREAM.name)
@@ -271,6 +276,7 @@ async def test_nats_restarted_mid_traffic_loses_and_duplicates_no_order(
 
             settled_s = await settled(db, bus)
             placed, lost, duplicated = await assert_orders_whole(db, bus, sink)
+            assert_no_task_died(t.log)
             recorded = await assert_consultations_complete(db, bus)
             assert recorded > len(facts)  # the published lifecycles and the bots' calls
             await db.close()
@@ -333,6 +339,7 @@ async def test_postgres_restarted_during_checkouts_answers_or_retries_each_once(
             db = await asyncpg.create_pool(postgres.url, min_size=1, max_size=2)
             await settled(db, bus)
             placed, lost, duplicated = await assert_orders_whole(db, bus, sink)
+            assert_no_task_died(tmp_path / "orders.log")
             await db.close()
         assert supervisor.exit_codes == {"orders": 0}
         print(
@@ -391,6 +398,8 @@ async def test_orders_killed_mid_traffic_resumes_its_relay_and_consumer_without_
             db = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
             settled_s = await settled(db, bus)
             placed, lost, duplicated = await assert_orders_whole(db, bus, sink)
+            for log in ("orders-1.log", "orders-2.log"):
+                assert_no_task_died(tmp_path / log)
             recorded = await assert_consultations_complete(db, bus)
             await db.close()
         assert first.exit_codes == {"orders": -9}

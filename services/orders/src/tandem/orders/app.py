@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncpg
+
 from tandem.common import subjects
 from tandem.common.aio import TaskSet
 from tandem.common.bus import Bus
@@ -22,6 +24,11 @@ class OrdersApp(BaseApp):
         self.instance = instance
         self.tasks = TaskSet("orders")
         self.database: Database | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool | None:
+        """The database pool once started (tests)."""
+        return self.database.pool if self.database is not None else None
 
     async def start(self, bus: Bus, http: HttpServer) -> None:
         s = self.settings

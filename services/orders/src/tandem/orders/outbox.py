@@ -28,6 +28,18 @@ PUBLISHED = Counter("tandem_orders_outbox_published_total", "Outbox rows publish
 BACKLOG = Gauge("tandem_orders_outbox_backlog", "Unpublished outbox rows seen by the last sweep")
 
 
+# A sweep's usual failures: PostgreSQL restarting (asyncpg's own errors on a connection that just
+# closed included), NATS reconnecting, JetStream not answering in time.
+_SWEEP_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+    nats.errors.Error,
+)
+
+
 class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, bus: Bus, *, poll_interval_s: float, batch: int) -> None:
         self.pool = pool
@@ -41,8 +53,10 @@ class OutboxRelay:
             try:
                 while await self.sweep() == self.batch:
                     pass
-            except (asyncpg.PostgresError, OSError, TimeoutError, nats.errors.Error, TandemError) as exc:
+            except (*_SWEEP_ERRORS, TandemError) as exc:
                 logger.warning("outbox sweep failed; retrying", extra={"error": repr(exc)})
+            except Exception:  # a relay that stopped would publish nothing until the next deploy
+                logger.exception("outbox sweep failed unexpectedly; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.poll_interval_s)
             self.wake.clear()

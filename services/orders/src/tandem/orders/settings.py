@@ -29,8 +29,8 @@ class Settings(ServiceSettings):
         default=10.0,
         ge=1,
         le=300,
-        description="A call fact delivered but not acked (lost with a connection or a process) is "
-        "redelivered after this long.",
+        description="A fact from a stream delivered but not acked (lost with a connection or a "
+        "process) is redelivered after this long.",
     )
     idempotency_lock_timeout_ms: int = Field(
         default=200,
