@@ -389,12 +389,14 @@ async def test_orders_killed_mid_traffic_resumes_its_relay_and_consumer_without_
             await first.procs["orders"].wait()
         before = len(sink.answered)
         async with supervised([orders], nats_server.url, tmp_path / "orders-2.log", drain_timeout_s=3) as second:
-            ready_s = time.monotonic() - killed_at
-            await until(lambda: len(sink.answered) > before, traffic)
-            first_checkout_s = first_answer_after(sink, killed_at)
+            ready_at = time.monotonic()
+            await until(lambda: sink.answered_at[-1] > ready_at, traffic)
+            ready_s = ready_at - killed_at
+            first_checkout_s = first_answer_after(sink, ready_at) + ready_s  # answered by the new process
             await asyncio.sleep(3)
             stop.set()
             await asyncio.wait_for(asyncio.gather(*traffic), 30)
+            assert len(sink.answered) > before + 10  # the new process took the traffic over
             db = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
             settled_s = await settled(db, bus)
             placed, lost, duplicated = await assert_orders_whole(db, bus, sink)
