@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import asyncpg
 import pytest
 
 from tandem.devstack.postgres import PostgresServer
 from tandem.orders.commerce import Commerce
-from tandem.orders.database import Database
-from tandem.orders.errors import DatabaseUnavailableError, RetryableError
+from tandem.orders.database import Database, is_transient
+from tandem.orders.errors import CheckoutInFlightError, DatabaseUnavailableError, RetryableError
 from tandem.orders.schema import apply_schema
 from tandem.orders.settings import Settings
 from tandem.v1 import common_pb2, orders_pb2
@@ -147,3 +148,30 @@ async def test_a_request_while_postgres_is_down_is_unavailable_with_retry_after(
     own_postgres.start()
     assert await database.probe()
     assert (await checkout(request)).error.code == common_pb2.ERROR_CODE_INVALID_STATE  # the cart is empty
+
+
+def test_only_a_lost_connection_counts_as_unavailable() -> None:
+    def raised(exc: Exception, *, while_handling: Exception | None = None, suppress: bool = False) -> Exception:
+        try:
+            try:
+                raise while_handling or RuntimeError("nothing")
+            except Exception:
+                if suppress:
+                    raise exc from None
+                raise exc  # noqa: B904 - the context is the point
+        except Exception as caught:
+            return caught
+
+    def lost() -> Exception:
+        return asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+    def rollback() -> Exception:
+        return asyncpg.InterfaceError("cannot call Transaction.__aexit__(): the underlying connection is closed")
+
+    assert is_transient(lost())
+    assert is_transient(ConnectionRefusedError())
+    assert is_transient(raised(rollback(), while_handling=lost()))
+    assert not is_transient(rollback())  # by itself, a misuse of the driver
+    assert not is_transient(raised(rollback(), while_handling=lost(), suppress=True))
+    assert not is_transient(raised(CheckoutInFlightError("s"), while_handling=lost()))  # already an answer
+    assert not is_transient(asyncpg.UniqueViolationError("duplicate key"))

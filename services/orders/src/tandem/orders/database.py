@@ -19,6 +19,7 @@ from typing import TypeVar
 import asyncpg
 from prometheus_client import Gauge
 
+from tandem.common.errors import TandemError
 from tandem.orders.errors import DatabaseUnavailableError
 from tandem.orders.settings import Settings
 
@@ -43,12 +44,13 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 
 def is_transient(exc: BaseException) -> bool:
     """Whether `exc` is, or was raised while handling, one of `TRANSIENT_ERRORS`: asyncpg answers a
-    rollback on a connection that just closed with `InterfaceError`, the loss being its context."""
+    rollback on a connection that just closed with `InterfaceError`, the loss being its context.
+    A `TandemError` is already an answer, and a context suppressed (`from None`) is not followed."""
     seen: BaseException | None = exc
-    while seen is not None:
+    while seen is not None and not isinstance(seen, TandemError):
         if isinstance(seen, TRANSIENT_ERRORS):
             return True
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__ if seen.__cause__ is not None or seen.__suppress_context__ else seen.__context__
     return False
 
 
