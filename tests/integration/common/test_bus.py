@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 
+import nats.errors
 import pytest
 
 from tandem.common import subjects
@@ -196,3 +197,132 @@ async def test_a_connection_the_server_closes_is_re_established_with_its_subscri
     assert bus.status is BusStatus.CONNECTED
     reply = await bus.request("t.echo", common_pb2.Money(amount_minor=7), common_pb2.Money)
     assert reply.amount_minor == 7
+
+
+async def wait_connected(bus: Bus) -> None:
+    for _ in range(200):
+        if bus.connected:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the bus did not reconnect")
+
+
+async def test_facts_published_through_a_server_restart_land_once_and_are_all_consumed(
+    bus: Bus, nats_server: NatsServer
+) -> None:
+    spec = StreamSpec(name="T_RESTART", subjects=("t.restart.>",))
+    await bus.ensure_stream(spec)
+    consumed: collections.Counter[int] = collections.Counter()
+
+    async def handle(money: common_pb2.Money) -> None:
+        consumed[money.amount_minor] += 1
+
+    bus.consume(spec, "t-restart", common_pb2.Money, handle)
+    total = 120
+
+    async def publish_all() -> None:  # a relay: retry each fact with its id until acknowledged
+        for i in range(total):
+            while True:
+                try:
+                    await bus.publish_fact(f"t.restart.{i}", common_pb2.Money(amount_minor=i), msg_id=f"r-{i}")
+                    break
+                except TandemError:
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(0.01)
+
+    publisher = asyncio.create_task(publish_all())
+    while len(consumed) < total // 3:
+        await asyncio.sleep(0.01)
+    nats_server.stop()
+    await asyncio.sleep(0.5)
+    nats_server.start()
+    await asyncio.wait_for(publisher, 30)
+    for _ in range(200):
+        if len(consumed) == total:
+            break
+        await asyncio.sleep(0.05)
+    assert sorted(consumed) == list(range(total))  # nothing lost
+    assert (await bus.js.stream_info("T_RESTART")).state.messages == total  # nothing stored twice
+    # The de-duplication window outlives the restart (file storage): an old id is still a duplicate.
+    again = await bus.publish_fact("t.restart.0", common_pb2.Money(amount_minor=0), msg_id="r-0")
+    assert again.duplicate
+
+
+async def test_a_consumer_whose_durable_vanished_binds_it_again(bus: Bus) -> None:
+    spec = StreamSpec(name="T_VANISH", subjects=("t.vanish.>",))
+    await bus.ensure_stream(spec)
+    received: asyncio.Queue[int] = asyncio.Queue()
+
+    async def handle(money: common_pb2.Money) -> None:
+        await received.put(money.amount_minor)
+
+    task = bus.consume(spec, "t-vanish", common_pb2.Money, handle)
+    await bus.publish_fact("t.vanish.1", common_pb2.Money(amount_minor=1), msg_id="v-1")
+    assert await asyncio.wait_for(received.get(), 5) == 1
+    await bus.js.delete_consumer("T_VANISH", "t-vanish")  # what a server that lost its storage looks like
+    await bus.publish_fact("t.vanish.2", common_pb2.Money(amount_minor=2), msg_id="v-2")
+    # Bound again, the new durable starts from the stream's beginning: the handler is idempotent.
+    seen = {await asyncio.wait_for(received.get(), 10) for _ in range(2)}
+    assert 2 in seen
+    assert not task.done()
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        TandemError("database down", code=common_pb2.ERROR_CODE_UNAVAILABLE),
+        BusTimeoutError("t.dependency", 2.0),
+        nats.errors.TimeoutError(),
+    ],
+    ids=["unavailable", "request-timeout", "nats-timeout"],
+)
+async def test_a_handler_whose_dependency_is_down_is_retried_in_place_without_spending_deliveries(
+    bus: Bus, outage: Exception
+) -> None:
+    spec = StreamSpec(name="T_OUTAGE", subjects=("t.outage.>",))
+    await bus.ensure_stream(spec)
+    attempts = 0
+    handled = asyncio.Event()
+
+    async def during_an_outage(_: common_pb2.Money) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 3:  # more failures than max_deliver allows deliveries
+            raise outage
+        handled.set()
+
+    bus.consume(spec, "t-outage", common_pb2.Money, during_an_outage, max_deliver=2)
+    await bus.publish_fact("t.outage.1", common_pb2.Money(), msg_id="o-1")
+    await asyncio.wait_for(handled.wait(), 20)
+    await asyncio.sleep(0.2)  # the ack reaches the server
+    info = await bus.js.consumer_info("T_OUTAGE", "t-outage")
+    assert info.num_ack_pending == 0
+    assert info.num_redelivered == 0  # one delivery, retried in place
+    assert attempts == 4
+
+
+async def test_a_stopped_consumer_hands_back_what_it_fetched(bus: Bus, nats_server: NatsServer) -> None:
+    spec = StreamSpec(name="T_HANDBACK", subjects=("t.handback.>",))
+    await bus.ensure_stream(spec)
+    for i in range(5):
+        await bus.publish_fact(f"t.handback.{i}", common_pb2.Money(amount_minor=i), msg_id=f"h-{i}")
+    first = Bus(BusConfig(servers=[nats_server.url], name="first"))
+    await first.connect()
+    started = asyncio.Event()
+
+    async def stuck(_: common_pb2.Money) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    first.consume(spec, "t-handback", common_pb2.Money, stuck, batch=5, ack_wait_s=30)
+    await asyncio.wait_for(started.wait(), 5)
+    await first.close()  # the process stops mid-batch
+    received: asyncio.Queue[int] = asyncio.Queue()
+
+    async def handle(money: common_pb2.Money) -> None:
+        await received.put(money.amount_minor)
+
+    bus.consume(spec, "t-handback", common_pb2.Money, handle, batch=5, ack_wait_s=30)
+    # Well before ack_wait (30 s) would have expired: the batch was handed back.
+    got = {await asyncio.wait_for(received.get(), 10) for _ in range(5)}
+    assert got == set(range(5))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tandem.orders.consultations import record_call_event
 from tandem.orders.schema import apply_schema
@@ -45,4 +48,34 @@ async def test_out_of_order_and_replayed_facts_converge(pool: asyncpg.Pool) -> N
     assert (row["state"], row["end_reason"], row["host_id"]) == ("CALL_STATE_ENDED", "END_REASON_HANGUP", "h1")
     stamps = [row["requested_at"], row["ringing_at"], row["connected_at"], row["ended_at"]]
     assert stamps == [T0 + timedelta(seconds=s) for s in (0, 1, 3, 60)]
+    assert row["updated_at"] == T0 + timedelta(seconds=60)
+
+
+LIFECYCLE: tuple[tuple[common_pb2.CallState.ValueType, int, dict[str, object]], ...] = (
+    (common_pb2.CALL_STATE_REQUESTED, 0, {}),
+    (common_pb2.CALL_STATE_RINGING, 1, {"host_id": "h1"}),
+    (common_pb2.CALL_STATE_CONNECTED, 3, {"host_id": "h1"}),
+    (common_pb2.CALL_STATE_ENDED, 60, {"host_id": "h1", "reason": common_pb2.END_REASON_HANGUP}),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.permutations(range(len(LIFECYCLE))), redeliveries=st.lists(st.integers(0, 3), max_size=6))
+async def test_any_order_of_deliveries_with_redeliveries_converges(
+    pool: asyncpg.Pool, order: list[int], redeliveries: list[int]
+) -> None:
+    """What a consumer sees across restarts: every fact at least once, in any order, some again."""
+    call_id = f"c-{uuid.uuid4().hex[:12]}"
+    facts = []
+    for state, seconds, fields in LIFECYCLE:
+        fact = event(state, seconds, **fields)
+        fact.call_id = call_id
+        facts.append(fact)
+    for index in [*order, *redeliveries]:
+        await record_call_event(pool, facts[index])
+    row = await pool.fetchrow("SELECT * FROM consultations WHERE call_id = $1", call_id)
+    assert row is not None
+    assert (row["state"], row["end_reason"], row["host_id"]) == ("CALL_STATE_ENDED", "END_REASON_HANGUP", "h1")
+    stamps = [row["requested_at"], row["ringing_at"], row["connected_at"], row["ended_at"]]
+    assert stamps == [T0 + timedelta(seconds=s) for _, s, _ in LIFECYCLE]
     assert row["updated_at"] == T0 + timedelta(seconds=60)

@@ -110,6 +110,24 @@ class _Client(Client):
         await self._process_op_err(error)
 
 
+# What a handler raises when a dependency is down or restarting rather than the message being bad:
+# its database (a service's UNAVAILABLE), a request that found nobody or no answer, the bus itself.
+_OUTAGE_CODES = frozenset({common_pb2.ERROR_CODE_UNAVAILABLE, common_pb2.ERROR_CODE_TIMEOUT})
+_OUTAGE_ERRORS = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+def _is_outage(exc: Exception) -> bool:
+    if isinstance(exc, TandemError):
+        return exc.code in _OUTAGE_CODES
+    return isinstance(exc, _OUTAGE_ERRORS)
+
+
 def decode(msg_type: type[M], data: bytes) -> M:
     """Parse a protobuf payload, raising `MalformedMessageError` instead of protobuf's errors."""
     message = msg_type()
@@ -361,40 +379,90 @@ class Bus:
     ) -> asyncio.Task[None]:
         """Run a durable pull consumer in the background. A message is acked after the handler
         returns and redelivered (up to `max_deliver` times, with backoff) when it raises.
-        Undecodable messages are terminated: redelivery cannot fix them."""
+        Undecodable messages are terminated: redelivery cannot fix them. A handler whose dependency
+        is down (a `TandemError` coded UNAVAILABLE or TIMEOUT, such as a lost database; a NATS
+        request or KV call that timed out or found no responder) is retried in place, with backoff
+        and without spending deliveries, until it succeeds: an outage loses nothing. Handlers must
+        be idempotent: a message is redelivered when its ack is lost.
+
+        The loop survives the server: a restart, a consumer that vanished (a server that lost its
+        storage) or JetStream not ready yet; it binds the durable again and goes on where the
+        consumer left off. Messages fetched but not handled when the loop stops are nak'ed, so
+        another replica (or the next process) gets them at once rather than after `ack_wait_s`."""
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait_s,
+            max_deliver=max_deliver,
+            filter_subject=filter_subject,
+        )
+        subject = filter_subject or stream.subjects[0]
 
         async def loop() -> None:
-            config = api.ConsumerConfig(
-                durable_name=durable,
-                ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=ack_wait_s,
-                max_deliver=max_deliver,
-                filter_subject=filter_subject,
-            )
-            sub = await self.js.pull_subscribe(
-                filter_subject or stream.subjects[0], durable=durable, stream=stream.name, config=config
-            )
-            try:
-                while True:
-                    try:
-                        msgs = await sub.fetch(batch, timeout=1.0)
-                    except TimeoutError:  # nothing to fetch (nats-py raises both kinds)
-                        continue
-                    except nats.errors.Error as exc:  # reconnecting, or the server restarted
-                        logger.warning("stream fetch failed", extra={"consumer": durable, "error": repr(exc)})
-                        await asyncio.sleep(self.config.reconnect_wait_s)
-                        continue
-                    for msg in msgs:
-                        await self._deliver(msg, message_type, handler, durable)
-            finally:
-                # Unfetched messages would keep a drain waiting; the server redelivers them.
-                with contextlib.suppress(nats.errors.Error, TimeoutError):
-                    await asyncio.wait_for(sub.unsubscribe(), self.config.connect_timeout_s)
+            while True:
+                try:
+                    sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream.name, config=config)
+                except (nats.errors.Error, TimeoutError) as exc:
+                    logger.warning(
+                        "stream consumer not bound; retrying", extra={"consumer": durable, "error": repr(exc)}
+                    )
+                    await asyncio.sleep(self.config.reconnect_wait_s)
+                    continue
+                try:
+                    await self._fetch_until_lost(sub, message_type, handler, durable, batch, ack_wait_s)
+                finally:
+                    # Unfetched messages would keep a drain waiting; the server redelivers them.
+                    with contextlib.suppress(nats.errors.Error, TimeoutError):
+                        await asyncio.wait_for(sub.unsubscribe(), self.config.connect_timeout_s)
 
         return self._tasks.spawn(loop(), name=f"consume:{durable}")
 
+    async def _fetch_until_lost(
+        self,
+        sub: JetStreamContext.PullSubscription,
+        message_type: type[M],
+        handler: Callable[[M], Awaitable[None]],
+        durable: str,
+        batch: int,
+        ack_wait_s: float,
+    ) -> None:
+        """Fetch and handle until the consumer is gone from the server (then return to bind it again)."""
+        while True:
+            try:
+                msgs = await sub.fetch(batch, timeout=1.0)
+            except TimeoutError:  # nothing to fetch (nats-py raises both kinds)
+                continue
+            except (nats.js.errors.ServiceUnavailableError, nats.js.errors.NotFoundError) as exc:
+                logger.warning(
+                    "stream consumer lost; binding it again", extra={"consumer": durable, "error": repr(exc)}
+                )
+                await asyncio.sleep(self.config.reconnect_wait_s)
+                return
+            except nats.errors.Error as exc:  # reconnecting, or the server restarted
+                logger.warning("stream fetch failed", extra={"consumer": durable, "error": repr(exc)})
+                await asyncio.sleep(self.config.reconnect_wait_s)
+                continue
+            for index, msg in enumerate(msgs):
+                try:
+                    await self._deliver(msg, message_type, handler, durable, ack_wait_s)
+                except asyncio.CancelledError:
+                    await self._release(msgs[index:])
+                    raise
+                except nats.errors.Error as exc:  # the ack was lost with the connection: redelivered
+                    logger.warning("stream ack failed", extra={"consumer": durable, "error": repr(exc)})
+
+    async def _release(self, msgs: list[Msg]) -> None:
+        """Hand fetched, unhandled messages back to the server for immediate redelivery."""
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(msg.nak() for msg in msgs)), self.config.connect_timeout_s)
+
     async def _deliver(
-        self, msg: Msg, message_type: type[M], handler: Callable[[M], Awaitable[None]], durable: str
+        self,
+        msg: Msg,
+        message_type: type[M],
+        handler: Callable[[M], Awaitable[None]],
+        durable: str,
+        ack_wait_s: float,
     ) -> None:
         with tracer.start_as_current_span(
             f"process {msg.subject}", context=extract_context(msg.headers), kind=SpanKind.CONSUMER
@@ -405,14 +473,32 @@ class Bus:
                 logger.error("undecodable stream message terminated", extra={"consumer": durable})
                 await msg.term()
                 return
-            try:
-                await handler(message)
-            except Exception:
-                attempt = msg.metadata.num_delivered
-                logger.exception("stream handler failed", extra={"consumer": durable, "attempt": attempt})
-                await msg.nak(delay=min(30.0, 0.5 * 2**attempt))
-                return
+            outage = 0
+            while True:
+                try:
+                    await handler(message)
+                    break
+                except Exception as exc:
+                    if not _is_outage(exc):
+                        await self._redeliver_later(msg, durable)
+                        return
+                    outage += 1
+                    if outage == 1 or outage % 10 == 0:
+                        logger.warning(
+                            "stream handler's dependency is down; retrying in place",
+                            extra={"consumer": durable, "attempt": outage, "error": repr(exc)},
+                        )
+                # Keep the message ours while we wait (ack_wait restarts), then try again.
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.in_progress()
+                await asyncio.sleep(min(ack_wait_s / 3, 0.2 * 2 ** min(outage, 5)))
             await msg.ack()
+
+    @staticmethod
+    async def _redeliver_later(msg: Msg, durable: str) -> None:
+        attempt = msg.metadata.num_delivered
+        logger.exception("stream handler failed", extra={"consumer": durable, "attempt": attempt})
+        await msg.nak(delay=min(30.0, 0.5 * 2**attempt))
 
     async def key_value(self, bucket: str, *, history: int = 1, ttl_s: float | None = None) -> KeyValue:
         """Open a KV bucket, creating it on first use."""

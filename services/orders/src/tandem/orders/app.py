@@ -12,6 +12,7 @@ from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
 from tandem.orders.commerce import Commerce
 from tandem.orders.consultations import record_call_event
+from tandem.orders.database import Database
 from tandem.orders.outbox import OutboxRelay
 from tandem.orders.quality import record_quality_summary
 from tandem.orders.schema import apply_schema
@@ -24,18 +25,21 @@ class OrdersApp(BaseApp):
         self.settings = settings
         self.instance = instance
         self.tasks = TaskSet("orders")
-        self.pool: asyncpg.Pool | None = None
+        self.database: Database | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool | None:
+        """The database pool once started (tests)."""
+        return self.database.pool if self.database is not None else None
 
     async def start(self, bus: Bus, http: HttpServer) -> None:
         s = self.settings
-        pool = self.pool = await asyncpg.create_pool(
-            s.database_url,
-            min_size=1,
-            max_size=s.db_pool_size,
-            server_settings={"statement_timeout": str(s.db_statement_timeout_ms)},
-        )
+        database = self.database = await Database.open(s)
+        pool = database.pool
         async with pool.acquire() as conn:
             await apply_schema(conn)
+        http.add_check("database", lambda: database.reachable)
+        self.tasks.spawn(database.watch(), name="database-probe")
         for stream in subjects.STREAMS:
             await bus.ensure_stream(stream)
         commerce = Commerce(
@@ -55,15 +59,21 @@ class OrdersApp(BaseApp):
         async def on_quality_summary(summary: quality_pb2.MediaQualitySummary) -> None:
             await record_quality_summary(pool, summary)
 
+        # A lost database answers UNAVAILABLE with retry_after_s; the consumer retries such a fact in place.
+        guarded = database.guarded
         await bus.serve(
-            subjects.ORDERS_PRODUCT_CARD, orders_pb2.ProductCardRequest, commerce.product_card, queue="orders"
+            subjects.ORDERS_PRODUCT_CARD, orders_pb2.ProductCardRequest, guarded(commerce.product_card), queue="orders"
         )
-        await bus.serve(subjects.ORDERS_CART, orders_pb2.CartChange, commerce.change_cart, queue="orders")
-        await bus.serve(subjects.ORDERS_CHECKOUT, orders_pb2.CheckoutRequest, checkout, queue="orders")
-        bus.consume(subjects.CALLS_STREAM, "orders-consultations", calls_pb2.CallEvent, on_call_event)
+        await bus.serve(subjects.ORDERS_CART, orders_pb2.CartChange, guarded(commerce.change_cart), queue="orders")
+        await bus.serve(subjects.ORDERS_CHECKOUT, orders_pb2.CheckoutRequest, guarded(checkout), queue="orders")
         bus.consume(
-            subjects.QUALITY_STREAM, "orders-call-quality", quality_pb2.MediaQualitySummary, on_quality_summary,
-            filter_subject=f"{subjects.QUALITY_SUMMARIES}.>",
+            subjects.CALLS_STREAM, "orders-consultations", calls_pb2.CallEvent, guarded(on_call_event),
+            ack_wait_s=s.consumer_ack_wait_s,
+        )
+        bus.consume(
+            subjects.QUALITY_STREAM, "orders-call-quality", quality_pb2.MediaQualitySummary,
+            guarded(on_quality_summary), filter_subject=f"{subjects.QUALITY_SUMMARIES}.>",
+            ack_wait_s=s.consumer_ack_wait_s,
         )  # fmt: skip
         self.tasks.spawn(relay.run(), name="outbox-relay")
 
@@ -71,8 +81,8 @@ class OrdersApp(BaseApp):
         await self.tasks.cancel_all()
 
     async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
+        if self.database is not None:
+            await self.database.close()
 
 
 def build_app(settings: Settings, instance: str) -> OrdersApp:

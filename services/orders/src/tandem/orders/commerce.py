@@ -16,18 +16,21 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from tandem.common import subjects
-from tandem.common.errors import TandemError
 from tandem.orders.catalog import currency_for_market
+from tandem.orders.errors import (
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    CartFullError,
+    CheckoutInFlightError,
+    EmptyCartError,
+    IdempotencyKeyLengthError,
+    IdempotencyKeyReusedError,
+    ProductNotPricedError,
+    QuantityOverLimitError,
+)
 from tandem.v1 import common_pb2, orders_pb2
 
 if TYPE_CHECKING:
     from tandem.orders.schema import Connection
-
-Code = common_pb2.ErrorCode
-
-
-def _error(code: common_pb2.ErrorCode.ValueType, message: str) -> TandemError:
-    return TandemError(message, code=code)
 
 
 class Commerce:
@@ -48,7 +51,7 @@ class Commerce:
                 currency,
             )
             if row is None:
-                raise _error(Code.ERROR_CODE_NOT_FOUND, f"no product {request.product_id!r} priced in {currency}")
+                raise ProductNotPricedError(request.product_id, currency)
             card_id = uuid.uuid4()
             await conn.execute(
                 "INSERT INTO product_cards (card_id, call_id, host_id, product_id) VALUES ($1, $2, $3, $4)",
@@ -67,7 +70,7 @@ class Commerce:
 
     async def change_cart(self, change: orders_pb2.CartChange) -> orders_pb2.CartReply:
         if change.quantity > self.max_quantity:
-            raise _error(Code.ERROR_CODE_INVALID_ARGUMENT, f"quantity is at most {self.max_quantity}")
+            raise QuantityOverLimitError(change.quantity, self.max_quantity)
         currency = currency_for_market(change.market)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
@@ -88,10 +91,10 @@ class Commerce:
                     currency,
                 )
                 if price is None:
-                    raise _error(Code.ERROR_CODE_NOT_FOUND, f"no product {change.product_id!r} priced in {currency}")
+                    raise ProductNotPricedError(change.product_id, currency)
                 lines = await conn.fetchval("SELECT count(*) FROM cart_lines WHERE call_id = $1", change.call_id)
                 if lines >= self.max_lines:
-                    raise _error(Code.ERROR_CODE_INVALID_ARGUMENT, f"a cart holds at most {self.max_lines} lines")
+                    raise CartFullError(self.max_lines)
                 await conn.execute(
                     """INSERT INTO cart_lines (call_id, product_id, quantity, unit_amount_minor, currency)
                        VALUES ($1, $2, $3, $4, $5)
@@ -120,8 +123,8 @@ class Commerce:
 
     async def checkout(self, request: orders_pb2.CheckoutRequest) -> orders_pb2.CheckoutReply:
         """Place the call's cart as an order, exactly once per (shopper, idempotency key)."""
-        if not request.idempotency_key or len(request.idempotency_key) > 255:
-            raise _error(Code.ERROR_CODE_INVALID_ARGUMENT, "an idempotency key of 1-255 characters is required")
+        if not 0 < len(request.idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+            raise IdempotencyKeyLengthError(len(request.idempotency_key))
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(f"SET LOCAL lock_timeout = {int(self.lock_timeout_ms)}")
             # The fingerprint covers the cart as the shopper sees it: the same key for a changed cart
@@ -138,9 +141,7 @@ class Commerce:
                     request.shopper_id, request.idempotency_key, request_hash,
                 )  # fmt: skip
             except asyncpg.LockNotAvailableError:
-                raise _error(
-                    Code.ERROR_CODE_IDEMPOTENCY_KEY_IN_FLIGHT, "a checkout with this key is still in progress"
-                ) from None
+                raise CheckoutInFlightError(request.shopper_id) from None
             if not inserted:
                 return await self._replay(conn, request, request_hash)
             reply = await self._place_order(conn, request)
@@ -160,10 +161,7 @@ class Commerce:
         )
         assert row is not None
         if row["request_hash"] != request_hash:
-            raise _error(
-                Code.ERROR_CODE_IDEMPOTENCY_KEY_REUSED,
-                "this idempotency key was used for a different checkout",
-            )
+            raise IdempotencyKeyReusedError(request.shopper_id)
         reply = orders_pb2.CheckoutReply()
         reply.ParseFromString(row["response"])
         return reply
@@ -171,9 +169,7 @@ class Commerce:
     async def _place_order(self, conn: Connection, request: orders_pb2.CheckoutRequest) -> orders_pb2.CheckoutReply:
         cart = await self._cart(conn, request.call_id)
         if not cart.lines:
-            return orders_pb2.CheckoutReply(
-                error=common_pb2.Error(code=Code.ERROR_CODE_INVALID_STATE, message="the cart is empty")
-            )
+            return orders_pb2.CheckoutReply(error=EmptyCartError(request.call_id).to_proto())
         order_id = uuid.uuid4()
         placed_at = datetime.now(UTC)
         await conn.execute(

