@@ -67,7 +67,10 @@ class OrdersApp(BaseApp):
         await bus.serve(subjects.ORDERS_CART, orders_pb2.CartChange, guarded(commerce.change_cart), queue="orders")
         await bus.serve(subjects.ORDERS_CHECKOUT, orders_pb2.CheckoutRequest, guarded(checkout), queue="orders")
         bus.consume(
-            subjects.CALLS_STREAM, "orders-consultations", calls_pb2.CallEvent, guarded(on_call_event),
+            subjects.CALLS_STREAM,
+            "orders-consultations",
+            calls_pb2.CallEvent,
+            guarded(on_call_event),
             ack_wait_s=s.consumer_ack_wait_s,
         )
         bus.consume(
