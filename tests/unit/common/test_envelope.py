@@ -10,9 +10,9 @@ from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tandem.common.envelope import decode_frame, encode_frame
-from tandem.common.errors import MalformedMessageError, MessageTooLargeError
-from tandem.v1 import client_pb2
+from tandem.common.envelope import MAX_ERROR_MESSAGE_CHARS, decode_frame, encode_frame, error_envelope
+from tandem.common.errors import MalformedMessageError, MessageTooLargeError, TandemError
+from tandem.v1 import client_pb2, common_pb2
 
 pytestmark = pytest.mark.unit
 
@@ -93,3 +93,18 @@ def test_an_oversized_frame_is_refused_before_decoding() -> None:
     with pytest.raises(MessageTooLargeError) as info:
         decode_frame(b"\x00" * (MAX + 1), max_bytes=MAX)
     assert (info.value.size, info.value.max_size) == (MAX + 1, MAX)
+
+
+def test_an_error_keeps_its_retry_hint_across_services_and_to_the_client() -> None:
+    error = TandemError("the database is away", code=common_pb2.ERROR_CODE_UNAVAILABLE, retry_after_s=2)
+    relayed = TandemError.from_proto(error.to_proto())  # a service's error, as the caller sees it
+    frame = error_envelope(relayed, "c1")
+    assert (frame.error.code, frame.error.retry_after_s, frame.correlation_id) == (
+        common_pb2.ERROR_CODE_UNAVAILABLE,
+        2,
+        "c1",
+    )
+
+
+def test_an_error_message_sent_to_a_client_is_bounded() -> None:
+    assert len(error_envelope(TandemError("x" * 5000)).error.message) == MAX_ERROR_MESSAGE_CHARS

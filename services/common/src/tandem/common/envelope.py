@@ -12,7 +12,7 @@ from opentelemetry.context import Context
 from tandem.common import subjects
 from tandem.common.errors import MalformedMessageError, MessageTooLargeError, TandemError
 from tandem.common.telemetry import TRACEPARENT, TRACESTATE, extract_context, inject_headers
-from tandem.v1 import client_pb2, common_pb2
+from tandem.v1 import client_pb2
 
 Envelope = client_pb2.Envelope
 
@@ -120,5 +120,6 @@ def trace_context(envelope: Envelope) -> Context:
 
 def error_envelope(error: TandemError, correlation_id: str = "") -> Envelope:
     """The client's view of an error: its code and a message of at most `MAX_ERROR_MESSAGE_CHARS`."""
-    message = error.message[:MAX_ERROR_MESSAGE_CHARS]
-    return new_envelope(correlation_id, error=common_pb2.Error(code=error.code, message=message))
+    wire = error.to_proto()
+    wire.message = wire.message[:MAX_ERROR_MESSAGE_CHARS]
+    return new_envelope(correlation_id, error=wire)

@@ -10,9 +10,13 @@ class TandemError(Exception):
 
     code: common_pb2.ErrorCode.ValueType = common_pb2.ERROR_CODE_INTERNAL
 
-    def __init__(self, message: str, *, code: common_pb2.ErrorCode.ValueType | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: common_pb2.ErrorCode.ValueType | None = None, retry_after_s: int = 0
+    ) -> None:
         super().__init__(message)
         self.message = message
+        # Seconds after which the same request may succeed; 0 when retrying will not help.
+        self.retry_after_s = retry_after_s
         if code is not None:
             self.code = code
 
@@ -21,11 +25,11 @@ class TandemError(Exception):
         return common_pb2.ErrorCode.Name(self.code)
 
     def to_proto(self) -> common_pb2.Error:
-        return common_pb2.Error(code=self.code, message=self.message)
+        return common_pb2.Error(code=self.code, message=self.message, retry_after_s=self.retry_after_s)
 
     @classmethod
     def from_proto(cls, error: common_pb2.Error) -> TandemError:
-        return cls(error.message, code=error.code)
+        return cls(error.message, code=error.code, retry_after_s=error.retry_after_s)
 
     def __str__(self) -> str:
         return f"{self.code_name}: {self.message}"

@@ -46,13 +46,7 @@ class RetryableError(TandemError):
     """An error a retry of the same request (the same idempotency key) may cure, after `retry_after_s`."""
 
     def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-    def to_proto(self) -> common_pb2.Error:
-        error = super().to_proto()
-        error.retry_after_s = self.retry_after_s
-        return error
+        super().__init__(message, retry_after_s=retry_after_s)
 
 
 class CheckoutInFlightError(RetryableError):
