@@ -13,30 +13,12 @@ import pytest
 from tandem.media.dsp.echo import EchoCanceller
 from tandem.media.dsp.noise import NoiseSuppressor
 from tandem.media.dsp.pipeline import AudioPipeline, PipelineConfig, warm_up
+from tests.unit.dsp.signals import talker
 
 pytestmark = pytest.mark.unit
 RATE = 16000
 Signal = npt.NDArray[np.float64]
 FRAME = 160
-
-
-def talker(seconds: float, seed: int) -> Signal:
-    """Speech-like signal: coloured noise in syllables of random length, level and spacing, with
-    phrase pauses; about -26 dBFS."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * RATE)
-    noise = rng.standard_normal(n)
-    coloured = np.fft.irfft(np.fft.rfft(noise) / np.sqrt(1.0 + np.arange(n // 2 + 1) / (n / 16)), n)
-    envelope = np.zeros(n)
-    pos = 0
-    while pos < n:
-        length = int(rng.uniform(0.08, 0.25) * RATE)
-        envelope[pos : pos + length] = rng.uniform(0.3, 1.0) * np.hanning(length)[: n - pos]
-        pos += length + int(rng.uniform(0.02, 0.15) * RATE)
-        if rng.random() < 0.1:
-            pos += int(rng.uniform(0.3, 0.8) * RATE)
-    x = coloured * envelope
-    return np.asarray(x * 0.05 / np.sqrt(np.mean(x**2)), dtype=np.float64)
 
 
 def room(seed: int, rt60_s: float = 0.2) -> Signal:

@@ -15,7 +15,9 @@ from tandem.media.dsp.delay import BANDS, _band_bits, _band_powers
 from tandem.media.dsp.echo import EchoCanceller, _filter_output
 from tandem.media.dsp.meters import CLIP_LEVEL, AudioMeters
 from tandem.media.dsp.noise import NoiseSuppressor
-from tandem.media.dsp.reference import (
+from tandem.media.dsp.resample import Decimator, Interpolator
+from tandem.media.dsp.vad import VoiceActivityDetector
+from tests.unit.dsp.reference import (
     band_bits,
     decimate,
     gain_control,
@@ -24,8 +26,6 @@ from tandem.media.dsp.reference import (
     suppress,
     vad_scores,
 )
-from tandem.media.dsp.resample import Decimator, Interpolator
-from tandem.media.dsp.vad import VoiceActivityDetector
 
 pytestmark = pytest.mark.unit
 FEW = settings(max_examples=12, deadline=None)

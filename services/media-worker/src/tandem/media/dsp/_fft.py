@@ -18,10 +18,14 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from tandem.media.dsp._jit import FASTMATH
+
 Real = npt.NDArray[np.float64]
 Complex = npt.NDArray[np.complex128]
 Single = npt.NDArray[np.float32]
 Index = npt.NDArray[np.int64]
+FftTables = tuple[Real, Index, Real, Complex]
+"""A plan's work buffer, index table, twiddles and split factors, as the kernels take them."""
 
 _SIN60 = math.sqrt(3.0) / 2.0
 _COS72 = math.cos(2.0 * math.pi / 5.0)
@@ -86,13 +90,13 @@ class FftPlan:
         self.work: Real = np.zeros((2, half))
 
 
-@nb.njit(cache=True, fastmath=True, inline="always")
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy", inline="always")
 def _rotate(re: Real, im: Real, i: int, tr: Real, ti: Real, w: int) -> tuple[float, float]:
     """``(re[i] + 1j*im[i]) * (tr[w] + 1j*ti[w])`` as a (real, imaginary) pair."""
     return re[i] * tr[w] - im[i] * ti[w], re[i] * ti[w] + im[i] * tr[w]
 
 
-@nb.njit(cache=True, fastmath=True, inline="always")
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy", inline="always")
 def _radix2(re: Real, im: Real, span: int, tr: Real, ti: Real, t0: int) -> None:
     for start in range(0, re.shape[0], 2 * span):
         for k in range(span):
@@ -105,7 +109,7 @@ def _radix2(re: Real, im: Real, span: int, tr: Real, ti: Real, t0: int) -> None:
             im[a] += bi
 
 
-@nb.njit(cache=True, fastmath=True, inline="always")
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy", inline="always")
 def _radix4(re: Real, im: Real, span: int, tr: Real, ti: Real, t0: int) -> None:
     for start in range(0, re.shape[0], 4 * span):
         for k in range(span):
@@ -138,7 +142,7 @@ def _radix4(re: Real, im: Real, span: int, tr: Real, ti: Real, t0: int) -> None:
             im[i3] = d0i + d1r
 
 
-@nb.njit(cache=True, fastmath=True, inline="always")
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy", inline="always")
 def _radix3(re: Real, im: Real, span: int, tr: Real, ti: Real, t0: int) -> None:
     for start in range(0, re.shape[0], 3 * span):
         for k in range(span):
@@ -164,7 +168,7 @@ def _radix3(re: Real, im: Real, span: int, tr: Real, ti: Real, t0: int) -> None:
             im[i2] = mi - di
 
 
-@nb.njit(cache=True, fastmath=True, inline="always")
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy", inline="always")
 def _radix5(re: Real, im: Real, span: int, tr: Real, ti: Real, t0: int) -> None:
     for start in range(0, re.shape[0], 5 * span):
         for k in range(span):
@@ -212,7 +216,7 @@ def _radix5(re: Real, im: Real, span: int, tr: Real, ti: Real, t0: int) -> None:
             im[i3] = m2i + n2r
 
 
-@nb.njit(cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _complex_fft(work: Real, order: Index, twiddle: Real) -> None:
     """In-place unnormalized forward transform of ``work[0] + 1j * work[1]``, given in input order."""
     re = work[0]
@@ -233,7 +237,7 @@ def _complex_fft(work: Real, order: Index, twiddle: Real) -> None:
             _radix3(re, im, span, tr, ti, t0)
 
 
-@nb.njit(cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def rfft(signal: Real, out: Complex, work: Real, order: Index, twiddle: Real, split: Complex) -> None:
     """Forward real transform: ``out[:n/2+1] = np.fft.rfft(signal)`` for ``signal`` of ``n`` samples."""
     half = work.shape[1]
@@ -261,7 +265,7 @@ def rfft(signal: Real, out: Complex, work: Real, order: Index, twiddle: Real, sp
         out[k] = complex(er + wr * orr - wi * oi, ei + wr * oi + wi * orr)
 
 
-@nb.njit(cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def irfft(spectrum: Complex, out: Real, work: Real, order: Index, twiddle: Real, split: Complex) -> None:
     """Inverse real transform: ``out = np.fft.irfft(spectrum)`` for a spectrum of ``n/2+1`` bins."""
     half = work.shape[1]

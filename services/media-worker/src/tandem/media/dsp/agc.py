@@ -12,14 +12,19 @@ import math
 
 import numba as nb
 import numpy as np
+import numpy.typing as npt
 
 from tandem.media.dsp._fft import Real
+from tandem.media.dsp._jit import FASTMATH
 
-# Indices into GainControl.scalars.
-_LEVEL = 0  # smoothed speech mean square
-_GAIN = 1  # current AGC gain, linear
-_LIMIT = 2  # current limiter gain, linear
-_NSCALARS = 3
+AGC_STATE = np.dtype(
+    [
+        ("level", np.float64),  # smoothed speech mean square,
+        ("gain", np.float64),  # current AGC gain, linear,
+        ("limit", np.float64),  # current limiter gain, linear
+    ]
+)
+"""The state of one call direction (one record)."""
 
 _LEVEL_SMOOTHING = 0.05
 _LIMITER_RELEASE = 0.05
@@ -46,48 +51,49 @@ class GainControl:
         self.min_gain = 10.0 ** (min_gain_db / 20.0)
         self.slew = 10.0 ** (slew_db_per_s / 100.0 / 20.0)  # per 10 ms frame
         self.ceiling = 10.0 ** (ceiling_dbfs / 20.0)
-        self.scalars: Real = np.zeros(_NSCALARS)
-        self.scalars[_LEVEL] = self.target
-        self.scalars[_GAIN] = 1.0
-        self.scalars[_LIMIT] = 1.0
+        self.state = np.zeros(1, dtype=AGC_STATE)
+        self.state[0]["level"] = self.target
+        self.state[0]["gain"] = 1.0
+        self.state[0]["limit"] = 1.0
 
     def process(self, signal: Real, out: Real, speech: bool) -> None:
         """Apply gain to one frame; ``speech`` says whether the frame is voice-active."""
         control_frame(
-            signal, out, speech, self.scalars, self.target, self.max_gain, self.min_gain, self.slew,
+            signal, out, speech, self.state, self.target, self.max_gain, self.min_gain, self.slew,
             self.ceiling,
         )  # fmt: skip
 
     @property
     def gain_db(self) -> float:
         """The AGC gain currently applied, in dB (limiter excluded)."""
-        return 20.0 * math.log10(self.scalars[_GAIN])
+        return 20.0 * math.log10(float(self.state[0]["gain"]))
 
 
-@nb.njit(cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def control_frame(
-    signal: Real, out: Real, speech: bool, s: Real, target: float, max_gain: float,
+    signal: Real, out: Real, speech: bool, state: npt.NDArray[np.void], target: float, max_gain: float,
     min_gain: float, slew: float, ceiling: float,
 ) -> None:  # fmt: skip
     """One frame of AGC and limiter; see :meth:`GainControl.process`."""
+    s = state[0]
     frame = signal.shape[0]
     if speech:
         ms = 0.0
         for i in range(frame):
             ms += signal[i] * signal[i]
-        s[_LEVEL] += _LEVEL_SMOOTHING * (ms / frame - s[_LEVEL])
-    desired = min(max(math.sqrt(target / (s[_LEVEL] + 1e-12)), min_gain), max_gain)
-    start = s[_GAIN]
+        s.level += _LEVEL_SMOOTHING * (ms / frame - s.level)
+    desired = min(max(math.sqrt(target / (s.level + 1e-12)), min_gain), max_gain)
+    start = s.gain
     end = min(max(desired, start / slew), start * slew)
-    s[_GAIN] = end
+    s.gain = end
     peak = 0.0
     for i in range(frame):
         g = start + (end - start) * (i + 1) / frame
         out[i] = signal[i] * g
         peak = max(peak, abs(out[i]))
     wanted = min(1.0, ceiling / (peak + 1e-12))
-    limit = s[_LIMIT]
+    limit = s.limit
     limit = wanted if wanted < limit else limit + _LIMITER_RELEASE * (wanted - limit)
-    s[_LIMIT] = limit
+    s.limit = limit
     for i in range(frame):
         out[i] = min(max(out[i] * limit, -1.0), 1.0)

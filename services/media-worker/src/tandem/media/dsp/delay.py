@@ -17,18 +17,22 @@ import numpy as np
 import numpy.typing as npt
 
 from tandem.media.dsp._fft import Complex, Index, Real
+from tandem.media.dsp._jit import FASTMATH
 
 BANDS = 32
 """Number of one-bit bands; the band spectrum of one frame fits an int64."""
 
-# Indices into DelayEstimator.scalars.
-_POS = 0
-_DELAY = 1
-_CANDIDATE = 2
-_CANDIDATE_RUN = 3
-_LOCKED = 4
-_CONFIDENCE = 5
-_NSCALARS = 6
+DELAY_STATE = np.dtype(
+    [
+        ("pos", np.int64),  # ring position of the newest far-end band spectrum
+        ("delay", np.int64),  # the locked lag, frames
+        ("candidate", np.int64),  # the lag that won the last frames...
+        ("candidate_run", np.int64),  # ...for this many frames in a row
+        ("locked", np.bool_),  # a lag has been confirmed since the start
+        ("confidence", np.float64),  # mean distance minus the best, bits
+    ]
+)
+"""The estimator's scalar state (one record)."""
 
 _SMOOTHING = 0.015
 _MEAN_SMOOTHING = 0.03
@@ -57,25 +61,25 @@ class DelayEstimator:
         self.bands: Real = np.zeros(BANDS)
         self.near_previous: Real = np.zeros(BANDS)
         self.distance: Real = np.full(lags, BANDS / 2.0)
-        self.scalars: Real = np.zeros(_NSCALARS)
+        self.state = np.zeros(1, dtype=DELAY_STATE)
 
     @property
     def delay_frames(self) -> int:
         """The locked bulk delay, in 10 ms frames."""
-        return int(self.scalars[_DELAY])
+        return int(self.state[0]["delay"])
 
     @property
     def locked(self) -> bool:
         """Whether a delay has been confirmed since the start."""
-        return bool(self.scalars[_LOCKED])
+        return bool(self.state[0]["locked"])
 
     @property
     def confidence(self) -> float:
         """How far (in bits of 32) the best lag stands below the mean lag; above ~2 is a clear echo."""
-        return float(self.scalars[_CONFIDENCE])
+        return float(self.state[0]["confidence"])
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _popcount(value: np.int64) -> int:
     count = 0
     v = value
@@ -85,7 +89,7 @@ def _popcount(value: np.int64) -> int:
     return count
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _band_powers(spectrum: Complex, edges: Index, bands: Real) -> None:
     """Mean power per bin of each band of ``spectrum``."""
     for b in range(BANDS):
@@ -95,7 +99,7 @@ def _band_powers(spectrum: Complex, edges: Index, bands: Real) -> None:
         bands[b] = acc / (edges[b + 1] - edges[b])
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _band_bits(bands: Real, mean: Real) -> tuple[np.int64, bool]:
     """One-bit band spectrum of the band powers against the running band means (which it updates)."""
     total = 0.0
@@ -111,7 +115,7 @@ def _band_bits(bands: Real, mean: Real) -> tuple[np.int64, bool]:
     return bits, active
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def update_delay(
     far: Complex,
     near: Complex,
@@ -123,13 +127,14 @@ def update_delay(
     bands: Real,
     near_previous: Real,
     distance: Real,
-    scalars: Real,
+    state: npt.NDArray[np.void],
     confirm_frames: int,
 ) -> int:
     """Feed one frame's far-end window and near-end frame spectra; return the locked delay in frames."""
+    st = state[0]
     lags = far_bits.shape[0]
-    pos = (int(scalars[_POS]) + 1) % lags
-    scalars[_POS] = pos
+    pos = (st.pos + 1) % lags
+    st.pos = pos
     _band_powers(far, edges, bands)
     fbits, factive = _band_bits(bands, far_mean)
     far_bits[pos] = fbits
@@ -141,7 +146,7 @@ def update_delay(
         near_previous[b] = latest
     nbits, nactive = _band_bits(bands, near_mean)
     if not nactive:
-        return int(scalars[_DELAY])
+        return int(st.delay)
     updated = False
     for lag in range(lags):
         idx = (pos - lag) % lags
@@ -150,22 +155,22 @@ def update_delay(
             distance[lag] += _SMOOTHING * (d - distance[lag])
             updated = True
     if not updated:
-        return int(scalars[_DELAY])
+        return int(st.delay)
     best = int(np.argmin(distance))
-    scalars[_CONFIDENCE] = np.mean(distance) - distance[best]
-    if best == int(scalars[_CANDIDATE]):
-        scalars[_CANDIDATE_RUN] += 1
+    st.confidence = np.mean(distance) - distance[best]
+    if best == st.candidate:
+        st.candidate_run += 1
     else:
-        scalars[_CANDIDATE] = best
-        scalars[_CANDIDATE_RUN] = 1
-    current = int(scalars[_DELAY])
+        st.candidate = best
+        st.candidate_run = 1
+    current = int(st.delay)
     if (
         best != current
-        and scalars[_CANDIDATE_RUN] >= confirm_frames
-        and (scalars[_LOCKED] == 0 or distance[best] < distance[current] - _MARGIN_BITS)
+        and st.candidate_run >= confirm_frames
+        and (not st.locked or distance[best] < distance[current] - _MARGIN_BITS)
     ):
-        scalars[_DELAY] = best
-        scalars[_LOCKED] = 1
-    elif best == current and scalars[_CANDIDATE_RUN] >= confirm_frames:
-        scalars[_LOCKED] = 1
-    return int(scalars[_DELAY])
+        st.delay = best
+        st.locked = True
+    elif best == current and st.candidate_run >= confirm_frames:
+        st.locked = True
+    return int(st.delay)

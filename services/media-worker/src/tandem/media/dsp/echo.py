@@ -4,49 +4,90 @@ A partitioned-block frequency-domain adaptive filter (the MDF structure of Soo &
 learning-rate control of Valin, "On adjusting the learning rate in frequency domain echo cancellation
 with double-talk", 2007) runs behind a bulk-delay estimator (:mod:`tandem.media.dsp.delay`): the
 filter only has to model the room (``tail_ms``), the estimator finds where in the last
-``max_delay_ms`` the echo sits and shifts the filter when the delay moves.
+``max_delay_ms`` the echo sits.
+
+Placement. The bulk-delay estimator matches band-energy patterns, so it locks onto where most of the
+echo's energy is, which in a reverberant room is later than the direct path. It only places the
+filter coarsely (with a margin of ``_COARSE_MARGIN_FRAMES`` before its lag). Once the filter has
+converged, its own impulse response tells where the direct path is, to a fraction of a sample: the
+first partition whose peak tap is within ``_ONSET_FRACTION`` of the largest, its peak refined by a
+parabola. The window is then moved (keeping the taps) to start one to two frames before that onset,
+which leaves the rest of the window to the room's tail.
+
+Drift. The direct path measured that way, against the far end's own clock, moves by the clock drift
+between the two ends; a regression over the last ~10 s of measurements gives the drift, which is
+compensated by delaying the reference by a growing fractional delay (a windowed-sinc interpolator),
+so the filter sees a still room. When the added delay passes a whole frame the filter's lag takes the
+frame and the reference's delay drops by it, without disturbing the filter.
 
 Two filters run side by side: the background filter always adapts, the foreground filter produces
 the output and only takes over the background's coefficients when they demonstrably cancel more;
 a background that diverged in double talk is reset from the foreground. The adaptation step per bin is
 the estimated share of residual echo in the error, so a near-end talker freezes adaptation instead of
-corrupting the filter. A residual-echo suppressor then computes a spectral gain from the leakage
-estimate, applied by the noise suppressor's STFT (see :mod:`tandem.media.dsp.noise`).
+corrupting the filter, and it is normalized by the far-end power the whole window saw, so a loud
+burst after a quiet spell cannot blow the filter up. A canceller whose state still goes non-finite
+(hostile input) resets itself and passes the capture through for that frame; it never raises.
+
+A residual-echo suppressor then computes a spectral gain from the leakage estimate and a nonlinear
+term (a loudspeaker's harmonics are not in the linear estimate), applied by the noise suppressor's
+STFT (see :mod:`tandem.media.dsp.noise`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numba as nb
 import numpy as np
+import numpy.typing as npt
 
-from tandem.media.dsp._fft import Complex, FftPlan, Index, Real, Single, irfft, rfft
+from tandem.media.dsp._fft import Complex, FftPlan, FftTables, Index, Real, Single, irfft, rfft
+from tandem.media.dsp._jit import FASTMATH, Record
 from tandem.media.dsp.delay import BANDS, DelayEstimator, update_delay
 
-# Indices into EchoCanceller.scalars.
-_BG_BASE = 0  # far-end lag of the background filter's partition 0, frames
-_LEAK = 1
-_PEY = 2
-_PYY = 3
-_ADAPTED = 4
-_SUM_ADAPT = 5
-_DAVG1 = 6
-_DAVG2 = 7
-_DVAR1 = 8
-_DVAR2 = 9
-_CONSTRAIN = 10  # next partition to constrain (round robin)
-_DC_NEAR = 11
-_DC_FAR = 12
-_ERLE_NUM = 13  # smoothed near-end energy in far-end-active frames
-_ERLE_DEN = 14  # smoothed output energy in the same frames
-_ECHO_RATIO = 15  # smoothed echo-estimate / near-end energy ratio
-_POS = 16  # ring position of the newest far-end spectrum
-_FG_BASE = 17  # far-end lag of the foreground filter's partition 0, frames
-_LAG = 18  # the estimator's lag the background was last placed for
-_GRACE = 19  # frames left before a newly placed background may be backed out
-_NSCALARS = 20
+ECHO_STATE = np.dtype(
+    [
+        ("frames", np.int64),  # frames processed
+        ("pos", np.int64),  # ring row of the newest far-end spectrum
+        ("bg_base", np.int64),  # far-end lag of the background filter's partition 0, frames
+        ("fg_base", np.int64),  # the same for the foreground filter
+        ("lag", np.int64),  # the estimator's lag the background was last placed for, frames
+        ("lead", np.int64),  # how far the window last started before the estimator's lag, frames
+        ("grace", np.int64),  # frames left before a newly placed background may be backed out
+        ("constrain", np.int64),  # next partition to constrain (round robin)
+        ("sweep", np.int64),  # partitions constrained since the last coarse placement
+        ("adapted", np.bool_),  # the filter has left its initial fixed-step phase
+        ("sum_adapt", np.float64),  # adaptation done in that phase
+        ("leak", np.float64),  # leakage: share of the echo estimate's power left in the error
+        ("pey", np.float64),  # smoothed error/echo power covariance (leak regression)
+        ("pyy", np.float64),  # smoothed echo power variance (leak regression)
+        ("davg1", np.float64),  # two-path comparison: fast and slow error difference means...
+        ("davg2", np.float64),
+        ("dvar1", np.float64),  # ...and their variances
+        ("dvar2", np.float64),
+        ("dc_near", np.float64),  # DC removal states
+        ("dc_far", np.float64),
+        ("erle_num", np.float64),  # smoothed captured energy in far-end-active frames
+        ("erle_den", np.float64),  # smoothed output energy in the same frames
+        ("echo_ratio", np.float64),  # smoothed echo-estimate / captured energy ratio
+        ("nonlinear", np.float64),  # residual echo power per far-end power in far-only frames
+        ("direct", np.float64),  # direct-path onset in filter coordinates, samples (see module doc)
+        ("direct_valid", np.bool_),  # the filter has converged enough to be measured
+        ("offset", np.float64),  # fractional delay added to the reference for drift, samples
+        ("drift", np.float64),  # estimated drift, samples per sample (ppm x 1e-6)
+        ("reg_n", np.float64),  # drift regression: weighted count, sums of t, p, t^2, t*p
+        ("reg_t", np.float64),
+        ("reg_p", np.float64),
+        ("reg_tt", np.float64),
+        ("reg_tp", np.float64),
+        ("reg_t0", np.float64),  # its time origin, frames
+        ("outliers", np.int64),  # direct-path measurements in a row off the regression's line
+        ("resets", np.int64),  # times the canceller reset itself after going non-finite
+    ]
+)
+"""The canceller's scalar state (one record)."""
 
 _DC_POLE = 0.995
 _MIN_LEAK = 0.005
@@ -57,35 +98,74 @@ _RES_OVERSUBTRACT = 3.0
 _ERLE_SMOOTHING = 0.02
 _FAR_ACTIVE_POWER = 1e-7
 """Mean squared sample (normalized full scale 1.0) above which the far end counts as talking."""
-_MARGIN_FRAMES = 2
-"""The filter starts this many frames before the estimated delay, for estimation error."""
+_COARSE_MARGIN_FRAMES = 3
+"""A filter placed by the bulk-delay estimator starts this many frames before its lag (its late
+bias in reverberant rooms is up to ~20 ms, and it may also be a frame early)."""
+_FINE_MARGIN = 1.0
+"""A filter placed by its own direct-path onset starts between this and one more frame before it."""
 _DRIFT_FRAMES = 2
-"""A delay step up to this many frames is taken for clock drift rather than a jump."""
+"""A step of the bulk-delay estimate up to this many frames keeps the filter's absolute taps."""
+_TRUST_FRAMES = 4
+"""While the direct path is measured, an estimator lag within this many frames of it is taken for
+the estimator's own jitter (its band patterns move with drift and reverberation), not a jump."""
 _PLACEMENT_GRACE_FRAMES = 50
 """A background filter placed at a new lag is not compared for backing out for this many frames: it
 starts from taps that belonged to another lag and needs time to converge before it can be judged."""
+_ONSET_FRACTION = 0.5
+"""The direct path is the first partition whose peak tap reaches this share of the largest peak."""
+_MEASURE_ERLE = 2.0
+"""The filter's impulse response is trusted once its ERLE exceeds this power ratio (3 dB)."""
+_DRIFT_FORGET = 0.9
+"""Per-measurement forgetting of the drift regression (one measurement per filter sweep, 200 ms at
+the default tail: a memory of about 2 s, so the first measurements, taken while the filter still
+lagged behind the moving echo, fade)."""
+_DRIFT_MIN_SPREAD_S = 0.6
+"""The regression's time spread (standard deviation) needed before its slope is used (about 2 s of
+measurements)."""
+_OUTLIER_SAMPLES = 6.0
+"""A direct-path measurement this far off the regression's line (another reflection won the onset
+test) is not used..."""
+_OUTLIERS_TO_RESTART = 5
+"""...unless this many in a row are: then the path itself has moved and the regression restarts."""
+_MAX_DRIFT = 1e-3
+"""Largest drift compensated (1000 ppm)."""
+_MIN_COMPENSATED_DRIFT = 10e-6
+"""Drift below this (10 ppm, 0.16 samples a second at 16 kHz) is left to the adaptive filter."""
+_HALF_TAPS = 8
+"""Half the length of the reference's fractional-delay interpolator; also the reference's look-ahead
+delay, samples."""
+_DIVERGED = 1e6
+"""Frame energies above this many frames of full scale mean the filter has diverged."""
+_MAX_LATE_DECAY = 0.9
+"""Largest per-frame energy decay of the late reverberation model (RT60 of about 1.3 s)."""
+_NONLINEAR_SMOOTHING = 0.02
+_NONLINEAR_MAX = 0.1
+"""Largest nonlinear residual-echo power per aligned far-end power the suppressor assumes."""
 
 
 @dataclass(frozen=True, slots=True)
 class EchoReport:
     """What the canceller sees on its call direction.
 
-    ``delay_ms`` is the locked bulk delay (whole 10 ms frames), ``erle_db`` the smoothed echo return
-    loss enhancement of the linear filter over frames with far-end activity, ``echo_present`` whether
-    the echo estimate carries at least a tenth (-10 dB) of the captured energy.
+    ``delay_ms`` is the echo's delay behind the reference: its direct path once the filter has found it
+    (to a fraction of a sample), before that the bulk-delay estimate (10 ms steps); ``drift_ppm`` the
+    estimated clock drift (positive: the echo arrives later and later); ``erle_db`` the smoothed echo
+    return loss enhancement of the linear filter over frames with far-end activity; ``echo_present``
+    whether the echo estimate carries at least a tenth (-10 dB) of the captured energy.
     """
 
     echo_present: bool
     delay_ms: float
     erle_db: float
+    drift_ppm: float = 0.0
 
 
 class EchoCanceller:
     """Per-call-direction echo canceller state; all arrays are allocated here, none per frame.
 
-    ``sample_rate`` in Hz (10 ms frames of ``sample_rate // 100`` samples), ``tail_ms`` the room
-    response the adaptive filter models, ``max_delay_ms`` the bulk delay range searched,
-    ``suppression_floor_db`` the lowest residual-echo gain.
+    ``sample_rate`` in Hz (16000 or 48000; 10 ms frames of ``sample_rate // 100`` samples),
+    ``tail_ms`` the room response the adaptive filter models, ``max_delay_ms`` the bulk delay range
+    searched, ``suppression_floor_db`` the lowest residual-echo gain (0 turns the suppressor off).
     """
 
     def __init__(
@@ -102,11 +182,13 @@ class EchoCanceller:
         self.partitions = max(1, math.ceil(tail_ms / 10))
         self.plan = FftPlan(fft_size)
         bins = self.plan.bins
-        max_delay_frames = math.ceil(max_delay_ms / 10) + _MARGIN_FRAMES
-        self.history = max_delay_frames + self.partitions + 1
+        max_delay_frames = math.ceil(max_delay_ms / 10) + _COARSE_MARGIN_FRAMES
+        self.history = max_delay_frames + self.partitions + 2
         hz_per_bin = sample_rate / fft_size
         edges = np.round(np.geomspace(250.0, 4000.0, BANDS + 1) / hz_per_bin).astype(np.int64)
         self.delay = DelayEstimator(max_delay_frames, np.maximum.accumulate(edges + np.arange(BANDS + 1)))
+        self.far_history: Real = np.zeros(3 * frame + 2 * _HALF_TAPS)
+        self.interpolator: Real = np.zeros(2 * _HALF_TAPS)
         self.far_window: Real = np.zeros(fft_size)
         # Spectra and weights are split into real and imaginary float32 planes so the partition
         # loops vectorize; axis 0 is real/imaginary.
@@ -120,53 +202,98 @@ class EchoCanceller:
         self.near: Real = np.zeros(frame)
         self.bg_echo: Real = np.zeros(frame)
         self.fg_echo: Real = np.zeros(frame)
-        # per-bin smoothed powers: far-end, error/echo (leak regression), residual-echo suppressor
+        # per bin: smoothed aligned far-end power, step size, error and echo powers (leak
+        # regression), the suppressor's error and echo powers and its gain
         self.power: Real = np.zeros(bins)
         self.step: Real = np.zeros(bins)
         self.err_smooth: Real = np.zeros(bins)
         self.echo_smooth: Real = np.zeros(bins)
         self.res_error: Real = np.zeros(bins)
         self.res_echo: Real = np.zeros(bins)
+        self.late_echo: Real = np.zeros(bins)
         self.residual_gain: Real = np.ones(bins)
+        # per partition: step share, and the peak tap of its last constraint (value, position)
         self.prop: Real = np.zeros(self.partitions)
+        # (peak, position) x partition x 1, so that the filters' partition shifts move them too
+        self.taps: Real = np.zeros((2, self.partitions, 1))
+        self.tap_peak: Real = self.taps[0, :, 0]
+        self.tap_index: Real = self.taps[1, :, 0]
         self.suppression_floor = 10.0 ** (suppression_floor_db / 20.0)
-        self.scalars: Real = np.zeros(_NSCALARS)
-        self.scalars[_LEAK] = 1.0
-        self.scalars[_PYY] = 1.0
+        self.state = np.zeros(1, dtype=ECHO_STATE)
+        _reset(self.state[0], self.bg_weights, self.fg_weights, self.taps, 0)
+        d = self.delay
+        p = self.plan
+        # the kernel's arguments after the frames and the state, grouped by what they are, built once
+        self._arrays = (
+            (self.far_history, self.interpolator, self.far_window, self.far_spectra, self.near_spectrum),
+            (self.bg_weights, self.fg_weights, self.accumulator, self.spectrum, self.time),
+            (self.near, self.bg_echo, self.fg_echo),
+            (self.power, self.step, self.err_smooth, self.echo_smooth, self.res_error, self.res_echo,
+             self.late_echo, self.residual_gain),
+            (self.prop, self.taps),
+            (p.work, p.order, p.twiddle, p.split),
+            (d.band_edges, d.far_bits, d.far_active, d.far_mean, d.near_mean, d.bands, d.near_previous,
+             d.distance, d.state),
+            d.confirm_frames,
+        )  # fmt: skip
 
     def process(self, near: Real, far: Real, out: Real) -> None:
         """Cancel echo of ``far`` (the forwarded frame) from ``near`` (the captured frame) into ``out``.
 
         All three are float64 frames of ``frame`` samples at normalized full scale 1.0; ``out`` gets
         the linear canceller's output and :attr:`residual_gain` the suppressor's gain per FFT bin.
+        Never raises on any input: non-finite samples count as silence.
         """
-        d = self.delay
-        p = self.plan
-        cancel_frame(
-            near, far, out, self.far_window, self.far_spectra, self.near_spectrum,
-            self.bg_weights, self.fg_weights, self.accumulator, self.spectrum, self.time, self.near,
-            self.bg_echo, self.fg_echo, self.power, self.step, self.err_smooth, self.echo_smooth,
-            self.res_error, self.res_echo, self.residual_gain, self.prop, self.scalars,
-            self.suppression_floor,
-            p.work, p.order, p.twiddle, p.split,
-            d.band_edges, d.far_bits, d.far_active, d.far_mean, d.near_mean, d.bands,
-            d.near_previous, d.distance, d.scalars, d.confirm_frames,
-        )  # fmt: skip
+        cancel_frame(near, far, out, self.state, self.suppression_floor, *self._arrays)
 
     @property
     def report(self) -> EchoReport:
         """The current echo state of this direction."""
-        s = self.scalars
-        erle = 10.0 * math.log10((s[_ERLE_NUM] + 1e-12) / (s[_ERLE_DEN] + 1e-12))
+        s = self.state[0]
+        erle = 10.0 * math.log10((float(s["erle_num"]) + 1e-12) / (float(s["erle_den"]) + 1e-12))
+        if s["direct_valid"]:
+            delay_ms = 1000.0 * (float(s["direct"]) + float(s["offset"]) + _HALF_TAPS) / self.sample_rate
+        else:
+            delay_ms = 10.0 * self.delay.delay_frames
         return EchoReport(
-            echo_present=bool(s[_ECHO_RATIO] > 0.1),
-            delay_ms=10.0 * self.delay.delay_frames,
+            echo_present=bool(s["echo_ratio"] > 0.1),
+            delay_ms=delay_ms,
             erle_db=erle,
+            drift_ppm=1e6 * float(s["drift"]),
         )
 
 
-@nb.njit(cache=True, fastmath=True)
-def _shift_partitions(weights: Single, shift: int) -> None:
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _reset(s: Record, bg_w: Single, fg_w: Single, taps: Real, base: int) -> None:
+    """Start over with empty filters at ``base`` (construction, and after going non-finite)."""
+    bg_w[:, :, :] = 0.0
+    fg_w[:, :, :] = 0.0
+    taps[:, :, :] = 0.0
+    s.bg_base = s.fg_base = base
+    s.lag = -1
+    s.lead = _COARSE_MARGIN_FRAMES
+    s.grace = 0
+    s.sweep = 0
+    s.adapted = False
+    s.sum_adapt = 0.0
+    s.leak = 1.0
+    s.pey = 0.0
+    s.pyy = 1.0
+    s.davg1 = s.davg2 = s.dvar1 = s.dvar2 = 0.0
+    s.direct_valid = False
+    s.nonlinear = 0.0
+    _forget_drift_measurements(s)
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _forget_drift_measurements(s: Record) -> None:
+    s.reg_n = s.reg_t = s.reg_p = s.reg_tt = s.reg_tp = 0.0
+    s.reg_t0 = float(s.frames)
+    s.outliers = 0
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _shift_partitions(weights: Single | Real, shift: int) -> None:
     """Keep the filter's absolute taps after its bulk lag grew by ``shift`` frames (w[p] <- w[p+shift])."""
     parts = weights.shape[1]
     order = range(parts) if shift > 0 else range(parts - 1, -1, -1)
@@ -177,7 +304,7 @@ def _shift_partitions(weights: Single, shift: int) -> None:
                 weights[c, q, k] = weights[c, src, k] if 0 <= src < parts else 0.0
 
 
-@nb.njit(cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _partition_shares(weights: Single, prop: Real) -> None:
     """Step share of each partition: its coefficient norm plus a tenth of the largest, summing to 0.99."""
     top = 1e-9
@@ -195,7 +322,7 @@ def _partition_shares(weights: Single, prop: Real) -> None:
         prop[p] *= 0.99 / total
 
 
-@nb.njit(cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _filter_output(
     weights: Single, spectra: Single, newest: int, base: int, acc: Single, out_spec: Complex,
     time: Real, echo: Real, work: Real, order: Index, tw: Real, split: Complex,
@@ -222,7 +349,7 @@ def _filter_output(
         echo[i] = time[n - frame + i]
 
 
-@nb.njit(cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _padded_spectrum(
     frame_signal: Real, out: Complex, time: Real, work: Real, order: Index, tw: Real, split: Complex
 ) -> None:
@@ -235,77 +362,158 @@ def _padded_spectrum(
     rfft(time, out, work, order, tw, split)
 
 
-@nb.njit(cache=True, fastmath=True)
-def cancel_frame(
-    near_in: Real, far_in: Real, out: Real, far_window: Real, far_spectra: Single,
-    near_spec: Complex, bg_w: Single, fg_w: Single, acc: Single, spec: Complex, time: Real,
-    near: Real, bg_echo: Real, fg_echo: Real, power: Real, step: Real, err_smooth: Real,
-    echo_smooth: Real, res_error: Real, res_echo: Real, res_gain: Real, prop: Real, s: Real,
-    floor: float,
-    work: Real, order: Index, tw: Real, split: Complex,
-    edges: Index, far_bits: np.ndarray, far_active: np.ndarray, far_mean: Real, near_mean: Real,
-    bands: Real, near_previous: Real, distance: Real, delay_scalars: Real, confirm: int,
-) -> None:  # fmt: skip
-    """One 10 ms frame of the canceller; see :meth:`EchoCanceller.process`."""
-    frame = near_in.shape[0]
-    n = far_window.shape[0]
-    history = far_spectra.shape[1]
-    parts = bg_w.shape[1]
-    bins = spec.shape[0]
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _finite_or_zero(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
 
-    # DC removal on both inputs, far-end window slide and spectra.
-    dc_near = s[_DC_NEAR]
-    dc_far = s[_DC_FAR]
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _take_near(near_in: Real, near: Real, s: Record) -> None:
+    """DC-free capture frame (non-finite samples count as silence)."""
+    dc = s.dc_near
+    for i in range(near_in.shape[0]):
+        x = _finite_or_zero(near_in[i])
+        dc = _DC_POLE * dc + (1.0 - _DC_POLE) * x
+        near[i] = x - dc
+    s.dc_near = dc
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _interpolator_taps(fraction: float, taps: Real) -> None:
+    """Blackman-windowed sinc taps delaying by ``fraction`` of a sample (unit DC gain)."""
+    half = taps.shape[0] // 2
+    total = 0.0
+    for m in range(taps.shape[0]):
+        x = (m - half + 1) + fraction
+        value = 1.0 if abs(x) < 1e-9 else math.sin(math.pi * x) / (math.pi * x)
+        u = x / half
+        window = 0.42 + 0.5 * math.cos(math.pi * u) + 0.08 * math.cos(2.0 * math.pi * u) if abs(u) < 1.0 else 0.0
+        taps[m] = value * window
+        total += taps[m]
+    for m in range(taps.shape[0]):
+        taps[m] /= total
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _take_far(far_in: Real, history: Real, taps: Real, window: Real, s: Record) -> int:
+    """Slide the DC-free far end into ``history`` and build the reference window: the last two frames,
+    delayed by the look-ahead plus the drift compensation ``s.offset``. Returns the frames the
+    filter's lag must take from (+1) or give to (-1) the offset when it left [0, frame)."""
+    frame = far_in.shape[0]
+    n = history.shape[0]
     for i in range(n - frame):
-        far_window[i] = far_window[i + frame]
+        history[i] = history[i + frame]
+    dc = s.dc_far
     for i in range(frame):
-        dc_near = _DC_POLE * dc_near + (1.0 - _DC_POLE) * near_in[i]
-        dc_far = _DC_POLE * dc_far + (1.0 - _DC_POLE) * far_in[i]
-        near[i] = near_in[i] - dc_near
-        far_window[n - frame + i] = far_in[i] - dc_far
-    s[_DC_NEAR] = dc_near
-    s[_DC_FAR] = dc_far
-    newest = (int(s[_POS]) + 1) % history
-    s[_POS] = newest
-    rfft(far_window, spec, work, order, tw, split)
-    for k in range(bins):
-        far_spectra[0, newest, k] = spec[k].real
-        far_spectra[1, newest, k] = spec[k].imag
-    _padded_spectrum(near, near_spec, time, work, order, tw, split)
+        x = _finite_or_zero(far_in[i])
+        dc = _DC_POLE * dc + (1.0 - _DC_POLE) * x
+        history[n - frame + i] = x - dc
+    s.dc_far = dc
+    moved = 0
+    drift = s.drift if abs(s.drift) >= _MIN_COMPENSATED_DRIFT else 0.0
+    offset = s.offset + drift * frame
+    if offset >= frame:
+        offset -= frame
+        moved = 1
+    elif offset < 0.0:
+        if min(s.bg_base, s.fg_base) >= 1:
+            offset += frame
+            moved = -1
+        else:
+            offset = 0.0
+    s.offset = offset
+    whole = math.floor(offset)
+    fraction = offset - whole
+    half = taps.shape[0] // 2
+    size = window.shape[0]
+    if fraction == 0.0:
+        for j in range(size):
+            window[j] = history[n - size + j - half - whole]
+        return moved
+    _interpolator_taps(fraction, taps)
+    for j in range(size):
+        first = n - size + j - half - whole - half + 1
+        acc = 0.0
+        for m in range(taps.shape[0]):
+            acc += taps[m] * history[first + m]
+        window[j] = acc
+    return moved
 
-    lag = update_delay(
-        spec, near_spec, edges, far_bits, far_active, far_mean, near_mean, bands, near_previous,
-        distance, delay_scalars, confirm,
-    )  # fmt: skip
-    # A new bulk delay re-places only the background filter: after a jump it keeps its shape
-    # relative to the new lag, after a small (drift) step it keeps its absolute taps. The two-path
-    # logic below then either promotes it or, when the estimate was wrong (double talk), backs it out
-    # once the grace period has passed; a backed-out lag is placed again after another grace period.
-    if s[_GRACE] > 0.0:
-        s[_GRACE] -= 1.0
-    if lag != int(s[_LAG]):
-        s[_LAG] = lag
-        s[_GRACE] = _PLACEMENT_GRACE_FRAMES
-        old_base = int(s[_BG_BASE])
-        base = max(0, lag - _MARGIN_FRAMES)
-        if abs(base - old_base) <= _DRIFT_FRAMES:
-            _shift_partitions(bg_w, base - old_base)
-        s[_BG_BASE] = base
-    base = int(s[_BG_BASE])
-    fg_base = int(s[_FG_BASE])
 
-    # Aligned far-end energy (Parseval on the newest aligned window, scaled to one frame).
-    aligned = (newest - base) % history
-    sxx = 0.0
-    for k in range(bins):
-        x_pow = far_spectra[0, aligned, k] ** 2 + far_spectra[1, aligned, k] ** 2
-        sxx += x_pow if (k == 0 or k == bins - 1) else 2.0 * x_pow
-        power[k] = 0.98 * power[k] + 0.02 * x_pow
-    sxx *= frame / (n * n)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _store_far_spectrum(spec: Complex, far_spectra: Single, s: Record, moved: int) -> int:
+    """Store the reference window's spectrum as the newest ring row; return the row.
 
-    _filter_output(bg_w, far_spectra, newest, base, acc, spec, time, bg_echo, work, order, tw, split)
-    _filter_output(fg_w, far_spectra, newest, fg_base, acc, spec, time, fg_echo, work, order, tw, split)
+    When the drift compensation hands a frame to the filter's lag (``moved`` = +1) the row is stored
+    twice, so that the older rows keep their lag; when it takes one back (-1) the newest row is
+    overwritten instead. The filters' bases and the measured direct path move by that frame."""
+    history = far_spectra.shape[1]
+    steps = 1 + moved
+    newest = int((s.pos + steps) % history)
+    for step in range(max(steps, 1)):
+        row = (s.pos + 1 + step) % history if steps > 0 else newest
+        for k in range(spec.shape[0]):
+            far_spectra[0, row, k] = spec[k].real
+            far_spectra[1, row, k] = spec[k].imag
+    s.pos = newest
+    if moved != 0:
+        s.bg_base += moved
+        s.fg_base += moved
+        s.lag = s.lag + moved if s.lag >= 0 else s.lag
+        s.direct += moved * (spec.shape[0] - 1)
+    return newest
 
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _place_filters(lag: int, s: Record, bg_w: Single, fg_w: Single, taps: Real) -> None:
+    """Place the filters for the estimator's ``lag`` (frames) and the measured direct path.
+
+    A lag far from the measured direct path is a delay jump: the background alone is placed as far
+    before the new lag as the window last was before the old one (the room is the same, so its shape
+    fits again at once; the coarse margin before anything was measured), keeping its shape relative to
+    the lag (or its absolute taps after a small step), and the two-path logic either promotes it or
+    backs it out. While the direct path is measured and both filters agree, both are moved to start a
+    frame or two before it."""
+    frame = bg_w.shape[2] - 1
+    if s.grace > 0:
+        s.grace -= 1
+    if lag != s.lag:
+        s.lag = lag
+        trusted = s.direct_valid and abs(lag * frame - s.direct) <= _TRUST_FRAMES * frame
+        if not trusted:
+            old = s.bg_base
+            base = max(0, lag - s.lead)
+            if abs(base - old) <= _DRIFT_FRAMES:
+                _shift_partitions(bg_w, base - old)
+                _shift_partitions(taps, base - old)
+            else:
+                taps[0, :, :] = 0.0
+            s.bg_base = base
+            s.grace = _PLACEMENT_GRACE_FRAMES
+            s.direct_valid = False
+            s.sweep = 0
+            _forget_drift_measurements(s)
+        return
+    if s.direct_valid and s.bg_base == s.fg_base:
+        target = max(0, math.floor((s.direct - _FINE_MARGIN * frame) / frame))
+        shift = target - s.bg_base
+        if shift != 0 and abs(shift) < bg_w.shape[1]:
+            _shift_partitions(bg_w, shift)
+            _shift_partitions(fg_w, shift)
+            _shift_partitions(taps, shift)
+            s.bg_base = s.fg_base = target
+        s.lead = min(max(s.lag - s.bg_base, 0), 2 * _COARSE_MARGIN_FRAMES)
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _compare_paths(
+    near: Real, bg_echo: Real, fg_echo: Real, bg_w: Single, fg_w: Single, s: Record
+) -> tuple[float, float, float, bool]:
+    """Two-path logic: promote a better background, back out a background that diverged.
+
+    Returns the foreground's and the background's error energies, the capture's energy, and whether
+    the filters' output is usable (finite and not diverged)."""
+    frame = near.shape[0]
     sff = 0.0
     see = 0.0
     dbf = 0.0
@@ -317,56 +525,58 @@ def cancel_frame(
         see += eb * eb
         dbf += (ef - eb) * (ef - eb)
         sdd += near[i] * near[i]
+    healthy = math.isfinite(sff + see + dbf) and sff < _DIVERGED * frame and see < _DIVERGED * frame
+    if not healthy:
+        return sff, see, sdd, False
     tiny = 1e-12 * frame
     sff += tiny
     see += tiny
     dbf += tiny
-
-    # Two-path logic: promote a better background, back out a background that diverged.
+    base = s.bg_base
+    fg_base = s.fg_base
     diff = sff - see
-    s[_DAVG1] = 0.6 * s[_DAVG1] + 0.4 * diff
-    s[_DAVG2] = 0.85 * s[_DAVG2] + 0.15 * diff
-    s[_DVAR1] = 0.36 * s[_DVAR1] + 0.16 * sff * dbf
-    s[_DVAR2] = 0.7225 * s[_DVAR2] + 0.0225 * sff * dbf
+    s.davg1 = 0.6 * s.davg1 + 0.4 * diff
+    s.davg2 = 0.85 * s.davg2 + 0.15 * diff
+    s.dvar1 = 0.36 * s.dvar1 + 0.16 * sff * dbf
+    s.dvar2 = 0.7225 * s.dvar2 + 0.0225 * sff * dbf
     if (
         diff * abs(diff) > sff * dbf
-        or s[_DAVG1] * abs(s[_DAVG1]) > _VAR1_UPDATE * s[_DVAR1]
-        or s[_DAVG2] * abs(s[_DAVG2]) > _VAR2_UPDATE * s[_DVAR2]
+        or s.davg1 * abs(s.davg1) > _VAR1_UPDATE * s.dvar1
+        or s.davg2 * abs(s.davg2) > _VAR2_UPDATE * s.dvar2
     ):
         fg_w[:, :, :] = bg_w
-        s[_FG_BASE] = base
+        s.fg_base = base
         fg_echo[:] = bg_echo
         sff = see
-        s[_DAVG1] = s[_DAVG2] = s[_DVAR1] = s[_DVAR2] = 0.0
-    elif s[_GRACE] == 0.0 and (
+        s.davg1 = s.davg2 = s.dvar1 = s.dvar2 = 0.0
+    elif s.grace == 0 and (
         -diff * abs(diff) > _VAR_BACKTRACK * sff * dbf
-        or -s[_DAVG1] * abs(s[_DAVG1]) > _VAR_BACKTRACK * s[_DVAR1]
-        or -s[_DAVG2] * abs(s[_DAVG2]) > _VAR_BACKTRACK * s[_DVAR2]
+        or -s.davg1 * abs(s.davg1) > _VAR_BACKTRACK * s.dvar1
+        or -s.davg2 * abs(s.davg2) > _VAR_BACKTRACK * s.dvar2
     ):
         bg_w[:, :, :] = fg_w
         if fg_base != base:
-            s[_LAG] = -1.0  # the estimator's lag is tried again, after another grace period
-        s[_BG_BASE] = base = fg_base
+            s.lag = -1  # the estimator's lag is tried again, after another grace period
+        s.bg_base = fg_base
         bg_echo[:] = fg_echo
         see = sff
-        s[_DAVG1] = s[_DAVG2] = s[_DVAR1] = s[_DVAR2] = 0.0
+        s.davg1 = s.davg2 = s.dvar1 = s.dvar2 = 0.0
+        s.sweep = 0  # the taps measured were the discarded background's
+    return sff, see, sdd, True
 
-    for i in range(frame):
-        out[i] = near[i] - fg_echo[i]
 
-    # Background error and echo spectra (zero-padded frames) for the step size and the gradient.
-    syy = 0.0
-    sey = 0.0
-    for i in range(frame):
-        eb = near[i] - bg_echo[i]
-        syy += bg_echo[i] * bg_echo[i]
-        sey += eb * bg_echo[i]
-        bg_echo[i] = eb  # reuse as the error buffer
-    _padded_spectrum(bg_echo, spec, time, work, order, tw, split)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _leak_estimate(
+    spec: Complex, near_spec: Complex, syy: float, see: float, err_smooth: Real, echo_smooth: Real,
+    res_error: Real, res_echo: Real, step: Real, s: Record,
+) -> float:  # fmt: skip
+    """Leakage (share of the echo estimate's power left in the error) by regression of error on echo
+    power per bin, and the suppressor's smoothed powers; ``step`` gets |Y|^2 per bin. Returns the
+    echo estimate's spectral sum."""
     pey = 0.0
     pyy = 0.0
     echo_sum = 0.0
-    for k in range(bins):
+    for k in range(spec.shape[0]):
         e_pow = spec[k].real ** 2 + spec[k].imag ** 2
         y = near_spec[k] - spec[k]
         y_pow = y.real * y.real + y.imag * y.imag
@@ -379,75 +589,308 @@ def cancel_frame(
         res_echo[k] = 0.6 * res_echo[k] + 0.4 * y_pow
         res_error[k] = 0.6 * res_error[k] + 0.4 * e_pow
         echo_sum += y_pow
-        step[k] = y_pow  # stash |Y|^2 for the step below
+        step[k] = y_pow
     pyy = math.sqrt(pyy)
     pey = pey / (pyy + 1e-30)
     alpha = min(0.02 * syy, 0.005 * see) / see
-    s[_PEY] = (1.0 - alpha) * s[_PEY] + alpha * pey
-    s[_PYY] = (1.0 - alpha) * s[_PYY] + alpha * pyy
-    s[_PYY] = max(s[_PYY], 1e-30)
-    s[_PEY] = min(max(s[_PEY], _MIN_LEAK * s[_PYY]), s[_PYY])
-    leak = s[_PEY] / s[_PYY]
-    s[_LEAK] = leak
+    s.pey = (1.0 - alpha) * s.pey + alpha * pey
+    s.pyy = max((1.0 - alpha) * s.pyy + alpha * pyy, 1e-30)
+    s.pey = min(max(s.pey, _MIN_LEAK * s.pyy), s.pyy)
+    s.leak = s.pey / s.pyy
+    return echo_sum
 
-    # Residual-echo suppressor: the echo share of the error is leak x echo-estimate power.
-    res_leak = _RES_OVERSUBTRACT * min(2.0 * leak, 1.0)
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _late_reverberation(tap_peak: Real, res_echo: Real, late: Real) -> None:
+    """The room's reverberation beyond the filter's window, per bin: each frame's echo estimate
+    continues past the window with the energy share and the decay of the window's last partitions
+    (from the partitions' peak taps), so ``late`` follows ``d * (late + share * |Y|^2)``."""
+    parts = tap_peak.shape[0]
+    quarter = max(1, parts // 4)
+    total = 1e-30
+    for p in range(parts):
+        total += tap_peak[p] * tap_peak[p]
+    last = 0.0
+    before = 1e-30
+    for p in range(parts - quarter, parts):
+        last += tap_peak[p] * tap_peak[p]
+    for p in range(parts - 2 * quarter, parts - quarter):
+        before += tap_peak[p] * tap_peak[p]
+    decay = min(max(last / before, 0.0), 1.0) ** (1.0 / quarter)  # energy, per frame
+    decay = min(decay, _MAX_LATE_DECAY)
+    share = tap_peak[parts - 1] * tap_peak[parts - 1] / total
+    for k in range(late.shape[0]):
+        late[k] = decay * (late[k] + share * res_echo[k])
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _residual_gain(
+    res_error: Real, res_echo: Real, late: Real, power: Real, res_gain: Real, floor: float,
+    far_only: bool, s: Record,
+) -> None:  # fmt: skip
+    """Residual-echo suppressor gain per bin: the echo share of the error is the leakage times the
+    echo estimate's power, plus the late reverberation beyond the window, plus the nonlinear share of
+    the aligned far-end power (a loudspeaker's harmonics), learned in frames where the far end talks
+    alone and the filter has converged."""
+    bins = res_gain.shape[0]
+    if far_only:
+        num = 0.0
+        den = 1e-20
+        for k in range(bins):
+            num += max(res_error[k] - 2.0 * s.leak * res_echo[k] - late[k], 0.0)
+            den += power[k]
+        ratio = min(num / den, _NONLINEAR_MAX)
+        s.nonlinear += _NONLINEAR_SMOOTHING * (ratio - s.nonlinear)
+    res_leak = _RES_OVERSUBTRACT * min(2.0 * s.leak, 1.0)
     for k in range(bins):
-        g = max(1.0 - res_leak * res_echo[k] / (res_error[k] + 1e-20), floor)
+        echo = res_leak * res_echo[k] + late[k] + s.nonlinear * power[k]
+        g = max(1.0 - echo / (res_error[k] + 1e-20), floor)
         # fast attack, slower release so echo tails do not pump through
         res_gain[k] = g if g < res_gain[k] else 0.5 * res_gain[k] + 0.5 * g
 
-    far_active = sxx > _FAR_ACTIVE_POWER * frame
-    if s[_ADAPTED] == 0.0 and s[_SUM_ADAPT] > parts and leak * syy > 0.03 * syy:
-        s[_ADAPTED] = 1.0
-    if s[_ADAPTED] != 0.0:
-        rer = (1e-4 * sxx + 3.0 * leak * syy) / see
-        rer = min(max(rer, sey * sey / (1e-30 + see * syy)), 0.5)
-        for k in range(bins):
-            e_pow = spec[k].real ** 2 + spec[k].imag ** 2 + 1e-20
-            r = min(leak * step[k], 0.5 * e_pow)
-            r = 0.7 * r + 0.3 * rer * e_pow
-            step[k] = r / (e_pow * (power[k] + 1e-10 * n * n))
-    else:
-        rate = 0.0
-        if far_active:
-            rate = min(0.25 * sxx, 0.25 * see) / see
-        s[_SUM_ADAPT] += rate
-        for k in range(bins):
-            step[k] = rate / (power[k] + 1e-10 * n * n)
 
-    # Gradient step on every partition, gradient constraint on one partition per frame.
-    # Proportionate split of the step over partitions (larger where the filter has energy), then
-    # the gradient conj(X) * E, constrained to one partition's length on one partition at a time.
-    if far_active:
-        _partition_shares(bg_w, prop)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _step_sizes(
+    spec: Complex, step: Real, power: Real, far_spectra: Single, newest: int, base: int, prop: Real,
+    acc: Single, sxx: float, see: float, syy: float, sey: float, s: Record,
+) -> None:  # fmt: skip
+    """Adaptation step per bin: in the initial phase a fixed rate, then the estimated residual-echo
+    share of the error (Valin's learning-rate control), both normalized by the far-end power the
+    filter's window saw (the larger of its smoothed power and the step-share-weighted power of all
+    partitions' rows, so a loud burst after a quiet spell cannot overshoot)."""
+    bins = spec.shape[0]
+    history = far_spectra.shape[1]
+    n2 = 4.0 * (bins - 1) * (bins - 1)
+    parts = prop.shape[0]
+    if not s.adapted and s.sum_adapt > parts and s.leak * syy > 0.03 * syy:
+        s.adapted = True
+    rate = 0.0
+    rer = 0.0
+    if s.adapted:
+        rer = (1e-4 * sxx + 3.0 * s.leak * syy) / see
+        rer = min(max(rer, sey * sey / (1e-30 + see * syy)), 0.5)
+    else:
+        rate = min(0.25 * sxx, 0.25 * see) / see
+        s.sum_adapt += rate
+    seen = acc[0]  # scratch: the step-share-weighted far-end power of the window, per bin
+    seen[:] = 0.0
+    for p in range(parts):
+        row = (newest - base - p) % history
+        share = np.float32(prop[p] / 0.99)
         for k in range(bins):
-            acc[0, k] = step[k] * spec[k].real
-            acc[1, k] = step[k] * spec[k].imag
-        for p in range(parts):
-            row = (newest - base - p) % history
-            share = np.float32(prop[p])
-            for k in range(bins):
-                xr = far_spectra[0, row, k]
-                xi = far_spectra[1, row, k]
-                bg_w[0, p, k] += share * (xr * acc[0, k] + xi * acc[1, k])
-                bg_w[1, p, k] += share * (xr * acc[1, k] - xi * acc[0, k])
-    c = int(s[_CONSTRAIN])
-    s[_CONSTRAIN] = (c + 1) % parts
+            seen[k] += share * (far_spectra[0, row, k] ** 2 + far_spectra[1, row, k] ** 2)
     for k in range(bins):
+        norm = max(power[k], float(seen[k])) + 1e-10 * n2
+        if s.adapted:
+            e_pow = spec[k].real ** 2 + spec[k].imag ** 2 + 1e-20
+            r = min(s.leak * step[k], 0.5 * e_pow)
+            r = 0.7 * r + 0.3 * rer * e_pow
+            step[k] = r / (e_pow * norm)
+        else:
+            step[k] = rate / norm
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _adapt(
+    spec: Complex, step: Real, bg_w: Single, far_spectra: Single, newest: int, base: int, acc: Single,
+    prop: Real,
+) -> None:  # fmt: skip
+    """Gradient step on every partition: the proportionate share of the step times conj(X) * E."""
+    bins = spec.shape[0]
+    history = far_spectra.shape[1]
+    for k in range(bins):
+        acc[0, k] = step[k] * spec[k].real
+        acc[1, k] = step[k] * spec[k].imag
+    for p in range(bg_w.shape[1]):
+        row = (newest - base - p) % history
+        share = np.float32(prop[p])
+        for k in range(bins):
+            xr = far_spectra[0, row, k]
+            xi = far_spectra[1, row, k]
+            bg_w[0, p, k] += share * (xr * acc[0, k] + xi * acc[1, k])
+            bg_w[1, p, k] += share * (xr * acc[1, k] - xi * acc[0, k])
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _constrain_and_measure(
+    bg_w: Single, spec: Complex, time: Real, tap_peak: Real, tap_index: Real, s: Record, fft: FftTables
+) -> None:
+    """Constrain one partition (round robin) to a frame of taps, and note its peak tap and where it is
+    (refined by a parabola through the neighbouring taps)."""
+    work, order, tw, split = fft
+    frame = bg_w.shape[2] - 1
+    c = s.constrain
+    s.constrain = (c + 1) % bg_w.shape[1]
+    for k in range(spec.shape[0]):
         spec[k] = complex(bg_w[0, c, k], bg_w[1, c, k])
     irfft(spec, time, work, order, tw, split)
     time[frame:] = 0.0
+    peak = 0.0
+    at = 0
+    for i in range(frame):
+        if abs(time[i]) > peak:
+            peak = abs(time[i])
+            at = i
+    position = float(at)
+    if 0 < at < frame - 1:
+        left = abs(time[at - 1])
+        right = abs(time[at + 1])
+        curve = left - 2.0 * peak + right
+        if curve < 0.0:
+            position += 0.5 * (left - right) / curve
+    tap_peak[c] = peak
+    tap_index[c] = position
+    s.sweep += 1
     rfft(time, spec, work, order, tw, split)
-    for k in range(bins):
+    for k in range(spec.shape[0]):
         bg_w[0, c, k] = spec[k].real
         bg_w[1, c, k] = spec[k].imag
 
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _track_direct_path(tap_peak: Real, tap_index: Real, s: Record, frame: int) -> None:
+    """After each full sweep of a converged filter: the direct path's onset (filter coordinates,
+    samples) and, from its movement against the far end's clock, the drift."""
+    parts = tap_peak.shape[0]
+    if s.sweep < parts or s.constrain != 0:
+        return
+    converged = s.erle_num > _MEASURE_ERLE * s.erle_den and s.bg_base == s.fg_base and s.grace == 0
+    if not converged:
+        return
+    top = 0.0
+    for p in range(parts):
+        top = max(top, tap_peak[p])
+    if top <= 0.0:
+        return
+    first = 0
+    while tap_peak[first] < _ONSET_FRACTION * top:
+        first += 1
+    direct = (s.bg_base + first) * frame + tap_index[first]
+    # regression of the direct path (against the far end's own clock) on time, in seconds
+    t = (s.frames - s.reg_t0) * 0.01
+    p = direct + s.offset
+    if s.reg_n >= 3.0:
+        mean_t = s.reg_t / s.reg_n
+        spread = max(s.reg_tt / s.reg_n - mean_t * mean_t, 1e-6)
+        slope = (s.reg_tp / s.reg_n - mean_t * s.reg_p / s.reg_n) / spread
+        predicted = s.reg_p / s.reg_n + slope * (t - mean_t)
+        if abs(p - predicted) > _OUTLIER_SAMPLES:
+            s.outliers += 1
+            if s.outliers < _OUTLIERS_TO_RESTART:
+                return
+            _forget_drift_measurements(s)
+            t = 0.0
+    s.outliers = 0
+    s.direct = direct
+    s.direct_valid = True
+    s.reg_n = _DRIFT_FORGET * s.reg_n + 1.0
+    s.reg_t = _DRIFT_FORGET * s.reg_t + t
+    s.reg_p = _DRIFT_FORGET * s.reg_p + p
+    s.reg_tt = _DRIFT_FORGET * s.reg_tt + t * t
+    s.reg_tp = _DRIFT_FORGET * s.reg_tp + t * p
+    mean_t = s.reg_t / s.reg_n
+    spread = s.reg_tt / s.reg_n - mean_t * mean_t
+    if spread >= _DRIFT_MIN_SPREAD_S * _DRIFT_MIN_SPREAD_S:
+        slope = (s.reg_tp / s.reg_n - mean_t * s.reg_p / s.reg_n) / spread  # samples per second
+        s.drift = min(max(slope / (100.0 * frame), -_MAX_DRIFT), _MAX_DRIFT)
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _meter(near: Real, out: Real, sdd: float, echo_sum: float, far_active: bool, s: Record) -> None:
+    """Smoothed ERLE and echo share over frames where the far end talks."""
+    if not far_active:
+        return
+    frame = near.shape[0]
+    n = 2 * frame
+    sout = 0.0
+    for i in range(frame):
+        sout += out[i] * out[i]
+    s.erle_num += _ERLE_SMOOTHING * (sdd - s.erle_num)
+    s.erle_den += _ERLE_SMOOTHING * (sout - s.erle_den)
+    ratio = min(2.0 * echo_sum / (sdd * n + 1e-20), 1.0)
+    s.echo_ratio += _ERLE_SMOOTHING * (ratio - s.echo_ratio)
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def cancel_frame(
+    near_in: Real, far_in: Real, out: Real, state: npt.NDArray[np.void], floor: float,
+    far: tuple[Real, Real, Real, Single, Complex], filters: tuple[Single, Single, Single, Complex, Real],
+    frames: tuple[Real, Real, Real], per_bin: tuple[Real, Real, Real, Real, Real, Real, Real, Real],
+    per_partition: tuple[Real, Real], fft: FftTables, delay: tuple[Any, ...], confirm: int,
+) -> None:  # fmt: skip
+    """One 10 ms frame of the canceller; see :meth:`EchoCanceller.process`."""
+    far_history, interpolator, far_window, far_spectra, near_spec = far
+    bg_w, fg_w, acc, spec, time = filters
+    near, bg_echo, fg_echo = frames
+    power, step, err_smooth, echo_smooth, res_error, res_echo, late, res_gain = per_bin
+    prop, taps = per_partition
+    tap_peak = taps[0, :, 0]
+    tap_index = taps[1, :, 0]
+    work, order, tw, split = fft
+    edges, far_bits, far_active_lags, far_mean, near_mean, bands, near_previous, distance, delay_state = delay
+    s = state[0]
+    s.frames += 1
+    frame = near_in.shape[0]
+    n = far_window.shape[0]
+    history = far_spectra.shape[1]
+    bins = spec.shape[0]
+
+    # Inputs: DC-free capture, drift-compensated reference window and its spectrum, bulk delay.
+    _take_near(near_in, near, s)
+    moved = _take_far(far_in, far_history, interpolator, far_window, s)
+    rfft(far_window, spec, work, order, tw, split)
+    newest = _store_far_spectrum(spec, far_spectra, s, moved)
+    _padded_spectrum(near, near_spec, time, work, order, tw, split)
+    lag = update_delay(
+        spec, near_spec, edges, far_bits, far_active_lags, far_mean, near_mean, bands, near_previous,
+        distance, delay_state, confirm,
+    )  # fmt: skip
+    _place_filters(lag, s, bg_w, fg_w, taps)
+    base = s.bg_base
+
+    # Aligned far-end energy (Parseval on the newest aligned window, scaled to one frame).
+    aligned = (newest - base) % history
+    sxx = 0.0
+    for k in range(bins):
+        x_pow = far_spectra[0, aligned, k] ** 2 + far_spectra[1, aligned, k] ** 2
+        sxx += x_pow if (k == 0 or k == bins - 1) else 2.0 * x_pow
+        power[k] = 0.98 * power[k] + 0.02 * x_pow
+    sxx *= frame / (n * n)
+    far_active = sxx > _FAR_ACTIVE_POWER * frame
+
+    # Both filters' echo estimates, the two-path decision and the output.
+    _filter_output(bg_w, far_spectra, newest, base, acc, spec, time, bg_echo, work, order, tw, split)
+    _filter_output(fg_w, far_spectra, newest, s.fg_base, acc, spec, time, fg_echo, work, order, tw, split)
+    sff, see, sdd, healthy = _compare_paths(near, bg_echo, fg_echo, bg_w, fg_w, s)
+    if not healthy:
+        s.resets += 1
+        _reset(s, bg_w, fg_w, taps, max(0, lag - _COARSE_MARGIN_FRAMES))
+        power[:] = 0.0
+        late[:] = 0.0
+        res_gain[:] = 1.0
+        out[:] = near
+        return
+    base = s.bg_base
+    for i in range(frame):
+        out[i] = near[i] - fg_echo[i]
+
+    # Background error spectrum, leakage, residual-echo gain, step sizes, adaptation.
+    syy = 0.0
+    sey = 0.0
+    for i in range(frame):
+        eb = near[i] - bg_echo[i]
+        syy += bg_echo[i] * bg_echo[i]
+        sey += eb * bg_echo[i]
+        bg_echo[i] = eb  # reuse as the error buffer
+    _padded_spectrum(bg_echo, spec, time, work, order, tw, split)
+    echo_sum = _leak_estimate(spec, near_spec, syy, see, err_smooth, echo_smooth, res_error, res_echo, step, s)
+    far_only = far_active and s.direct_valid and sff < 0.1 * sdd
+    _late_reverberation(tap_peak, res_echo, late)
+    _residual_gain(res_error, res_echo, late, power, res_gain, floor, far_only, s)
     if far_active:
-        sout = 0.0
-        for i in range(frame):
-            sout += out[i] * out[i]
-        s[_ERLE_NUM] += _ERLE_SMOOTHING * (sdd - s[_ERLE_NUM])
-        s[_ERLE_DEN] += _ERLE_SMOOTHING * (sout - s[_ERLE_DEN])
-        ratio = min(2.0 * echo_sum / (sdd * n + 1e-20), 1.0)
-        s[_ECHO_RATIO] += _ERLE_SMOOTHING * (ratio - s[_ECHO_RATIO])
+        _partition_shares(bg_w, prop)
+        _step_sizes(spec, step, power, far_spectra, newest, base, prop, acc, sxx, see, syy, sey, s)
+        _adapt(spec, step, bg_w, far_spectra, newest, base, acc, prop)
+    _constrain_and_measure(bg_w, spec, time, tap_peak, tap_index, s, fft)
+    _meter(near, out, sdd, echo_sum, far_active, s)
+    _track_direct_path(tap_peak, tap_index, s, frame)

@@ -31,11 +31,14 @@ also where the echo canceller's residual-echo gain is applied: one transform pai
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba as nb
 import numpy as np
+import numpy.typing as npt
 
 from tandem.media.dsp._fft import Complex, FftPlan, Index, Real, irfft, rfft
+from tandem.media.dsp._jit import FASTMATH
 
 _XI_H1 = 31.6
 """Typical a priori SNR when speech is present (15 dB), for the noise tracker's presence probability."""
@@ -60,26 +63,34 @@ _MIN_BIAS = 2.0
 """The floor is twice that minimum: about half the mean in steady noise, so it binds only after a rise."""
 REGENERATION_FROM_HZ = 1000.0
 """Harmonic regeneration applies above this frequency."""
-# Rows of NoiseSuppressor.state (one value per FFT bin each).
-_NOISE = 0
-_SLOW = 1
-_PRESENCE = 2
-_CLEAN_PREV = 3
-_PRIOR = 4
-_POST = 5
-_GAIN = 6
-_SMOOTHED = 7
-_SUB_MIN = 8
-_FLOOR_MIN = 9
-_POWER = 10  # |Y|^2 of this frame
-_NROWS = 11
-# Indices into NoiseSuppressor.scalars.
-_STARTED = 0
-_FRAMES = 1
-_CHANGED_FRAMES = 2
-_BINS_UP = 3
-_BINS_DOWN = 4
-_NSCALARS = 5
+
+
+class NoiseBins(NamedTuple):
+    """The suppressor's per-bin state (one float64 array of ``bins`` values each)."""
+
+    noise: Real  # speech-presence noise estimate
+    slow: Real  # its second average, which the gain uses
+    presence: Real  # smoothed speech-presence probability
+    clean_prev: Real  # last frame's clean-speech power estimate (decision-directed SNR)
+    prior: Real  # a priori SNR of the last frame
+    post: Real  # a posteriori SNR of the last frame
+    gain: Real  # the applied noise gain
+    smoothed: Real  # periodogram smoothed for the minimum statistics
+    sub_min: Real  # its minimum over the current sub-window
+    floor_min: Real  # the minimum over the completed sub-windows
+    power: Real  # |Y|^2 of this frame
+
+
+NOISE_STATE = np.dtype(
+    [
+        ("started", np.bool_),  # a frame has been seen (the estimates start from it)
+        ("frames", np.int64),  # frames processed
+        ("changed_frames", np.int64),  # frames in a row in which the noise has changed
+        ("bins_up", np.int64),  # bins whose fast estimate is above the averaged one by the change ratio
+        ("bins_down", np.int64),  # ...and below it
+    ]
+)
+"""The suppressor's scalar state (one record)."""
 
 
 def analysis_window(frame: int) -> Real:
@@ -109,14 +120,17 @@ class NoiseSuppressor:
         self.time: Real = np.zeros(self.plan.size)
         self.spectrum: Complex = np.zeros(bins, dtype=np.complex128)
         self.regenerated: Complex = np.zeros(bins, dtype=np.complex128)
-        self.state: Real = np.zeros((_NROWS, bins))
-        self.state[_GAIN] = 1.0
+        self.bins = NoiseBins(*(np.zeros(bins) for _ in NoiseBins._fields))
+        self.bins.gain[:] = 1.0
+        # the kernel takes the arrays as a plain tuple in NoiseBins' order (Numba boxes a NamedTuple
+        # argument anew on every call and keeps part of it)
+        self._bins = tuple(self.bins)
         self.past_minima: Real = np.zeros((_MIN_SUBWINDOWS, bins))
-        self.scalars: Real = np.zeros(_NSCALARS)
+        self.state = np.zeros(1, dtype=NOISE_STATE)
         # per-bin a priori and a posteriori SNR of the last frame, read by the VAD, and the applied gain
-        self.prior_snr: Real = self.state[_PRIOR]
-        self.post_snr: Real = self.state[_POST]
-        self.gain: Real = self.state[_GAIN]
+        self.prior_snr: Real = self.bins.prior
+        self.post_snr: Real = self.bins.post
+        self.gain: Real = self.bins.gain
 
     def process(self, signal: Real, out: Real, extra_gain: Real) -> None:
         """Suppress noise in one frame of ``signal`` into ``out`` (delayed by one frame).
@@ -126,7 +140,7 @@ class NoiseSuppressor:
         p = self.plan
         suppress_frame(
             signal, out, extra_gain, self.window, self.input, self.overlap, self.time, self.spectrum,
-            self.regenerated, self.state, self.past_minima, self.scalars, self.gain_floor, self.regeneration_from,
+            self.regenerated, self._bins, self.past_minima, self.state, self.gain_floor, self.regeneration_from,
             p.work, p.order, p.twiddle, p.split,
         )  # fmt: skip
 
@@ -134,7 +148,7 @@ class NoiseSuppressor:
     def noise_power(self) -> float:
         """Estimated noise power per sample (normalized full scale 1.0, mean square)."""
         n = self.plan.size
-        return float(2.0 * np.sum(self.state[_SLOW]) / (n * float(np.sum(self.window**2))))
+        return float(2.0 * np.sum(self.bins.slow) / (n * float(np.sum(self.window**2))))
 
 
 def exp1(v: Real) -> Real:
@@ -169,7 +183,7 @@ def _lsa_table() -> Real:
 _LSA_TABLE = _lsa_table()
 
 
-@nb.njit(cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _lsa_factor(v: float) -> float:
     """``exp(E1(v) / 2)``, the MMSE-LSA correction of the Wiener gain, from the table (no ``exp``)."""
     if v >= _LSA_TABLE_END:
@@ -181,32 +195,28 @@ def _lsa_factor(v: float) -> float:
     return (low + (x - i) * (float(_LSA_TABLE[i + 1]) - low)) / math.sqrt(v)
 
 
-@nb.njit(cache=True, fastmath=True)
-def _track_noise(spec: Complex, state: Real, past_minima: Real, s: Real) -> None:
-    """Update the per-bin noise estimates from this frame's spectrum (see the module docstring)."""
-    noise = state[_NOISE]
-    slow = state[_SLOW]
-    presence = state[_PRESENCE]
-    smoothed = state[_SMOOTHED]
-    sub_min = state[_SUB_MIN]
-    floor_min = state[_FLOOR_MIN]
-    power = state[_POWER]
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _track_noise(spec: Complex, b: tuple[Real, ...], past_minima: Real, state: npt.NDArray[np.void]) -> None:
+    """Update the per-bin noise estimates from this frame's spectrum (see the module docstring);
+    ``b`` holds the :class:`NoiseBins` arrays in their order."""
+    noise, slow, presence, _, _, _, _, smoothed, sub_min, floor_min, power = b
     bins = spec.shape[0]
-    started = s[_STARTED] != 0.0
-    s[_STARTED] = 1.0
-    frames = s[_FRAMES]
-    s[_FRAMES] = frames + 1.0
+    s = state[0]
+    started = s.started
+    s.started = True
+    frames = s.frames
+    s.frames = frames + 1
     keep = min(_SLOW_SMOOTHING, 1.0 - 1.0 / (frames + 1.0))
-    changed = max(s[_BINS_UP], s[_BINS_DOWN]) > _CHANGE_FRACTION * bins
-    s[_CHANGED_FRAMES] = s[_CHANGED_FRAMES] + 1.0 if changed else 0.0
-    if s[_CHANGED_FRAMES] >= _CHANGE_FRAMES:
+    changed = max(s.bins_up, s.bins_down) > _CHANGE_FRACTION * bins
+    s.changed_frames = s.changed_frames + 1 if changed else 0
+    if s.changed_frames >= _CHANGE_FRAMES:
         keep = min(keep, _CHANGE_SMOOTHING)
-    rotate = frames > 0.0 and frames % _MIN_SUBWINDOW_FRAMES == 0.0
-    slot = int(frames // _MIN_SUBWINDOW_FRAMES) % _MIN_SUBWINDOWS
+    rotate = frames > 0 and frames % _MIN_SUBWINDOW_FRAMES == 0
+    slot = (frames // _MIN_SUBWINDOW_FRAMES) % _MIN_SUBWINDOWS
     log_h1 = 1.0 + _XI_H1
     ratio_h1 = _XI_H1 / (1.0 + _XI_H1)
-    up = 0.0
-    down = 0.0
+    up = 0
+    down = 0
     for k in range(bins):
         y_pow = spec[k].real ** 2 + spec[k].imag ** 2 + 1e-20
         power[k] = y_pow
@@ -236,18 +246,18 @@ def _track_noise(spec: Complex, state: Real, past_minima: Real, s: Real) -> None
         noise[k] = max(noise[k], _MIN_BIAS * min(floor_min[k], sub_min[k]))
         slow[k] = keep * slow[k] + (1.0 - keep) * noise[k]
         if noise[k] > _CHANGE_RATIO * slow[k]:
-            up += 1.0
+            up += 1
         elif noise[k] * _CHANGE_RATIO < slow[k]:
-            down += 1.0
-    s[_BINS_UP] = up
-    s[_BINS_DOWN] = down
+            down += 1
+    s.bins_up = up
+    s.bins_down = down
 
 
-@nb.njit(cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def suppress_frame(
     signal: Real, out: Real, extra_gain: Real, window: Real, buf: Real, overlap: Real, time: Real,
-    spec: Complex, regen: Complex, state: Real, past_minima: Real, s: Real, gain_floor: float,
-    regeneration_from: int, work: Real, order: Index, tw: Real, split: Complex,
+    spec: Complex, regen: Complex, b: tuple[Real, ...], past_minima: Real, state: npt.NDArray[np.void],
+    gain_floor: float, regeneration_from: int, work: Real, order: Index, tw: Real, split: Complex,
 ) -> None:  # fmt: skip
     """One frame of the suppressor; see :meth:`NoiseSuppressor.process`."""
     frame = signal.shape[0]
@@ -259,15 +269,10 @@ def suppress_frame(
         time[i] = buf[i] * window[i]
     time[span:] = 0.0
     rfft(time, spec, work, order, tw, split)
-    _track_noise(spec, state, past_minima, s)
+    _track_noise(spec, b, past_minima, state)
 
     bins = spec.shape[0]
-    slow = state[_SLOW]
-    clean_prev = state[_CLEAN_PREV]
-    prior_snr = state[_PRIOR]
-    post_snr = state[_POST]
-    gain = state[_GAIN]
-    power = state[_POWER]
+    _, slow, _, clean_prev, prior_snr, post_snr, gain, _, _, _, power = b
     # decision-directed a priori SNR and its LSA gain
     for k in range(bins):
         y_pow = power[k]

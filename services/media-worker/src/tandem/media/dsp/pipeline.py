@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import numba as nb
 import numpy as np
+import numpy.typing as npt
 
 from tandem.media.dsp._fft import Real
+from tandem.media.dsp._jit import FASTMATH
 from tandem.media.dsp.agc import GainControl
 from tandem.media.dsp.echo import EchoCanceller, EchoReport
 from tandem.media.dsp.meters import AudioMeters, MeterReading
@@ -25,6 +27,8 @@ from tandem.media.dsp.vad import VoiceActivityDetector
 CORE_RATE = 16000
 """Sample rate (Hz) of the band where echo and noise are processed."""
 SAMPLE_RATES = (16000, 48000)
+_PCM_SCALE = 1.0 / 32768.0
+Pcm = npt.NDArray[np.int16]
 _HIGH_BAND_FROM = 0.75
 """The top quarter of the 16 kHz band (6-8 kHz) sets the gain of the band above 8 kHz."""
 
@@ -32,13 +36,22 @@ _HIGH_BAND_FROM = 0.75
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
     """Per-call settings. Levels in dB re full scale, times in ms; ``vad_threshold`` is the mean log
-    likelihood ratio above which a frame is speech."""
+    likelihood ratio above which a frame is speech.
+
+    Each stage can be turned off: ``echo_cancellation=False`` skips the canceller (and its residual-echo
+    suppressor); ``residual_echo_suppression=False`` keeps the linear canceller but applies no
+    residual-echo gain; ``noise_suppression=False`` (or ``noise_attenuation_db=0``) applies no noise
+    gain, while the noise estimate still feeds the VAD and the meters; ``gain_control=False`` leaves
+    the level alone (no AGC, no limiter).
+    """
 
     sample_rate: int = 16000
     echo_cancellation: bool = True
     tail_ms: int = 200
     max_delay_ms: int = 500
     residual_echo_floor_db: float = -40.0
+    residual_echo_suppression: bool = True
+    noise_suppression: bool = True
     noise_attenuation_db: float = 25.0
     gain_control: bool = True
     target_level_dbfs: float = -23.0
@@ -66,12 +79,17 @@ class AudioPipeline:
         core = CORE_RATE // 100
         self.frame = config.sample_rate // 100
         self.echo = EchoCanceller(CORE_RATE, config.tail_ms, config.max_delay_ms, config.residual_echo_floor_db)
-        self.noise = NoiseSuppressor(CORE_RATE, config.noise_attenuation_db)
+        self.noise = NoiseSuppressor(CORE_RATE, config.noise_attenuation_db if config.noise_suppression else 0.0)
         self.vad = VoiceActivityDetector(CORE_RATE, self.noise.plan.size, config.vad_threshold)
         self.agc = GainControl(config.target_level_dbfs)
         self.meters = AudioMeters()
         self.speech = False
         self._unity: Real = np.ones(self.noise.plan.bins)
+        use_residual = config.echo_cancellation and config.residual_echo_suppression
+        self._echo_gain: Real = self.echo.residual_gain if use_residual else self._unity
+        self._near_in: Real = np.zeros(self.frame)
+        self._far_in: Real = np.zeros(self.frame)
+        self._out: Real = np.zeros(self.frame)
         self._near: Real = np.zeros(core)
         self._far: Real = np.zeros(core)
         self._linear: Real = np.zeros(core)
@@ -100,7 +118,7 @@ class AudioPipeline:
             self._up_near.process(self._near, self._low_wide)
             merge_high_band(
                 near, self._clean_wide, self._low_wide, self._delay_line, self._high,
-                self.noise.gain, self.echo.residual_gain, self._mixed,
+                self.noise.gain, self._echo_gain, self._mixed,
             )  # fmt: skip
             self._finish(self._mixed, out)
         else:
@@ -109,10 +127,20 @@ class AudioPipeline:
         self.meters.process(near, self.speech)
         return self.speech
 
+    def process_int16(self, near: Pcm, far: Pcm, out: Pcm) -> bool:
+        """:meth:`process` for 16-bit PCM frames (int16 arrays of ``frame`` samples, e.g.
+        ``np.frombuffer(data, np.int16)``); ``out`` gets rounded, saturated int16. Converts into
+        buffers of the pipeline's own, so it allocates nothing either."""
+        pcm_to_float(near, self._near_in)
+        pcm_to_float(far, self._far_in)
+        speech = self.process(self._near_in, self._far_in, self._out)
+        float_to_pcm(self._out, out)
+        return speech
+
     def _core(self, near: Real, far: Real) -> None:
         if self.config.echo_cancellation:
             self.echo.process(near, far, self._linear)
-            self.noise.process(self._linear, self._clean, self.echo.residual_gain)
+            self.noise.process(self._linear, self._clean, self._echo_gain)
         else:
             self.noise.process(near, self._clean, self._unity)
         self.speech = self.vad.process(self.noise.prior_snr, self.noise.post_snr)
@@ -133,7 +161,22 @@ class AudioPipeline:
         )
 
 
-@nb.njit(cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def pcm_to_float(pcm: Pcm, out: Real) -> None:
+    """int16 samples -> float64 at normalized full scale 1.0 (divided by 32768)."""
+    for i in range(pcm.shape[0]):
+        out[i] = pcm[i] * _PCM_SCALE
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def float_to_pcm(x: Real, pcm: Pcm) -> None:
+    """float64 at normalized full scale 1.0 -> int16, rounded and saturated."""
+    for i in range(x.shape[0]):
+        v = min(max(x[i] * 32768.0, -32768.0), 32767.0) if math.isfinite(x[i]) else 0.0
+        pcm[i] = np.int16(round(v))
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def merge_high_band(
     near: Real, clean_wide: Real, low_wide: Real, delay_line: Real, high: Real, noise_gain: Real,
     echo_gain: Real, out: Real,
@@ -170,6 +213,8 @@ def warm_up() -> None:
         frame = np.zeros(rate // 100)
         out = np.zeros_like(frame)
         pipeline.process(frame, frame, out)
+        pcm = np.zeros(rate // 100, dtype=np.int16)
+        pipeline.process_int16(pcm, pcm, pcm)
         pipeline.stats()
     AudioPipeline(PipelineConfig(echo_cancellation=False, gain_control=False)).process(
         np.zeros(CORE_RATE // 100), np.zeros(CORE_RATE // 100), np.zeros(CORE_RATE // 100)

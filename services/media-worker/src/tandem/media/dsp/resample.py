@@ -10,6 +10,7 @@ import numba as nb
 import numpy as np
 
 from tandem.media.dsp._fft import Real
+from tandem.media.dsp._jit import FASTMATH
 
 FACTOR = 3
 TAPS = 121
@@ -55,7 +56,7 @@ class Interpolator:
         interpolate_frame(signal, out, self.buffer, self.phases)
 
 
-@nb.njit(cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def decimate_frame(signal: Real, out: Real, buf: Real, taps: Real) -> None:
     """``out[m] = sum_j taps[j] * x[3m - j]`` over the stream; ``buf`` carries the history."""
     hist = taps.shape[0] - 1
@@ -72,7 +73,7 @@ def decimate_frame(signal: Real, out: Real, buf: Real, taps: Real) -> None:
         buf[i] = buf[n_in + i]
 
 
-@nb.njit(cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def interpolate_frame(signal: Real, out: Real, buf: Real, phases: Real) -> None:
     """``out[3m + r] = sum_i phases[r, i] * x[m - i]`` over the stream; ``buf`` carries the history."""
     per_phase = phases.shape[1]

@@ -12,13 +12,18 @@ import math
 
 import numba as nb
 import numpy as np
+import numpy.typing as npt
 
 from tandem.media.dsp._fft import Real
+from tandem.media.dsp._jit import FASTMATH
 
-# Indices into VoiceActivityDetector.scalars.
-_HANG = 0  # frames of hangover left
-_SCORE = 1  # mean log likelihood ratio of the last frame
-_NSCALARS = 2
+VAD_STATE = np.dtype(
+    [
+        ("hang", np.int64),  # frames of hangover left,
+        ("score", np.float64),  # mean log likelihood ratio of the last frame
+    ]
+)
+"""The state of one call direction (one record)."""
 
 _BAND_HZ = (200.0, 4000.0)
 
@@ -40,13 +45,13 @@ class VoiceActivityDetector:
         self.last_bin = int(_BAND_HZ[1] / hz_per_bin)
         self.threshold = threshold
         self.hangover_frames = hangover_frames
-        self.scalars: Real = np.zeros(_NSCALARS)
+        self.state = np.zeros(1, dtype=VAD_STATE)
 
     def process(self, prior_snr: Real, post_snr: Real) -> bool:
         """Classify one frame from per-bin a priori and a posteriori SNRs; True when it holds speech."""
         return bool(
             detect_frame(
-                prior_snr, post_snr, self.first_bin, self.last_bin, self.scalars, self.threshold,
+                prior_snr, post_snr, self.first_bin, self.last_bin, self.state, self.threshold,
                 self.hangover_frames,
             )
         )  # fmt: skip
@@ -54,24 +59,25 @@ class VoiceActivityDetector:
     @property
     def score(self) -> float:
         """Mean log likelihood ratio of the last frame (0 for noise, larger for speech)."""
-        return float(self.scalars[_SCORE])
+        return float(self.state[0]["score"])
 
 
-@nb.njit(cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def detect_frame(
-    prior_snr: Real, post_snr: Real, first: int, last: int, s: Real, threshold: float, hangover: int
+    prior_snr: Real, post_snr: Real, first: int, last: int, state: npt.NDArray[np.void], threshold: float, hangover: int
 ) -> bool:
     """One frame of the VAD; see :meth:`VoiceActivityDetector.process`."""
+    s = state[0]
     total = 0.0
     for k in range(first, last):
         xi = prior_snr[k]
         total += post_snr[k] * xi / (1.0 + xi) - math.log1p(xi)
     score = total / (last - first)
-    s[_SCORE] = score
+    s.score = score
     if score > threshold:
-        s[_HANG] = hangover
+        s.hang = hangover
         return True
-    if s[_HANG] > 0:
-        s[_HANG] -= 1
+    if s.hang > 0:
+        s.hang -= 1
         return True
     return False
