@@ -51,7 +51,7 @@ class SignalingApp(BaseApp):
     async def start(self, bus: Bus, http: HttpServer) -> None:
         for stream in subjects.STREAMS:
             await bus.ensure_stream(stream)
-        presence = PresenceWriter(await bus.key_value(subjects.PRESENCE_BUCKET), self.instance, self.settings.region)
+        presence = PresenceWriter(bus, self.instance, self.settings.region)
         self.coordinator = CallCoordinator(self.settings, bus)
         self.gateway = Gateway(self.settings, bus, self.coordinator, presence)
 

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from google.protobuf import empty_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.subscription import Subscription
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -25,7 +26,7 @@ from tandem.common import subjects
 from tandem.common.aio import TaskSet, cancel_and_wait
 from tandem.common.bus import Bus
 from tandem.common.envelope import new_envelope
-from tandem.common.errors import TandemError
+from tandem.common.errors import BusTimeoutError, NoRespondersError, TandemError
 from tandem.signaling.auth import Identity
 from tandem.signaling.callstate import Call
 from tandem.signaling.settings import Settings
@@ -44,6 +45,14 @@ STAGE_SECONDS = Histogram(
 )
 
 Handler = Callable[[Call, Identity, client_pb2.Envelope], Awaitable[None]]
+# How a ringing host's leaving counts against the host (a ringing host that hangs up declined).
+_MISSED = {
+    S.END_REASON_DECLINED: matchmaking_pb2.HOST_OUTCOME_DECLINED,
+    S.END_REASON_HANGUP: matchmaking_pb2.HOST_OUTCOME_DECLINED,
+    S.END_REASON_RING_TIMEOUT: matchmaking_pb2.HOST_OUTCOME_RING_TIMEOUT,
+}
+# Attempts to tell matchmaking a host is free (backing off 0.2 s, 0.4 s, ... up to 5 s).
+RELEASE_ATTEMPTS = 8
 
 
 def _denied(message: str) -> TandemError:
@@ -85,14 +94,14 @@ class CallCoordinator:
             host_update.peer_id = call.shopper_id
             await self.deliver(call.host_id, new_envelope(call_update=host_update))
 
-    async def _emit(self, call: Call, host_id: str | None = None) -> None:
+    async def _emit(self, call: Call) -> None:
         """Publish the call's new state as a fact (JetStream, de-duplicated by call and sequence)."""
         call.event_seq += 1
         request = call.request
         event = calls_pb2.CallEvent(
             event_id=f"{call.call_id}:{call.event_seq}", call_id=call.call_id, state=call.state,
             reason=call.reason,
-            shopper_id=call.shopper_id, host_id=call.host_id if host_id is None else host_id,
+            shopper_id=call.shopper_id, host_id=call.host_id,
             product_id=request.product_id, category=request.category, language=request.language,
             market=request.market, worker_id=call.worker_id,
         )  # fmt: skip
@@ -161,9 +170,10 @@ class CallCoordinator:
 
     async def _enqueue(self, call: Call, reason: common_pb2.EndReason.ValueType, correlation_id: str = "") -> None:
         call.move(S.CALL_STATE_QUEUED, reason)
+        # Position 0: the matcher has not placed the shopper yet; its figures follow.
         await self.deliver(
             call.shopper_id,
-            new_envelope(correlation_id, queue_update=client_pb2.QueueUpdate(call_id=call.call_id, position=1)),
+            new_envelope(correlation_id, queue_update=client_pb2.QueueUpdate(call_id=call.call_id, position=0)),
         )
         await self._update(call, to_host=False)
         # Not a cancellable timer: a match in flight may have reserved a host, which must be freed.
@@ -181,31 +191,77 @@ class CallCoordinator:
         self._timers[call.call_id] = self._tasks.spawn(run(), name=f"timer-{call.call_id}")
 
     async def _find_host(self, call: Call) -> None:
+        """Ask the shard's matcher for a host until one is matched, the call leaves the queue or the
+        queue timeout passes. Each request waits up to `match_retry_s` for its answer: a host, or the
+        shopper's position and estimated wait, passed on as a queueUpdate when they change. A
+        request nobody answers (a matcher taking over the shard) is repeated after a quarter of it."""
         deadline = call.entered[S.CALL_STATE_REQUESTED] + self.settings.queue_timeout_s
+        try:
+            shard = subjects.match_shard(self.settings.region, call.request.language)
+        except ValueError:
+            async with self._locks[call.call_id]:
+                if call.state == S.CALL_STATE_QUEUED:
+                    await self._end(call, S.END_REASON_NO_HOST)
+            return
+        requested_at = Timestamp()
+        requested_at.FromNanoseconds(
+            time.time_ns() - int((time.monotonic() - call.entered[S.CALL_STATE_REQUESTED]) * 1e9)
+        )
+        told: tuple[int, int] | None = None
         while time.monotonic() < deadline and len(call.hosts_tried) < self.settings.max_hosts_tried:
             if call.state != S.CALL_STATE_QUEUED:
                 return
+            wait_s = max(0.05, min(self.settings.match_retry_s, deadline - time.monotonic()))
             request = matchmaking_pb2.MatchRequest(
                 call_id=call.call_id, shopper_id=call.shopper_id, product_id=call.request.product_id,
                 category=call.request.category, language=call.request.language, market=call.request.market,
-                excluded_host_ids=call.hosts_tried,
+                excluded_host_ids=call.hosts_tried, requested_at=requested_at, wait_ms=int(wait_s * 1000),
             )  # fmt: skip
             try:
-                result = await self.bus.request(subjects.MATCH_REQUEST, request, matchmaking_pb2.MatchResult)
+                result = await self.bus.request(
+                    f"{subjects.MATCH_REQUEST}.{shard}", request, matchmaking_pb2.MatchResult, timeout_s=wait_s
+                )
+            except BusTimeoutError:
+                continue
             except TandemError as exc:
-                if exc.code != S.ERROR_CODE_NO_HOST_AVAILABLE:
+                if not isinstance(exc, NoRespondersError):
                     logger.warning("match attempt failed", extra={"call_id": call.call_id, "error": str(exc)})
-                await asyncio.sleep(min(self.settings.match_retry_s, max(0.0, deadline - time.monotonic())))
+                await asyncio.sleep(min(wait_s / 4, max(0.0, deadline - time.monotonic())))
+                continue
+            if result.HasField("queued"):
+                standing = (result.queued.position, result.queued.estimated_wait_s)
+                if standing != told and call.state == S.CALL_STATE_QUEUED:
+                    told = standing
+                    update = client_pb2.QueueUpdate(
+                        call_id=call.call_id, position=standing[0], estimated_wait_s=standing[1]
+                    )
+                    await self.deliver(call.shopper_id, new_envelope(queue_update=update))
                 continue
             async with self._locks[call.call_id]:
                 if call.state != S.CALL_STATE_QUEUED:  # cancelled meanwhile: free the reserved host
-                    await self._emit(call, host_id=result.host.host_id)
+                    self._release_host(call.call_id, result.host.host_id, matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED)
                     return
                 await self._ring(call, result.host)
             return
         async with self._locks[call.call_id]:
             if call.state == S.CALL_STATE_QUEUED:
                 await self._end(call, S.END_REASON_NO_HOST)
+
+    def _release_host(self, call_id: str, host_id: str, outcome: matchmaking_pb2.HostOutcome.ValueType) -> None:
+        """Tell matchmaking the call no longer holds the host, retrying until it has heard."""
+
+        async def release() -> None:
+            message = matchmaking_pb2.HostRelease(host_id=host_id, call_id=call_id, outcome=outcome)
+            for attempt in range(RELEASE_ATTEMPTS):
+                try:
+                    await self.bus.request(subjects.MATCH_RELEASE, message, matchmaking_pb2.HostPresence)
+                    return
+                except TandemError as exc:
+                    logger.warning("host release failed", extra={"call_id": call_id, "error": str(exc)})
+                    await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+            logger.error("host not released", extra={"call_id": call_id, "host_id": host_id})
+
+        self._tasks.spawn(release(), name=f"release-{call_id}")
 
     async def _ring(self, call: Call, host: matchmaking_pb2.MatchedHost) -> None:
         call.host_id = host.host_id
@@ -237,7 +293,8 @@ class CallCoordinator:
         await self.deliver(host_id, new_envelope(call_update=ended))
         call.host_id = ""
         await self._enqueue(call, reason)
-        await self._emit(call, host_id=host_id)
+        await self._emit(call)
+        self._release_host(call.call_id, host_id, _MISSED.get(reason, matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED))
 
     # --- host answers --------------------------------------------------------------------------
 
@@ -414,6 +471,10 @@ class CallCoordinator:
         logger.info("call ended", extra={"call_id": call.call_id, "reason": common_pb2.EndReason.Name(reason)})
         await self._update(call)
         await self._emit(call)
+        if call.host_id:
+            accepted = S.CALL_STATE_CONNECTING in call.entered
+            outcome = matchmaking_pb2.HOST_OUTCOME_COMPLETED if accepted else matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED
+            self._release_host(call.call_id, call.host_id, outcome)
         if call.worker_id:
             try:
                 await self.bus.request(
