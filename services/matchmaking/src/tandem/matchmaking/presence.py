@@ -43,7 +43,8 @@ class InvalidPresence(TandemError):
 
 def valid_id(field: str, value: str) -> str:
     """A client-supplied id fit for keys, subjects and logs (letters, digits, '-', '_', ':')."""
-    if not value or len(value) > MAX_ID_CHARS or not value.replace("-", "").replace("_", "").replace(":", "").isalnum():
+    bare = value.replace("-", "").replace("_", "").replace(":", "")
+    if not value or len(value) > MAX_ID_CHARS or not (bare.isascii() and bare.isalnum()):
         raise InvalidPresence(field, value)
     return value
 
