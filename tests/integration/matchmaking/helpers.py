@@ -17,7 +17,12 @@ REGION = "local"
 
 
 async def announce(
-    bus: Bus, host_id: str, *, language: str = "en", markets: tuple[str, ...] = ("US",), categories: tuple[str, ...] = ()
+    bus: Bus,
+    host_id: str,
+    *,
+    language: str = "en",
+    markets: tuple[str, ...] = ("US",),
+    categories: tuple[str, ...] = (),
 ) -> matchmaking_pb2.HostPresence:
     availability = client_pb2.HostAvailability(
         available=True, languages=[language], markets=list(markets), categories=list(categories)
@@ -33,7 +38,9 @@ async def release(bus: Bus, host_id: str, call_id: str, outcome: int = matchmaki
     await bus.request(subjects.MATCH_RELEASE, message, matchmaking_pb2.HostPresence, timeout_s=5)
 
 
-def match_request(call_id: str, shopper: str, language: str, market: str, wait_s: float) -> matchmaking_pb2.MatchRequest:
+def match_request(
+    call_id: str, shopper: str, language: str, market: str, wait_s: float
+) -> matchmaking_pb2.MatchRequest:
     since = Timestamp()
     since.FromNanoseconds(time.time_ns())
     return matchmaking_pb2.MatchRequest(
@@ -52,6 +59,18 @@ async def ask(bus: Bus, request: matchmaking_pb2.MatchRequest, wait_s: float) ->
     except NoRespondersError:
         await asyncio.sleep(wait_s / 4)
         return None
+
+
+async def answer(
+    bus: Bus, request: matchmaking_pb2.MatchRequest, timeout_s: float = 10.0
+) -> matchmaking_pb2.MatchResult:
+    """The first answer to `request` (asked again while the shard has no matcher yet)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = await ask(bus, request, request.wait_ms / 1000)
+        if result is not None:
+            return result
+    raise AssertionError(f"no matcher answered {request.call_id} within {timeout_s} s")
 
 
 async def wait_for_host(

@@ -31,7 +31,9 @@ def test_a_host_outside_the_shoppers_market_or_excluded_is_ineligible() -> None:
 def test_category_and_returning_customer_add_points_and_idle_time_breaks_ties() -> None:
     index = index_of(card("plain", idle_s=60), card("skilled", categories=("beauty",)), card("seller"),
                      card("plain-longer", idle_s=120))  # fmt: skip
-    plain, skilled, seller, longer = scores(index, [ticket("c1", category="beauty", previous=("seller",), waited_s=30)])[0]
+    plain, skilled, seller, longer = scores(
+        index, [ticket("c1", category="beauty", previous=("seller",), waited_s=30)]
+    )[0]
     assert skilled - plain == pytest.approx(W.category - W.idle_per_minute, abs=0.01)
     assert seller - plain == pytest.approx(W.returning_customer - W.idle_per_minute, abs=0.01)
     assert longer > plain

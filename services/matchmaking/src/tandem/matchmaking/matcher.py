@@ -143,6 +143,9 @@ class ShardMatcher:
                 last_seen_s=now,
             )  # fmt: skip
         self.queue.upsert(replace(ticket, excluded_host_ids=frozenset(request.excluded_host_ids), last_seen_s=now))
+        standing = self._standings.get(call_id)
+        if standing is not None and self._due(call_id, standing, now):
+            return queued(call_id, standing)  # it changed while no request was held
         held = asyncio.get_running_loop().create_future()
         previous = self._held.get(call_id)
         if previous is not None and not previous.done():
@@ -267,13 +270,16 @@ class ShardMatcher:
                 )
                 await self.book.release(release, int(now * 1e9))
 
+    def _due(self, call_id: str, standing: Standing, now: float) -> bool:
+        """Whether the shopper should hear `standing` now (and record that they did)."""
+        sent = self._sent.get(call_id)
+        if sent is not None and (sent[0] == standing or now - sent[1] < self.policy.update_interval_s):
+            return False
+        self._sent[call_id] = (standing, now)
+        return True
+
     def _push_standings(self, now: float) -> None:
-        interval = self.policy.update_interval_s
         for call_id, held in self._held.items():
             standing = self._standings.get(call_id)
-            if standing is None or held.done():
-                continue
-            sent = self._sent.get(call_id)
-            if sent is None or (sent[0] != standing and now - sent[1] >= interval):
-                self._sent[call_id] = (standing, now)
+            if standing is not None and not held.done() and self._due(call_id, standing, now):
                 held.set_result(queued(call_id, standing))
