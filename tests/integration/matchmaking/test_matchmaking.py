@@ -86,7 +86,7 @@ async def test_the_host_a_shopper_bought_from_is_preferred(bus: Bus, start_match
     affinity = app.affinity
 
     async def knows() -> bool:
-        return bool(await affinity.previous_hosts("loyal"))
+        return bool(affinity.previous_hosts("loyal"))
 
     await eventually(knows)
     result = await wait_for_host(bus, "c-loyal", shopper="loyal", language="de")
@@ -138,3 +138,14 @@ async def test_a_reservation_with_an_older_lease_token_is_refused_by_the_bucket_
         await book.reserve(await current(), "c-stale", "local.en", 6, time.time_ns())
     assert (refused.value.token, refused.value.fence) == (6, 7)
     assert (await current()).record.status == matchmaking_pb2.HOST_STATUS_AVAILABLE
+
+
+async def test_asking_again_without_the_host_that_declined_finds_another(bus: Bus, start_matchmaking: Start) -> None:
+    await start_matchmaking()
+    await announce(bus, "h1")
+    await announce(bus, "h2")
+    first = await wait_for_host(bus, "c1")
+    request = match_request("c1", "s1", "en", "US", 0.5)
+    request.excluded_host_ids.append(first.host_id)
+    again = await answer(bus, request)
+    assert again.host.host_id not in ("", first.host_id)

@@ -49,7 +49,9 @@ def test_under_sustained_overload_no_shopper_is_overtaken_beyond_the_aging_bound
     waiting: dict[str, tuple[float, str]] = {}
     tickets = {}
     served_after: list[float] = []
-    for now_round in range(rounds + 40):
+    for now_round in range(rounds + len(arrivals)):
+        if now_round >= rounds and not any(market == "US" for _, market in waiting.values()):
+            break
         now = NOW + now_round
         for i, (r, market, category, seller) in enumerate(arrivals):
             if r == now_round:
@@ -59,7 +61,7 @@ def test_under_sustained_overload_no_shopper_is_overtaken_beyond_the_aging_bound
                 waiting[call] = (now, market)
         # Two hosts come free each round (1.0 shoppers per round more than the hosts can take).
         for h in (2 * now_round % 10, (2 * now_round + 1) % 10):
-            index.put(card(f"h{h}", markets=index.card(h).markets, categories=index.card(h).categories))
+            index.put(card(f"h{h}", markets=tuple(index.card(h).markets), categories=tuple(index.card(h).categories)))
         queue = [tickets[c] for c in waiting]
         slots = np.flatnonzero(index.free[: len(index)])
         scores = score_batch(queue, index, slots, now, W, R)
@@ -74,7 +76,8 @@ def test_under_sustained_overload_no_shopper_is_overtaken_beyond_the_aging_bound
             index.mark_taken(int(slots[col]))
             served_after.append(now - queue[row].waiting_since_s)
             del waiting[queue[row].call_id]
-    # Waits grow with the backlog, never without bound for some unlucky shopper: everyone who could
-    # be served was served once the arrivals stopped.
+    # Waits grow with the backlog, never without bound for some unlucky shopper: every shopper some
+    # host serves was served once the arrivals stopped, within the time the backlog takes at the
+    # slowest rate hosts for the US come free (4 of the 10 hosts, each one round in five).
     assert not [c for c, (_, market) in waiting.items() if market == "US"]
-    assert max(served_after) <= len(arrivals) / 2 + BOUND_S + R.category_s
+    assert max(served_after) <= len(arrivals) / 0.8 + BOUND_S + R.category_s

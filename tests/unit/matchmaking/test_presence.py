@@ -81,6 +81,7 @@ def test_a_host_holds_at_most_one_call_and_fenced_out_reservations_are_refused(s
         else:
             record = went(record, matchmaking_pb2.PresenceGone(host_id="h1", signaling_instance="sig-1"), NOW_NS)
             holder = None
+        assert record is not None
         assert (record.status == BUSY) == (holder is not None)
         assert record.call_id == (holder or "")
 

@@ -72,10 +72,15 @@ class MatchmakingApp(BaseApp):
         self.leases = BucketMirror(lease_kv, LEASES_BUCKET)
         self.tasks.spawn(self.presence.run(), name="presence-watch")
         self.tasks.spawn(self.leases.run(), name="lease-watch")
+        self.tasks.spawn(self.affinity.mirror.run(), name="affinity-watch")
         http.add_check("presence", self.presence.synced.is_set)
-        await bus.serve(subjects.PRESENCE_UPDATE, matchmaking_pb2.PresenceUpdate, self.on_update, queue="matchmaking")
-        await bus.serve(subjects.PRESENCE_GONE, matchmaking_pb2.PresenceGone, self.on_gone, queue="matchmaking")
-        await bus.serve(subjects.MATCH_RELEASE, matchmaking_pb2.HostRelease, self.on_release, queue="matchmaking")
+        # Every write is a compare-and-set, so requests are served concurrently.
+        for subject, request_type, handler in (
+            (subjects.PRESENCE_UPDATE, matchmaking_pb2.PresenceUpdate, self.on_update),
+            (subjects.PRESENCE_GONE, matchmaking_pb2.PresenceGone, self.on_gone),
+            (subjects.MATCH_RELEASE, matchmaking_pb2.HostRelease, self.on_release),
+        ):
+            await bus.serve(subject, request_type, handler, queue="matchmaking", concurrent=True)  # type: ignore[arg-type]
         bus.consume(subjects.ORDERS_STREAM, "matchmaking-affinity", orders_pb2.OrderPlaced, self.on_order)
         self.tasks.spawn(self._lease_loop(lease_kv), name="leases")
 
@@ -163,13 +168,18 @@ class MatchmakingApp(BaseApp):
             member = matchmaking_pb2.MatcherMember(instance=self.instance, expires_at_ms=now_ms + ttl_ms)
             await kv.put(member_key(self.instance), member.SerializeToString())
             members = self._live_members(now_ms)
-            for shard in sorted(self._shards() | set(self.matchers)):
-                try:
-                    await self._tend(kv, shard, members, now_ms, ttl_ms, started)
-                except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyValueError):
-                    await self._drop(shard)  # somebody else wrote the lease first
+            shards = sorted(self._shards() | set(self.matchers))
+            await asyncio.gather(*(self._tend_one(kv, shard, members, now_ms, ttl_ms, started) for shard in shards))
             SHARDS_HELD.set(len(self.matchers))
             await asyncio.sleep(max(0.0, self.settings.lease_renew_s - (time.monotonic() - started)))
+
+    async def _tend_one(
+        self, kv: KeyValue, shard: str, members: list[str], now_ms: int, ttl_ms: int, t0: float
+    ) -> None:
+        try:
+            await self._tend(kv, shard, members, now_ms, ttl_ms, t0)
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyValueError):
+            await self._drop(shard)  # somebody else wrote the lease first
 
     async def _tend(self, kv: KeyValue, shard: str, members: list[str], now_ms: int, ttl_ms: int, t0: float) -> None:
         """Renew, hand over or take one shard's lease."""
@@ -213,7 +223,9 @@ class MatchmakingApp(BaseApp):
         matcher.valid_until = t0 + self.settings.lease_ttl_s - self.settings.lease_renew_s
         self.matchers[shard] = matcher
         subject = f"{subjects.MATCH_REQUEST}.{shard}"
-        subscription = await self.bus.serve(subject, matchmaking_pb2.MatchRequest, matcher.request, queue="matcher")
+        subscription = await self.bus.serve(
+            subject, matchmaking_pb2.MatchRequest, matcher.request, queue="matcher", concurrent=True
+        )
         self._shard_tasks[shard] = (self.tasks.spawn(matcher.run(), name=f"matcher-{shard}"), subscription)
         logger.info("shard taken", extra={"shard": shard, "token": token, "hosts": len(matcher.index)})
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import lap
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
@@ -24,19 +23,10 @@ _INFEASIBLE = 1e12
 
 
 def scipy_solver(cost: FloatArray) -> tuple[IntArray, IntArray]:
-    """SciPy's shortest augmenting path (LAPJV-like), rectangular matrices directly."""
+    """SciPy's shortest augmenting path (LAPJV-like), on rectangular matrices directly: faster here
+    than the `lap` package's LAPJV, which pads them square (docs/benchmarks.md)."""
     rows, cols = linear_sum_assignment(cost)
     return rows.astype(np.intp), cols.astype(np.intp)
-
-
-def lap_solver(cost: FloatArray) -> tuple[IntArray, IntArray]:
-    """The `lap` package's LAPJV; rectangular matrices are padded (`extend_cost`)."""
-    _, x, _ = lap.lapjv(cost, extend_cost=True)
-    rows = np.flatnonzero(x >= 0)
-    return rows.astype(np.intp), x[rows].astype(np.intp)
-
-
-SOLVERS: dict[str, Solver] = {"scipy": scipy_solver, "lap": lap_solver}
 
 
 def assign_optimal(scores: FloatArray, solver: Solver) -> list[tuple[int, int]]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from prometheus_client import Counter, Histogram
 
 from tandem.matchmaking.affinity import AffinityStore
-from tandem.matchmaking.assignment import SOLVERS, assign
+from tandem.matchmaking.assignment import assign, scipy_solver
 from tandem.matchmaking.fairness import Relaxation
 from tandem.matchmaking.index import ShardIndex
 from tandem.matchmaking.presence import PresenceBook, PresenceEntry, card_of, languages_of, valid_id
@@ -46,7 +46,6 @@ class MatchPolicy:
     relaxation: Relaxation
     window_s: float
     flush_size: int
-    solver: str
     max_cells: int
     max_queue: int
     lapse_s: float
@@ -64,7 +63,7 @@ class MatchPolicy:
                 aging_per_second=settings.aging_per_second, previous_host_s=settings.previous_host_ring_s,
                 category_s=settings.category_ring_s,
             ),
-            window_s=settings.batch_window_ms / 1000, flush_size=settings.batch_flush_size, solver=settings.solver,
+            window_s=settings.batch_window_ms / 1000, flush_size=settings.batch_flush_size,
             max_cells=settings.solver_max_cells, max_queue=settings.max_queue, lapse_s=settings.queue_lapse_s,
             update_interval_s=settings.queue_update_interval_s, rate_window_s=settings.service_rate_window_s,
         )  # fmt: skip
@@ -129,16 +128,17 @@ class ShardMatcher:
         call_id = valid_id("call_id", request.call_id)
         now = self.clock()
         done = self._assigned.get(call_id)
-        if done is not None:
+        if done is not None and done[0].host.host_id not in request.excluded_host_ids:
             self._assigned[call_id] = (done[0], done[1], True)
-            return done[0]
+            return done[0]  # asked again before hearing of its match
+        self._assigned.pop(call_id, None)  # that host declined or rang out: a new search
         ticket = self.queue.get(call_id)
         if ticket is None:
             shopper = valid_id("shopper_id", request.shopper_id)
             since = request.requested_at.ToNanoseconds() / 1e9 if request.HasField("requested_at") else now
             ticket = Ticket(
                 call_id=call_id, shopper_id=shopper, market=request.market.upper(), category=request.category.lower(),
-                previous_host_ids=await self.affinity.previous_hosts(shopper),
+                previous_host_ids=self.affinity.previous_hosts(shopper),
                 excluded_host_ids=frozenset(request.excluded_host_ids), waiting_since_s=min(since, now),
                 last_seen_s=now,
             )  # fmt: skip
@@ -200,7 +200,7 @@ class ShardMatcher:
             return 0
         policy = self.policy
         scores = score_batch(tickets, self.index, slots, now, policy.weights, policy.relaxation)
-        pairs = assign(scores, SOLVERS[policy.solver], policy.max_cells)
+        pairs = assign(scores, scipy_solver, policy.max_cells)
         now_ns = int(now * 1e9)
         chosen = [(tickets[row], int(slots[col]), float(scores[row, col])) for row, col in pairs]
         for _, slot, _ in chosen:

@@ -49,7 +49,7 @@ class BucketMirror:
                             self.apply(entry.key, entry.value, entry.revision or 0, entry.operation)
                 finally:
                     await watcher.stop()  # type: ignore[no-untyped-call]
-            except (nats.errors.Error, TimeoutError) as exc:
+            except (nats.errors.Error, TimeoutError, OSError) as exc:
                 logger.warning("kv watch interrupted", extra={"bucket": self.bucket, "error": repr(exc)})
                 await asyncio.sleep(self.retry_s)
 

@@ -1,7 +1,5 @@
 """Settings of the matchmaking service (environment variables `TANDEM_MATCHMAKING_*`)."""
 
-from typing import Literal
-
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -27,7 +25,6 @@ class Settings(ServiceSettings):
 
     batch_window_ms: float = Field(default=30.0, gt=0, le=1000, description="Requests collected before a batch.")
     batch_flush_size: int = Field(default=256, ge=1, description="New requests that flush a batch early.")
-    solver: Literal["scipy", "lap"] = Field(default="scipy", description="Linear-assignment solver.")
     solver_max_cells: int = Field(
         default=400_000, ge=1, description="Shoppers x hosts above which a batch is assigned greedily."
     )
