@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import json
 import math
 import statistics
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -434,11 +436,13 @@ async def test_matchmaking_throughput_over_nats_at_5000_hosts(tmp_path: Path) ->
                 await asyncio.gather(*(announce(bus, f"h{n}", langs[n % 6], CATEGORIES[n % 6])
                                        for n in range(chunk, min(hosts, chunk + 250))))  # fmt: skip
             await asyncio.sleep(1.5)  # the shard leases
-            for rate in (250.0, 500.0, 1000.0, 2000.0):
-                rows.append(await offer(bus, langs, rate, duration_s, hold_s))
             await bus.close()
+            for rate in (250.0, 500.0, 1000.0, 2000.0):
+                rows.append(await offer_from_processes(nats.url, rate, duration_s, hold_s))
     baseline_ms = todays_rank_ms(hosts)
-    print("\n== matchmaking: throughput over NATS, 5,000 hosts, one process ==")
+    print(
+        f"\n== matchmaking: throughput over NATS, 5,000 hosts, one matchmaking process, {GENERATORS} load processes =="
+    )
     print(f"{'offered/s':>10} {'matched/s':>10} {'unanswered':>10} {'p50 ms':>8} {'p99 ms':>8} {'x today':>8}")
     for offered, matched, unanswered, latencies in rows:
         p50, p99 = pct(latencies, 50) * 1000, pct(latencies, 99) * 1000
@@ -448,15 +452,35 @@ async def test_matchmaking_throughput_over_nats_at_5000_hosts(tmp_path: Path) ->
           "requests/s per process")  # fmt: skip
 
 
+GENERATORS = 3
+
+
+async def offer_from_processes(
+    nats_url: str, rate: float, duration_s: float, hold_s: float
+) -> tuple[float, float, int, list[float]]:
+    """`offer` from GENERATORS processes at once (one Python process cannot offer 2,000 requests/s)."""
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, __file__, nats_url, str(rate / GENERATORS), str(duration_s), str(hold_s),
+            f"{int(rate)}g{g}", stdout=asyncio.subprocess.PIPE,
+        )
+        for g in range(GENERATORS)
+    ]  # fmt: skip
+    results = [json.loads((await proc.communicate())[0]) for proc in procs]
+    return (
+        sum(r["offered"] for r in results), sum(r["matched"] for r in results),
+        sum(r["unanswered"] for r in results), [x for r in results for x in r["latencies"]],
+    )  # fmt: skip
+
+
 async def offer(
-    bus: Bus, langs: tuple[str, ...], rate: float, duration_s: float, hold_s: float
+    bus: Bus, langs: tuple[str, ...], rate: float, duration_s: float, hold_s: float, tag: str
 ) -> tuple[float, float, int, list[float]]:
     """Open-loop shoppers at `rate` per second, each asking like signaling until matched, holding the
     host for `hold_s`, then releasing it. Returns offered/s, matched/s, unanswered, latencies (s)."""
     latencies: list[float] = []
     unanswered = 0
     pending: set[asyncio.Task[None]] = set()
-    tag = int(rate)
 
     async def one(n: int) -> None:
         nonlocal unanswered
@@ -464,7 +488,7 @@ async def offer(
         since.GetCurrentTime()
         call_id = f"b{tag}-{n}"
         request = matchmaking_pb2.MatchRequest(
-            call_id=call_id, shopper_id=f"s{n}", language=langs[n % 6], market="US", category="beauty",
+            call_id=call_id, shopper_id=f"s{tag}-{n}", language=langs[n % 6], market="US", category="beauty",
             requested_at=since, wait_ms=1000,
         )  # fmt: skip
         subject = f"{subjects.MATCH_REQUEST}.local.{langs[n % 6]}"
@@ -498,3 +522,17 @@ async def offer(
         await asyncio.wait(pending, timeout=30)
     await asyncio.sleep(2.0)  # hosts released before the next rate
     return n / sent_s, len(latencies) / sent_s, unanswered, latencies
+
+
+if __name__ == "__main__":  # one load process of `offer_from_processes`
+
+    async def _generate(url: str, rate: str, duration_s: str, hold_s: str, tag: str) -> None:
+        bus = Bus(BusConfig(servers=[url], name=f"bench-{tag}", request_timeout_s=5.0))
+        await bus.connect()
+        offered, matched, unanswered, latencies = await offer(
+            bus, ("en", "es", "pt", "de", "ja", RARE), float(rate), float(duration_s), float(hold_s), tag
+        )
+        await bus.close()
+        print(json.dumps({"offered": offered, "matched": matched, "unanswered": unanswered, "latencies": latencies}))
+
+    asyncio.run(_generate(*sys.argv[1:6]))
