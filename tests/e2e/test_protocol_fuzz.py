@@ -104,7 +104,7 @@ def _value(field: FieldDescriptor, world: World, depth: int) -> st.SearchStrateg
         if field.name == "product_id":
             return st.one_of(st.sampled_from(world.products), st.sampled_from(world.products), TEXT)
         if field.name in ("language", "languages"):
-            return st.one_of(st.sampled_from(["x-fuzz", "x-fuzz", "en", "pt-BR", "EN", "zz-ZZ-zz"]), TEXT)
+            return st.one_of(st.sampled_from(["zu", "zu", "en", "pt-BR", "EN", "zz-ZZ-zz"]), TEXT)
         if field.name in ("market", "markets"):
             return st.one_of(st.sampled_from(["US", "US", "JP", "us", "XX"]), TEXT)
         if field.name == "category" or field.name == "categories":
@@ -129,8 +129,8 @@ def _message(descriptor: Descriptor, world: World, depth: int = 0) -> st.SearchS
 def _template(kind: str, call_id: str) -> dict[str, Any]:
     """A valid payload of this kind about `call_id`: the start of a realistic frame."""
     templates: dict[str, dict[str, Any]] = {
-        "consult_request": {"category": "beauty", "language": "x-fuzz", "market": "US"},
-        "host_availability": {"available": True, "languages": ["x-fuzz"], "markets": ["US"]},
+        "consult_request": {"category": "beauty", "language": "zu", "market": "US"},
+        "host_availability": {"available": True, "languages": ["zu"], "markets": ["US"]},
         "accept": {"callId": call_id},
         "decline": {"callId": call_id, "reason": "busy"},
         "cancel": {"callId": call_id},
@@ -228,9 +228,9 @@ async def clients(tandem: Tandem) -> AsyncIterator[tuple[dict[str, Socket], Worl
         world = World()
         # A call between two other people, ringing through the whole run: its id is fair game.
         victim_host = await open_socket(tandem, http, "host", "victim-host")
-        await victim_host.send({"id": "v1", "hostAvailability": {"available": True, "languages": ["x-victim"]}})
+        await victim_host.send({"id": "v1", "hostAvailability": {"available": True, "languages": ["yo"]}})
         victim = await open_socket(tandem, http, "shopper", "victim-shopper")
-        await victim.send({"id": "v2", "consultRequest": {"category": "beauty", "language": "x-victim"}})
+        await victim.send({"id": "v2", "consultRequest": {"category": "beauty", "language": "yo"}})
         world.call_ids.append((await victim.until("queue_update")).queue_update.call_id)
         await victim_host.until("invite")
         sockets = {
@@ -238,7 +238,7 @@ async def clients(tandem: Tandem) -> AsyncIterator[tuple[dict[str, Socket], Worl
             "host": await open_socket(tandem, http, "host", "fuzz-host"),
         }
         # The fuzzing host takes the fuzzing shopper's calls, so frames reach ringing and connected calls.
-        await sockets["host"].send({"id": "f1", "hostAvailability": {"available": True, "languages": ["x-fuzz"]}})
+        await sockets["host"].send({"id": "f1", "hostAvailability": {"available": True, "languages": ["zu"]}})
         yield sockets, world
 
 

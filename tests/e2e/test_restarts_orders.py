@@ -216,6 +216,10 @@ async def until_ready(urls: dict[str, str], since: float, timeout_s: float = 30.
     return time.monotonic() - since
 
 
+# One language per consultation loop: matchmaking matches within a language, so loops never meet.
+RESTART_LANGUAGES = ("et", "lv", "lt", "fi")
+
+
 async def consultation_loop(base_url: str, n: int, stop: asyncio.Event, outcome: collections.Counter[str]) -> None:
     """Bot consultations one after another (tap, match, ring, media, card, cart, checkout, hang up).
     One that the restart interrupts is abandoned (the call's fate is signaling's to prove)."""
@@ -225,7 +229,7 @@ async def consultation_loop(base_url: str, n: int, stop: asyncio.Event, outcome:
         bots = []
         try:
             bots = list(await connect_bots(base_url, f"r{n}-{round_}"))
-            timeline = await asyncio.wait_for(run_consultation(*bots, language=f"x-restart-{n}"), 20)
+            timeline = await asyncio.wait_for(run_consultation(*bots, language=RESTART_LANGUAGES[n]), 20)
             outcome["completed with an order" if timeline.order_id else "completed"] += 1
         except (TimeoutError, TandemError, aiohttp.ClientError) as exc:
             outcome[f"interrupted ({type(exc).__name__})"] += 1

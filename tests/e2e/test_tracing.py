@@ -77,7 +77,7 @@ async def test_a_consultation_is_one_trace_across_every_service(traced: tuple[st
     await shopper.connect()
     await host.connect()
     try:
-        await run_consultation(host, shopper, language="x-trace")
+        await run_consultation(host, shopper, language="yo")
     finally:
         await shopper.close()
         await host.close()

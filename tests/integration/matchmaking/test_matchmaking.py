@@ -1,115 +1,151 @@
-"""Matchmaking over real NATS: presence in KV, reservation, release on call facts, affinity, restart."""
+"""Matchmaking over real NATS: presence requests, reservation, explicit release, pausing, affinity,
+restart, fencing against the real bucket."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from tandem.common import subjects
 from tandem.common.bus import Bus
-from tandem.common.errors import TandemError
 from tandem.common.http import HttpServer
 from tandem.matchmaking.app import MatchmakingApp
+from tandem.matchmaking.presence import PresenceBook, PresenceEntry
 from tandem.matchmaking.settings import Settings
-from tandem.v1 import calls_pb2, common_pb2, matchmaking_pb2, orders_pb2
+from tandem.matchmaking.shards import FencedOut
+from tandem.v1 import client_pb2, matchmaking_pb2, orders_pb2
+
+from .helpers import announce, answer, eventually, match_request, release, wait_for_host
 
 pytestmark = pytest.mark.integration
 
 
-async def start_matchmaking(bus: Bus) -> MatchmakingApp:
-    app = MatchmakingApp(Settings(), "mm-test")
-    http = HttpServer("127.0.0.1", 0)
-    await app.start(bus, http)
-    await asyncio.wait_for(_synced(app), 5)
-    return app
+Start = Callable[..., Awaitable[MatchmakingApp]]
 
 
-async def _synced(app: MatchmakingApp) -> None:
-    assert app.presence is not None
-    await app.presence.synced.wait()
+@pytest.fixture
+async def start_matchmaking(bus: Bus) -> AsyncIterator[Start]:
+    """Start an in-process matchmaking app on the test's bus; all are stopped at the end."""
+    apps: list[MatchmakingApp] = []
+
+    async def start(**settings: object) -> MatchmakingApp:
+        app = MatchmakingApp(Settings(**settings), "mm-test")  # type: ignore[arg-type]
+        apps.append(app)
+        await app.start(bus, HttpServer("127.0.0.1", 0))
+        assert app.presence is not None
+        await asyncio.wait_for(app.presence.synced.wait(), 5)
+        return app
+
+    yield start
+    for app in apps:
+        await app.stop()
 
 
-async def announce(bus: Bus, host_id: str, language: str = "en") -> None:
-    kv = await bus.key_value(subjects.PRESENCE_BUCKET)
-    record = matchmaking_pb2.HostPresence(
-        host_id=host_id, status=matchmaking_pb2.HOST_STATUS_AVAILABLE, languages=[language], markets=["US"]
-    )
-    record.idle_since.FromDatetime(datetime.now(UTC))
-    await kv.put(host_id, record.SerializeToString())
-
-
-async def match(bus: Bus, call_id: str, shopper: str = "s1", language: str = "en") -> matchmaking_pb2.MatchResult:
-    request = matchmaking_pb2.MatchRequest(call_id=call_id, shopper_id=shopper, language=language, market="US")
-    return await bus.request(subjects.MATCH_REQUEST, request, matchmaking_pb2.MatchResult)
-
-
-async def eventually(check, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(timeout_s / 0.05)):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-async def test_a_host_is_reserved_for_one_call_and_released_when_it_ends(bus: Bus) -> None:
-    app = await start_matchmaking(bus)
+async def test_a_host_is_reserved_for_one_call_and_freed_by_its_release(bus: Bus, start_matchmaking: Start) -> None:
+    await start_matchmaking()
     await announce(bus, "h1")
-    await eventually(lambda: _has(app, "h1"))
+    first = await wait_for_host(bus, "c1")
+    assert first.host_id == "h1"
+    queued = await answer(bus, match_request("c2", "s2", "en", "US", 0.5))
+    assert queued.queued.position == 1
 
-    first = await match(bus, "c1")
-    assert first.host.host_id == "h1"
-    with pytest.raises(TandemError) as busy:
-        await match(bus, "c2")
-    assert busy.value.code == common_pb2.ERROR_CODE_NO_HOST_AVAILABLE
-
-    ended = calls_pb2.CallEvent(event_id="c1:9", call_id="c1", state=common_pb2.CALL_STATE_ENDED, host_id="h1")
-    await bus.publish_fact(subjects.join(subjects.CALL_EVENTS, "c1"), ended, msg_id=ended.event_id)
-
-    async def matched_again() -> bool:
-        try:
-            return (await match(bus, "c3")).host.host_id == "h1"
-        except TandemError:
-            return False
-
-    await eventually(matched_again)
-    await app.stop()
+    await release(bus, "h1", "c1")
+    assert (await wait_for_host(bus, "c2", shopper="s2")).host_id == "h1"
 
 
-async def _has(app: MatchmakingApp, host_id: str) -> bool:
-    assert app.presence is not None
-    return host_id in app.presence.entries
+async def test_a_host_outside_the_shoppers_language_or_market_is_never_offered(
+    bus: Bus, start_matchmaking: Start
+) -> None:
+    await start_matchmaking()
+    await announce(bus, "de-host", language="de", markets=("DE",))
+    await announce(bus, "en-jp", language="en", markets=("JP",))
+    result = await answer(bus, match_request("c1", "s1", "en", "DE", 0.5))
+    assert result.HasField("queued")
+    assert (await wait_for_host(bus, "c2", language="de", market="DE")).host_id == "de-host"
 
 
-async def test_presence_survives_a_matchmaking_restart(bus: Bus) -> None:
-    first = await start_matchmaking(bus)
+async def test_presence_survives_a_matchmaking_restart(bus: Bus, start_matchmaking: Start) -> None:
+    first = await start_matchmaking()
     await announce(bus, "h-restart", language="ja")
-    await eventually(lambda: _has(first, "h-restart"))
     await first.stop()
-
-    restarted = await start_matchmaking(bus)
-    await eventually(lambda: _has(restarted, "h-restart"))
-    assert (await match(bus, "c-after", language="ja")).host.host_id == "h-restart"
-    await restarted.stop()
+    await start_matchmaking()
+    assert (await wait_for_host(bus, "c-after", language="ja")).host_id == "h-restart"
 
 
-async def test_the_host_a_shopper_bought_from_is_preferred(bus: Bus) -> None:
-    app = await start_matchmaking(bus)
+async def test_the_host_a_shopper_bought_from_is_preferred(bus: Bus, start_matchmaking: Start) -> None:
+    app = await start_matchmaking()
     await announce(bus, "stranger", language="de")
     await asyncio.sleep(0.01)
     await announce(bus, "seller", language="de")  # less idle than the stranger
     order = orders_pb2.OrderPlaced(order_id="o1", shopper_id="loyal", host_id="seller")
     await bus.publish_fact(subjects.join(subjects.ORDER_EVENTS, "o1"), order, msg_id="o1")
     assert app.affinity is not None
-    await eventually(lambda: _knows(app, "loyal"))
+    affinity = app.affinity
 
-    result = await match(bus, "c-loyal", shopper="loyal", language="de")
-    assert (result.host.host_id, result.host.returning_customer) == ("seller", True)
-    assert (await match(bus, "c-new", shopper="newcomer", language="de")).host.host_id == "stranger"
-    await app.stop()
+    async def knows() -> bool:
+        return bool(affinity.previous_hosts("loyal"))
+
+    await eventually(knows)
+    result = await wait_for_host(bus, "c-loyal", shopper="loyal", language="de")
+    assert (result.host_id, result.returning_customer) == ("seller", True)
+    assert (await wait_for_host(bus, "c-new", shopper="newcomer", language="de")).host_id == "stranger"
 
 
-async def _knows(app: MatchmakingApp, shopper: str) -> bool:
-    assert app.affinity is not None
-    return bool(await app.affinity.previous_hosts(shopper))
+async def test_a_host_missing_calls_in_a_row_is_paused_and_told(bus: Bus, start_matchmaking: Start) -> None:
+    await start_matchmaking(pause_after_misses=2)
+    notices: list[client_pb2.Envelope] = []
+
+    async def on_notice(envelope: client_pb2.Envelope, _: str) -> None:
+        notices.append(envelope)
+
+    await bus.subscribe(subjects.join(subjects.SIGNALING_DELIVER, "h1"), client_pb2.Envelope, on_notice)
+    await announce(bus, "h1")
+    for n, outcome in enumerate((matchmaking_pb2.HOST_OUTCOME_DECLINED, matchmaking_pb2.HOST_OUTCOME_RING_TIMEOUT)):
+        await wait_for_host(bus, f"c{n}")
+        await release(bus, "h1", f"c{n}", outcome)
+
+    async def told() -> bool:
+        return bool(notices)
+
+    await eventually(told)
+    assert notices[0].WhichOneof("payload") == "host_availability"
+    assert not notices[0].host_availability.available
+    waiting = await answer(bus, match_request("c9", "s9", "en", "US", 0.5))
+    assert waiting.HasField("queued"), "a paused host was offered"
+    await announce(bus, "h1")  # the host comes back
+    assert (await wait_for_host(bus, "c9", shopper="s9")).host_id == "h1"
+
+
+async def test_a_reservation_with_an_older_lease_token_is_refused_by_the_bucket_record(bus: Bus) -> None:
+    kv = await bus.key_value(subjects.PRESENCE_BUCKET)
+    book = PresenceBook(kv, pause_after_misses=3)
+
+    async def current() -> PresenceEntry:
+        entry = await kv.get("h1")
+        assert entry.value is not None
+        return PresenceEntry(matchmaking_pb2.HostPresence.FromString(entry.value), entry.revision or 0)
+
+    update = matchmaking_pb2.PresenceUpdate(
+        host_id="h1", availability=client_pb2.HostAvailability(available=True, languages=["en"], markets=["US"])
+    )
+    await book.announce(update, time.time_ns())
+    assert await book.reserve(await current(), "c-new", "local.en", 7, time.time_ns()) is not None
+    await book.release(matchmaking_pb2.HostRelease(host_id="h1", call_id="c-new"), time.time_ns())
+    with pytest.raises(FencedOut) as refused:
+        await book.reserve(await current(), "c-stale", "local.en", 6, time.time_ns())
+    assert (refused.value.token, refused.value.fence) == (6, 7)
+    assert (await current()).record.status == matchmaking_pb2.HOST_STATUS_AVAILABLE
+
+
+async def test_asking_again_without_the_host_that_declined_finds_another(bus: Bus, start_matchmaking: Start) -> None:
+    await start_matchmaking()
+    await announce(bus, "h1")
+    await announce(bus, "h2")
+    first = await wait_for_host(bus, "c1")
+    request = match_request("c1", "s1", "en", "US", 0.5)
+    request.excluded_host_ids.append(first.host_id)
+    again = await answer(bus, request)
+    assert again.host.host_id not in ("", first.host_id)

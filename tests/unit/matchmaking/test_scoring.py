@@ -1,99 +1,70 @@
-"""Scoring and ranking of hosts for a shopper's request."""
+"""Scores of a batch: hard constraints, skill, affinity, idle time, rings."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
+import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from tandem.matchmaking.scoring import HostProfile, ShopperNeed, Weights, rank, score, speaks
+from tandem.matchmaking.fairness import Relaxation
+from tandem.matchmaking.index import ShardIndex
+from tandem.matchmaking.queue import Ticket
+from tandem.matchmaking.scoring import Weights, score_batch
+
+from .builders import NOW, card, index_of, ticket
 
 pytestmark = pytest.mark.unit
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+W = Weights()
+R = Relaxation(aging_per_second=5.0, previous_host_s=10.0, category_s=20.0)
 
 
-def host(host_id: str, *, languages: tuple[str, ...] = ("en",), categories: tuple[str, ...] = ("beauty",),
-         markets: tuple[str, ...] = ("US",), idle_minutes: float = 0) -> HostProfile:  # fmt: skip
-    return HostProfile(
-        host_id, frozenset(languages), frozenset(categories), frozenset(markets), NOW - timedelta(minutes=idle_minutes)
-    )
+def scores(index: ShardIndex, tickets: list[Ticket]) -> np.ndarray:
+    return score_batch(tickets, index, np.arange(len(index)), NOW, W, R)
 
 
-NEED = ShopperNeed(language="en", market="US", category="beauty")
+def test_a_host_outside_the_shoppers_market_or_excluded_is_ineligible() -> None:
+    index = index_of(card("us"), card("de", markets=("DE",)), card("both", markets=("US", "DE")))
+    got = scores(index, [ticket("c1", excluded=("both",))])
+    assert list(np.isfinite(got[0])) == [True, False, False]
 
 
-def test_language_and_market_are_hard_constraints() -> None:
-    assert score(host("a", languages=("ja",)), NEED, NOW) is None
-    assert score(host("a", markets=("DE",)), NEED, NOW) is None
-    assert score(host("a"), NEED, NOW) is not None
+def test_category_and_returning_customer_add_points_and_idle_time_breaks_ties() -> None:
+    index = index_of(card("plain", idle_s=60), card("skilled", categories=("beauty",)), card("seller"),
+                     card("plain-longer", idle_s=120))  # fmt: skip
+    plain, skilled, seller, longer = scores(
+        index, [ticket("c1", category="beauty", previous=("seller",), waited_s=30)]
+    )[0]
+    assert skilled - plain == pytest.approx(W.category - W.idle_per_minute, abs=0.01)
+    assert seller - plain == pytest.approx(W.returning_customer - W.idle_per_minute, abs=0.01)
+    assert longer > plain
 
 
-def test_language_tags_match_on_the_primary_language() -> None:
-    assert speaks(frozenset({"pt"}), "pt-BR")
-    assert speaks(frozenset({"pt-BR"}), "pt")
-    assert speaks(frozenset({"EN-us"}), "en-US")
-    assert not speaks(frozenset({"pt"}), "es")
+def test_equal_hosts_go_to_the_longest_idle_even_beyond_the_idle_cap() -> None:
+    index = index_of(card("idle-2h", idle_s=7200), card("idle-3h", idle_s=10800))
+    two, three = scores(index, [ticket("c1")])[0]
+    assert three > two
 
 
-def test_a_host_who_sold_to_the_shopper_before_outranks_a_long_idle_stranger() -> None:
-    need = ShopperNeed(language="en", market="US", category="beauty", previous_host_ids=frozenset({"b"}))
-    ranked = rank([host("a", idle_minutes=30), host("b", idle_minutes=1)], need, NOW)
-    assert [h.host_id for _, h in ranked] == ["b", "a"]
+def test_waiting_time_raises_the_whole_row() -> None:
+    got = scores(index_of(card("a")), [ticket("new"), ticket("old", waited_s=8)])
+    assert got[1, 0] - got[0, 0] == pytest.approx(8 * R.aging_per_second)
 
 
-def test_category_expertise_counts_and_idle_time_breaks_ties() -> None:
-    ranked = rank(
-        [host("generalist", categories=("fashion",), idle_minutes=20), host("expert", idle_minutes=2),
-         host("expert-idle", idle_minutes=5)],
-        NEED, NOW,
-    )  # fmt: skip
-    assert [h.host_id for _, h in ranked] == ["expert-idle", "expert", "generalist"]
+def test_rings_relax_from_previous_host_to_category_to_language() -> None:
+    index = index_of(card("seller"), card("skilled", categories=("beauty",)), card("any"))
+    rows = [ticket(f"c{w}", category="beauty", previous=("seller",), waited_s=w) for w in (1, 12, 25)]
+    assert np.isfinite(scores(index, rows)).tolist() == [[True, False, False], [False, True, False], [True, True, True]]
 
 
-def test_excluded_hosts_are_never_offered_again() -> None:
-    need = ShopperNeed(language="en", market="US", excluded_host_ids=frozenset({"a"}))
-    assert [h.host_id for _, h in rank([host("a"), host("b")], need, NOW)] == ["b"]
+def test_a_ring_whose_hosts_are_offline_is_skipped() -> None:
+    index = index_of(card("seller", free=False, online=False), card("any"))
+    got = scores(index, [ticket("c1", category="beauty", previous=("seller",), waited_s=1)])
+    assert np.isfinite(got).tolist() == [[True, True]]
 
 
-hosts = st.lists(
-    st.builds(
-        host,
-        st.text("abcdef", min_size=1, max_size=4),
-        languages=st.sets(st.sampled_from(["en", "ja", "de", "pt-BR"]), min_size=1).map(tuple),
-        categories=st.sets(st.sampled_from(["beauty", "fashion"])).map(tuple),
-        markets=st.sets(st.sampled_from(["US", "JP", "DE"]), min_size=1).map(tuple),
-        idle_minutes=st.floats(0, 600),
-    ),
-    max_size=12,
-    unique_by=lambda h: h.host_id,
-)
-needs = st.builds(
-    ShopperNeed,
-    language=st.sampled_from(["en", "ja", "pt"]),
-    market=st.sampled_from(["US", "JP"]),
-    category=st.sampled_from(["beauty", "fashion", ""]),
-    excluded_host_ids=st.frozensets(st.text("abcdef", min_size=1, max_size=4), max_size=3),
-    previous_host_ids=st.frozensets(st.text("abcdef", min_size=1, max_size=4), max_size=3),
-)
-
-
-@given(hosts, needs)
-def test_ranking_is_sorted_eligible_and_deterministic(candidates: list[HostProfile], need: ShopperNeed) -> None:
-    ranked = rank(candidates, need, NOW)
-    scores = [s for s, _ in ranked]
-    assert scores == sorted(scores, reverse=True)
-    assert all(h.host_id not in need.excluded_host_ids and speaks(h.languages, need.language) for _, h in ranked)
-    eligible = {h.host_id for h in candidates if score(h, need, NOW) is not None}
-    assert {h.host_id for _, h in ranked} == eligible
-    assert rank(list(reversed(candidates)), need, NOW) == ranked
-
-
-@given(st.floats(0, 10_000), st.floats(0, 10_000))
-def test_idle_time_never_outweighs_affinity(idle_a: float, idle_b: float) -> None:
-    weights = Weights()
-    need = ShopperNeed(language="en", market="US", previous_host_ids=frozenset({"returning"}))
-    ranked = rank([host("stranger", idle_minutes=idle_a), host("returning", idle_minutes=idle_b)], need, NOW, weights)
-    assert ranked[0][1].host_id == "returning"
+def test_a_busy_previous_host_is_waited_for_during_the_first_ring() -> None:
+    index = index_of(card("seller", free=False), card("any"))
+    free = np.flatnonzero(index.free[: len(index)])
+    got = score_batch([ticket("c1", previous=("seller",), waited_s=1)], index, free, NOW, W, R)
+    assert got.shape == (1, 1)
+    assert not np.isfinite(got).any()

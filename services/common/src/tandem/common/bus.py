@@ -290,11 +290,20 @@ class Bus:
         handler: Callable[[M], Awaitable[Message]],
         *,
         queue: str,
+        concurrent: bool = False,
     ) -> Subscription:
         """Answer requests on `subject` in a queue group. A raised `TandemError` becomes a typed
-        error reply; any other exception is logged and answered as INTERNAL, never crashing the loop."""
+        error reply; any other exception is logged and answered as INTERNAL, never crashing the loop.
+        Requests are handled one at a time, or each in its own task when `concurrent` (handlers that
+        hold a request open, such as long polls)."""
 
         async def on_message(msg: Msg) -> None:
+            if concurrent:
+                self._tasks.spawn(handle(msg), name=f"serve:{subject}")
+            else:
+                await handle(msg)
+
+        async def handle(msg: Msg) -> None:
             with tracer.start_as_current_span(
                 f"serve {msg.subject}", context=extract_context(msg.headers), kind=SpanKind.SERVER
             ) as span:

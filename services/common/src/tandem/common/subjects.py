@@ -15,7 +15,10 @@ VERSION = "v1"
 PREFIX = f"tandem.{VERSION}"
 
 # Request/reply, served by a queue group.
-MATCH_REQUEST = f"{PREFIX}.match.request"
+MATCH_REQUEST = f"{PREFIX}.match.request"  # + ".<region>.<language>": the shard's active matcher
+MATCH_RELEASE = f"{PREFIX}.match.release"
+PRESENCE_UPDATE = f"{PREFIX}.presence.update"
+PRESENCE_GONE = f"{PREFIX}.presence.gone"
 MEDIA_ALLOCATE = f"{PREFIX}.media.allocate"  # + ".<region>"
 ORDERS_PRODUCT_CARD = f"{PREFIX}.orders.product_card"
 ORDERS_CART = f"{PREFIX}.orders.cart"
@@ -89,6 +92,16 @@ def identifier(field: str, value: str, *, max_chars: int = MAX_ID_CHARS) -> str:
 def as_identifier(text: str, *, max_chars: int = MAX_ID_CHARS) -> str:
     """`text` made into an identifier (for names the process derives itself, such as a host name)."""
     return re.sub(f"[^{ID_CHARS}]", "-", text)[:max_chars] or "-"
+
+
+def match_shard(region: str, language: str) -> str:
+    """The matchmaking shard of a shopper or host: "<region>.<primary language>" ("pt-BR" -> "pt").
+    Raises ValueError for a tag that is not a BCP 47 primary language (2-8 letters)."""
+    primary = language.split("-", 1)[0].lower()
+    if not (2 <= len(primary) <= 8 and primary.isascii() and primary.isalpha()):
+        raise ValueError(f"invalid language tag {language!r}")
+    join(PREFIX, region, primary)  # refuses a region that is not one subject token
+    return f"{region}.{primary}"
 
 
 def join(*parts: str) -> str:

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from tandem.v1 import client_pb2 as _client_pb2
 from tandem.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -44,13 +45,59 @@ HOST_STATUS_AWAY: HostStatus.ValueType  # 3
 HOST_STATUS_OFFLINE: HostStatus.ValueType  # 4
 Global___HostStatus: _TypeAlias = HostStatus  # noqa: Y015
 
+class _HostOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HostOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HostOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HOST_OUTCOME_UNSPECIFIED: _HostOutcome.ValueType  # 0
+    HOST_OUTCOME_COMPLETED: _HostOutcome.ValueType  # 1
+    """The host accepted; the call is over."""
+    HOST_OUTCOME_DECLINED: _HostOutcome.ValueType  # 2
+    HOST_OUTCOME_RING_TIMEOUT: _HostOutcome.ValueType  # 3
+    HOST_OUTCOME_NOT_NEEDED: _HostOutcome.ValueType  # 4
+    """The shopper left (cancelled, ended) before the host answered: not the host's doing."""
+
+class HostOutcome(_HostOutcome, metaclass=_HostOutcomeEnumTypeWrapper):
+    """How a call that held a host ended for that host."""
+
+HOST_OUTCOME_UNSPECIFIED: HostOutcome.ValueType  # 0
+HOST_OUTCOME_COMPLETED: HostOutcome.ValueType  # 1
+"""The host accepted; the call is over."""
+HOST_OUTCOME_DECLINED: HostOutcome.ValueType  # 2
+HOST_OUTCOME_RING_TIMEOUT: HostOutcome.ValueType  # 3
+HOST_OUTCOME_NOT_NEEDED: HostOutcome.ValueType  # 4
+"""The shopper left (cancelled, ended) before the host answered: not the host's doing."""
+Global___HostOutcome: _TypeAlias = HostOutcome  # noqa: Y015
+
 @_typing.final
 class HostPresence(_message.Message):
-    """Published by signaling when a host's socket or availability changes; kept in the
-    `presence` KV bucket under the host id.
+    """A host's presence, kept by matchmaking (its only writer) in the `tandem_presence` KV bucket
+    under the host id.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class FencesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     HOST_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
@@ -63,6 +110,8 @@ class HostPresence(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
     CALL_ID_FIELD_NUMBER: _builtins.int
+    FENCES_FIELD_NUMBER: _builtins.int
+    MISSED_IN_ROW_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     status: Global___HostStatus.ValueType
     time_zone: _builtins.str
@@ -72,6 +121,8 @@ class HostPresence(_message.Message):
     """Region of the host, for media placement."""
     call_id: _builtins.str
     """The call the host is reserved for while BUSY."""
+    missed_in_row: _builtins.int
+    """Calls in a row the host declined or let ring out; the host is paused (AWAY) at a limit."""
     @_builtins.property
     def languages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -84,6 +135,12 @@ class HostPresence(_message.Message):
 
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def fences(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Per shard ("<region>.<language>"): the highest lease token that reserved this host. A
+        reservation carrying a lower token comes from a fenced-out matcher and is refused.
+        """
+
     def __init__(
         self,
         *,
@@ -98,18 +155,113 @@ class HostPresence(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         region: _builtins.str = ...,
         call_id: _builtins.str = ...,
+        fences: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        missed_in_row: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["idle_since", b"idle_since", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "categories", b"categories", "host_id", b"host_id", "idle_since", b"idle_since", "languages", b"languages", "markets", b"markets", "region", b"region", "signaling_instance", b"signaling_instance", "status", b"status", "time_zone", b"time_zone", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "categories", b"categories", "fences", b"fences", "host_id", b"host_id", "idle_since", b"idle_since", "languages", b"languages", "markets", b"markets", "missed_in_row", b"missed_in_row", "region", b"region", "signaling_instance", b"signaling_instance", "status", b"status", "time_zone", b"time_zone", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HostPresence: _TypeAlias = HostPresence  # noqa: Y015
 
 @_typing.final
+class PresenceUpdate(_message.Message):
+    """Signaling -> matchmaking (tandem.v1.presence.update, request/reply): a host announced its
+    availability and skills on a socket of `signaling_instance`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    AVAILABILITY_FIELD_NUMBER: _builtins.int
+    SIGNALING_INSTANCE_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    signaling_instance: _builtins.str
+    region: _builtins.str
+    @_builtins.property
+    def availability(self) -> _client_pb2.HostAvailability: ...
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        availability: _client_pb2.HostAvailability | None = ...,
+        signaling_instance: _builtins.str = ...,
+        region: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "host_id", b"host_id", "region", b"region", "signaling_instance", b"signaling_instance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresenceUpdate: _TypeAlias = PresenceUpdate  # noqa: Y015
+
+@_typing.final
+class PresenceGone(_message.Message):
+    """Signaling -> matchmaking (tandem.v1.presence.gone, request/reply): the host's socket on
+    `signaling_instance` closed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    SIGNALING_INSTANCE_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    signaling_instance: _builtins.str
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        signaling_instance: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "signaling_instance", b"signaling_instance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresenceGone: _TypeAlias = PresenceGone  # noqa: Y015
+
+@_typing.final
+class HostRelease(_message.Message):
+    """Signaling -> matchmaking (tandem.v1.match.release, request/reply): the call no longer holds
+    the host. Idempotent: a host not reserved for `call_id` is left as it is.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    call_id: _builtins.str
+    outcome: Global___HostOutcome.ValueType
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        call_id: _builtins.str = ...,
+        outcome: Global___HostOutcome.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "host_id", b"host_id", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostRelease: _TypeAlias = HostRelease  # noqa: Y015
+
+@_typing.final
 class MatchRequest(_message.Message):
-    """Signaling -> matchmaking (request/reply, queue group): find a host for this shopper."""
+    """Signaling -> the shard's active matcher (tandem.v1.match.request.<region>.<language>,
+    request/reply): find a host for this shopper, or say where they stand. The matcher holds the
+    request until the shopper is matched, their queue position or estimated wait changes, or
+    `wait_ms` is nearly over; the caller asks again at once while the call is still queued, and
+    a shopper who stops asking leaves the queue.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -121,18 +273,23 @@ class MatchRequest(_message.Message):
     MARKET_FIELD_NUMBER: _builtins.int
     EXCLUDED_HOST_IDS_FIELD_NUMBER: _builtins.int
     REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    WAIT_MS_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     shopper_id: _builtins.str
     product_id: _builtins.str
     category: _builtins.str
     language: _builtins.str
     market: _builtins.str
+    wait_ms: _builtins.int
+    """How long the caller waits for this reply, ms."""
     @_builtins.property
     def excluded_host_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Hosts that already declined or timed out on this call."""
 
     @_builtins.property
-    def requested_at(self) -> _timestamp_pb2.Timestamp: ...
+    def requested_at(self) -> _timestamp_pb2.Timestamp:
+        """When the shopper started waiting (the first request); waiting time raises their priority."""
+
     def __init__(
         self,
         *,
@@ -144,14 +301,41 @@ class MatchRequest(_message.Message):
         market: _builtins.str = ...,
         excluded_host_ids: _abc.Iterable[_builtins.str] | None = ...,
         requested_at: _timestamp_pb2.Timestamp | None = ...,
+        wait_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["requested_at", b"requested_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "category", b"category", "excluded_host_ids", b"excluded_host_ids", "language", b"language", "market", b"market", "product_id", b"product_id", "requested_at", b"requested_at", "shopper_id", b"shopper_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "category", b"category", "excluded_host_ids", b"excluded_host_ids", "language", b"language", "market", b"market", "product_id", b"product_id", "requested_at", b"requested_at", "shopper_id", b"shopper_id", "wait_ms", b"wait_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MatchRequest: _TypeAlias = MatchRequest  # noqa: Y015
+
+@_typing.final
+class QueuePosition(_message.Message):
+    """Where a queued shopper stands in their shard's queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    ESTIMATED_WAIT_S_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """1 + the shoppers with the same language and market who have waited longer."""
+    estimated_wait_s: _builtins.int
+    """position / the rate at which such shoppers were matched recently; 0 while no rate is known."""
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+        estimated_wait_s: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_wait_s", b"estimated_wait_s", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueuePosition: _TypeAlias = QueuePosition  # noqa: Y015
 
 @_typing.final
 class MatchResult(_message.Message):
@@ -160,23 +344,27 @@ class MatchResult(_message.Message):
     CALL_ID_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     @_builtins.property
     def host(self) -> Global___MatchedHost: ...
     @_builtins.property
     def error(self) -> _common_pb2.Error: ...
+    @_builtins.property
+    def queued(self) -> Global___QueuePosition: ...
     def __init__(
         self,
         *,
         call_id: _builtins.str = ...,
         host: Global___MatchedHost | None = ...,
         error: _common_pb2.Error | None = ...,
+        queued: Global___QueuePosition | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "host", b"host", "outcome", b"outcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "host", b"host", "outcome", b"outcome", "queued", b"queued"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "error", b"error", "host", b"host", "outcome", b"outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "error", b"error", "host", b"host", "outcome", b"outcome", "queued", b"queued"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["host", "error"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["host", "error", "queued"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
@@ -234,3 +422,58 @@ class ShopperAffinity(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ShopperAffinity: _TypeAlias = ShopperAffinity  # noqa: Y015
+
+@_typing.final
+class ShardLease(_message.Message):
+    """The active matcher of a shard, in the `tandem_matchmaking` KV bucket under
+    "lease.<region>.<language>". Compare-and-set on every renewal.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLDER_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
+    holder: _builtins.str
+    token: _builtins.int
+    """Grows by one with every new holder; stamped on each host the holder reserves."""
+    expires_at_ms: _builtins.int
+    """Wall clock, ms since the Unix epoch: the lease is free from then."""
+    def __init__(
+        self,
+        *,
+        holder: _builtins.str = ...,
+        token: _builtins.int = ...,
+        expires_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at_ms", b"expires_at_ms", "holder", b"holder", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShardLease: _TypeAlias = ShardLease  # noqa: Y015
+
+@_typing.final
+class MatcherMember(_message.Message):
+    """A live matchmaking instance, in the `tandem_matchmaking` KV bucket under "member.<instance>"."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
+    instance: _builtins.str
+    expires_at_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        instance: _builtins.str = ...,
+        expires_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at_ms", b"expires_at_ms", "instance", b"instance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatcherMember: _TypeAlias = MatcherMember  # noqa: Y015

@@ -1,103 +1,257 @@
-"""Matchmaking on the bus: answers match requests, reserves hosts, releases them, learns affinity."""
+"""Matchmaking on the bus: presence requests, releases, the shard leases and their matchers.
+
+Any instance answers presence and release requests (queue group `matchmaking`); each shard's
+match requests go to the one instance holding the shard's lease (`shards`), which runs the
+shard's `ShardMatcher`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from datetime import UTC, datetime
+import time
 
-from prometheus_client import Counter, Histogram
+import nats.js.errors
+from nats.aio.subscription import Subscription
+from nats.js.kv import KeyValue
+from prometheus_client import Counter, Gauge
 
 from tandem.common import subjects
-from tandem.common.aio import TaskSet
-from tandem.common.bus import Bus
-from tandem.common.errors import TandemError
+from tandem.common.aio import TaskSet, cancel_and_wait
+from tandem.common.bus import Bus, decode
+from tandem.common.envelope import new_envelope
 from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
 from tandem.matchmaking.affinity import AFFINITY_BUCKET, AffinityStore
-from tandem.matchmaking.presence import PresenceMirror
-from tandem.matchmaking.scoring import ShopperNeed, Weights, rank
+from tandem.matchmaking.matcher import MatchPolicy, ShardMatcher
+from tandem.matchmaking.mirror import BucketMirror, Revision
+from tandem.matchmaking.presence import AWAY, HostPresence, PresenceBook, PresenceEntry, languages_of
 from tandem.matchmaking.settings import Settings
-from tandem.v1 import calls_pb2, common_pb2, matchmaking_pb2, orders_pb2
+from tandem.matchmaking.shards import (
+    LEASES_BUCKET,
+    ShardLease,
+    acquired,
+    lease_key,
+    member_key,
+    preferred_holder,
+    renewed,
+)
+from tandem.v1 import client_pb2, matchmaking_pb2, orders_pb2
 
 logger = logging.getLogger(__name__)
 
-MATCHES = Counter("tandem_matchmaking_matches_total", "Match requests by outcome", ["outcome"])
-MATCH_SECONDS = Histogram("tandem_matchmaking_match_seconds", "Time to answer a match request")
-
-# Call states in which the call still holds its host.
-_HOLDS_HOST = frozenset(
-    {common_pb2.CALL_STATE_RINGING, common_pb2.CALL_STATE_CONNECTING, common_pb2.CALL_STATE_CONNECTED}
-)
+PAUSED = Counter("tandem_matchmaking_hosts_paused_total", "Hosts paused for missing calls in a row")
+SHARDS_HELD = Gauge("tandem_matchmaking_shards_held", "Shards this instance is the active matcher of")
 
 
 class MatchmakingApp(BaseApp):
     def __init__(self, settings: Settings, instance: str) -> None:
         self.settings = settings
         self.instance = instance
-        self.weights = Weights(
-            category=settings.weight_category,
-            returning_customer=settings.weight_returning_customer,
-            idle_per_minute=settings.weight_idle_per_minute,
-            idle_cap_minutes=settings.idle_cap_minutes,
-        )
+        self.policy = MatchPolicy.from_settings(settings)
         self.tasks = TaskSet("matchmaking")
-        self.presence: PresenceMirror | None = None
+        self.bus: Bus | None = None
+        self.book: PresenceBook | None = None
         self.affinity: AffinityStore | None = None
+        self.presence: BucketMirror | None = None
+        self.leases: BucketMirror | None = None
+        self.matchers: dict[str, ShardMatcher] = {}
+        self._shard_tasks: dict[str, tuple[asyncio.Task[None], Subscription]] = {}
+        self._languages: dict[str, set[str]] = {}
 
     async def start(self, bus: Bus, http: HttpServer) -> None:
+        self.bus = bus
         for stream in subjects.STREAMS:
             await bus.ensure_stream(stream)
-        presence = self.presence = PresenceMirror(await bus.key_value(subjects.PRESENCE_BUCKET))
+        presence_kv = await bus.key_value(subjects.PRESENCE_BUCKET)
+        self.book = PresenceBook(presence_kv, self.settings.pause_after_misses)
         self.affinity = AffinityStore(await bus.key_value(AFFINITY_BUCKET))
-        self.tasks.spawn(presence.run(), name="presence-watch")
-        http.add_check("presence", presence.synced.is_set)
-        await bus.serve(subjects.MATCH_REQUEST, matchmaking_pb2.MatchRequest, self.match, queue="matchmaking")
-        bus.consume(subjects.CALLS_STREAM, "matchmaking-release", calls_pb2.CallEvent, self.on_call_event)
+        self.presence = BucketMirror(presence_kv, subjects.PRESENCE_BUCKET)
+        self.presence.listeners.append(self._on_presence)
+        lease_kv = await bus.key_value(LEASES_BUCKET)
+        self.leases = BucketMirror(lease_kv, LEASES_BUCKET)
+        self.tasks.spawn(self.presence.run(), name="presence-watch")
+        self.tasks.spawn(self.leases.run(), name="lease-watch")
+        self.tasks.spawn(self.affinity.mirror.run(), name="affinity-watch")
+        http.add_check("presence", self.presence.synced.is_set)
+        # Every write is a compare-and-set, so requests are served concurrently.
+        for subject, request_type, handler in (
+            (subjects.PRESENCE_UPDATE, matchmaking_pb2.PresenceUpdate, self.on_update),
+            (subjects.PRESENCE_GONE, matchmaking_pb2.PresenceGone, self.on_gone),
+            (subjects.MATCH_RELEASE, matchmaking_pb2.HostRelease, self.on_release),
+        ):
+            await bus.serve(subject, request_type, handler, queue="matchmaking", concurrent=True)  # type: ignore[arg-type]
         bus.consume(subjects.ORDERS_STREAM, "matchmaking-affinity", orders_pb2.OrderPlaced, self.on_order)
+        self.tasks.spawn(self._lease_loop(lease_kv), name="leases")
 
     async def stop(self) -> None:
+        """Hand every shard over at once (the lease lapses now) and stop."""
         await self.tasks.cancel_all()
+        for shard in list(self.matchers):
+            await self._drop(shard)
+            await self._hand_over(shard)
 
-    async def match(self, request: matchmaking_pb2.MatchRequest) -> matchmaking_pb2.MatchResult:
-        assert self.presence is not None
-        assert self.affinity is not None
-        with MATCH_SECONDS.time():
-            need = ShopperNeed(
-                language=request.language,
-                market=request.market,
-                category=request.category,
-                excluded_host_ids=frozenset(request.excluded_host_ids),
-                previous_host_ids=await self.affinity.previous_hosts(request.shopper_id),
+    # --- presence ---------------------------------------------------------------------------
+
+    async def on_update(self, update: matchmaking_pb2.PresenceUpdate) -> HostPresence:
+        assert self.book is not None
+        return await self.book.announce(update, time.time_ns())
+
+    async def on_gone(self, gone: matchmaking_pb2.PresenceGone) -> HostPresence:
+        assert self.book is not None
+        await self.book.gone(gone, time.time_ns())
+        return HostPresence(host_id=gone.host_id)
+
+    async def on_release(self, release: matchmaking_pb2.HostRelease) -> HostPresence:
+        """Free a call's host; pause it (with a notice to its app) after too many missed calls."""
+        assert self.book is not None
+        assert self.bus is not None
+        written = await self.book.release(release, time.time_ns())
+        if written is None:
+            return HostPresence(host_id=release.host_id)
+        if written.status == AWAY:
+            PAUSED.inc()
+            logger.info("host paused", extra={"host_id": written.host_id, "missed_in_row": written.missed_in_row})
+            notice = client_pb2.HostAvailability(
+                available=False, languages=written.languages, categories=written.categories,
+                markets=written.markets, time_zone=written.time_zone,
+            )  # fmt: skip
+            await self.bus.publish(
+                subjects.join(subjects.SIGNALING_DELIVER, written.host_id), new_envelope(host_availability=notice)
             )
-            by_id = {e.record.host_id: e for e in self.presence.available()}
-            ranked = rank([e.profile() for e in by_id.values()], need, datetime.now(UTC), self.weights)
-            for points, host in ranked[: self.settings.max_reserve_attempts]:
-                entry = by_id[host.host_id]
-                if await self.presence.reserve(entry, request.call_id):
-                    MATCHES.labels("matched").inc()
-                    logger.info("host matched", extra={"call_id": request.call_id, "host_id": host.host_id})
-                    return matchmaking_pb2.MatchResult(
-                        call_id=request.call_id,
-                        host=matchmaking_pb2.MatchedHost(
-                            host_id=host.host_id,
-                            score=points,
-                            returning_customer=host.host_id in need.previous_host_ids,
-                            signaling_instance=entry.record.signaling_instance,
-                            region=entry.record.region,
-                        ),
-                    )
-        MATCHES.labels("no_host").inc()
-        raise TandemError("no host is available for this request", code=common_pb2.ERROR_CODE_NO_HOST_AVAILABLE)
+        return written
 
-    async def on_call_event(self, event: calls_pb2.CallEvent) -> None:
-        """Free the host once the call no longer holds it (declined, timed out, ended)."""
-        assert self.presence is not None
-        if event.host_id and event.state not in _HOLDS_HOST:
-            await self.presence.release(event.host_id, event.call_id)
+    def _on_presence(self, host_id: str, revision: Revision | None) -> None:
+        entry = None if revision is None else PresenceEntry(decode(HostPresence, revision.value), revision.revision)
+        self._languages[host_id] = languages_of(entry.record) if entry is not None else set()
+        if not self._languages[host_id]:
+            del self._languages[host_id]
+        for matcher in self.matchers.values():
+            matcher.on_presence(host_id, entry)
 
     async def on_order(self, order: orders_pb2.OrderPlaced) -> None:
         assert self.affinity is not None
         await self.affinity.record_order(order)
+
+    # --- shards -----------------------------------------------------------------------------
+
+    def _shards(self) -> set[str]:
+        languages = set().union(*self._languages.values()) if self._languages else set()
+        return {subjects.match_shard(self.settings.region, language) for language in languages}
+
+    def _lease(self, shard: str) -> tuple[ShardLease | None, int | None]:
+        assert self.leases is not None
+        known = self.leases.entries.get(lease_key(shard))
+        if known is None:
+            return None, None
+        return decode(ShardLease, known.value), known.revision
+
+    def _live_members(self, now_ms: int) -> list[str]:
+        assert self.leases is not None
+        members = [self.instance]
+        for key, known in self.leases.entries.items():
+            if key.startswith("member."):
+                member = decode(matchmaking_pb2.MatcherMember, known.value)
+                if member.expires_at_ms > now_ms and member.instance != self.instance:
+                    members.append(member.instance)
+        return members
+
+    async def _lease_loop(self, kv: KeyValue) -> None:
+        assert self.presence is not None
+        assert self.leases is not None
+        await self.presence.synced.wait()
+        await self.leases.synced.wait()
+        ttl_ms = int(self.settings.lease_ttl_s * 1000)
+        while True:
+            started = time.monotonic()
+            now_ms = time.time_ns() // 1_000_000
+            member = matchmaking_pb2.MatcherMember(instance=self.instance, expires_at_ms=now_ms + ttl_ms)
+            await kv.put(member_key(self.instance), member.SerializeToString())
+            members = self._live_members(now_ms)
+            shards = sorted(self._shards() | set(self.matchers))
+            await asyncio.gather(*(self._tend_one(kv, shard, members, now_ms, ttl_ms, started) for shard in shards))
+            SHARDS_HELD.set(len(self.matchers))
+            await asyncio.sleep(max(0.0, self.settings.lease_renew_s - (time.monotonic() - started)))
+
+    async def _tend_one(
+        self, kv: KeyValue, shard: str, members: list[str], now_ms: int, ttl_ms: int, t0: float
+    ) -> None:
+        try:
+            await self._tend(kv, shard, members, now_ms, ttl_ms, t0)
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyValueError):
+            await self._drop(shard)  # somebody else wrote the lease first
+
+    async def _tend(self, kv: KeyValue, shard: str, members: list[str], now_ms: int, ttl_ms: int, t0: float) -> None:
+        """Renew, hand over or take one shard's lease."""
+        lease, revision = self._lease(shard)
+        matcher = self.matchers.get(shard)
+        preferred = preferred_holder(shard, members)
+        if matcher is not None:
+            new = renewed(lease, self.instance, matcher.token, now_ms, ttl_ms)
+            if new is None or revision is None:
+                await self._drop(shard)
+                return
+            if preferred != self.instance:
+                await self._drop(shard)
+                await self._hand_over(shard)
+                return
+            await self._write(kv, shard, new, revision)
+            matcher.valid_until = t0 + self.settings.lease_ttl_s - self.settings.lease_renew_s
+            return
+        if preferred != self.instance:
+            return
+        taken = acquired(lease, self.instance, now_ms, ttl_ms)
+        if taken is None:
+            return
+        await self._write(kv, shard, taken, revision)
+        await self._start_matcher(shard, taken.token, t0)
+
+    async def _write(self, kv: KeyValue, shard: str, lease: ShardLease, revision: int | None) -> None:
+        assert self.leases is not None
+        key, value = lease_key(shard), lease.SerializeToString()
+        written = await kv.create(key, value) if revision is None else await kv.update(key, value, last=revision)
+        self.leases.apply(key, value, int(written))
+
+    async def _start_matcher(self, shard: str, token: int, t0: float) -> None:
+        assert self.bus is not None
+        assert self.book is not None
+        assert self.affinity is not None
+        assert self.presence is not None
+        matcher = ShardMatcher(shard, token, self.policy, self.book, self.affinity)
+        for host_id, known in self.presence.entries.items():
+            matcher.on_presence(host_id, PresenceEntry(decode(HostPresence, known.value), known.revision))
+        matcher.valid_until = t0 + self.settings.lease_ttl_s - self.settings.lease_renew_s
+        self.matchers[shard] = matcher
+        subject = f"{subjects.MATCH_REQUEST}.{shard}"
+        subscription = await self.bus.serve(
+            subject, matchmaking_pb2.MatchRequest, matcher.request, queue="matcher", concurrent=True
+        )
+        self._shard_tasks[shard] = (self.tasks.spawn(matcher.run(), name=f"matcher-{shard}"), subscription)
+        logger.info("shard taken", extra={"shard": shard, "token": token, "hosts": len(matcher.index)})
+
+    async def _drop(self, shard: str) -> None:
+        matcher = self.matchers.pop(shard, None)
+        running = self._shard_tasks.pop(shard, None)
+        if matcher is None or running is None:
+            return
+        task, subscription = running
+        matcher.valid_until = 0.0
+        await subscription.unsubscribe()
+        await cancel_and_wait(task)
+        matcher.close()
+        logger.info("shard dropped", extra={"shard": shard, "token": matcher.token})
+
+    async def _hand_over(self, shard: str) -> None:
+        """Let the lease lapse now, so the instance preferred for the shard takes it at once."""
+        assert self.leases is not None
+        lease, revision = self._lease(shard)
+        if lease is None or revision is None or lease.holder != self.instance:
+            return
+        lapsed = ShardLease(holder=lease.holder, token=lease.token, expires_at_ms=0)
+        try:
+            await self.leases.kv.update(lease_key(shard), lapsed.SerializeToString(), last=revision)
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyValueError):
+            return
 
 
 def build_app(settings: Settings, instance: str) -> MatchmakingApp:

@@ -1,111 +1,186 @@
-"""Hosts' presence: the `tandem_presence` KV bucket, mirrored in memory by a watch.
+"""Hosts' presence, owned by matchmaking: the `tandem_presence` KV bucket, its only writer.
 
-Signaling writes a host's record when the host comes, goes or changes skills; matchmaking
-reserves a host for a call with a compare-and-set on the record's revision, so two matchmaking
-replicas can never give one host two calls, and releases the host when the call no longer needs it.
-The bucket outlives any process, so presence survives a matchmaking restart.
+Signaling asks (`PresenceUpdate`, `PresenceGone`); calls release their host with `HostRelease`;
+the shard matchers reserve hosts. Every write is a compare-and-set on the record's revision, so
+concurrent instances never give one host two calls, and the bucket outlives any process.
+The transitions are pure functions below; `PresenceBook` applies them to the bucket.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from tandem.common.bus import decode
+from tandem.common.errors import TandemError
 from tandem.common.kv import modify
-from tandem.matchmaking.scoring import HostProfile
-from tandem.v1 import matchmaking_pb2
+from tandem.matchmaking.index import HostCard
+from tandem.matchmaking.shards import check_fence
+from tandem.v1 import common_pb2, matchmaking_pb2
 
 logger = logging.getLogger(__name__)
 
 HostPresence = matchmaking_pb2.HostPresence
+MAX_SKILLS = 32
+MAX_ID_CHARS = 64
+AVAILABLE, BUSY, AWAY, OFFLINE = (
+    matchmaking_pb2.HOST_STATUS_AVAILABLE, matchmaking_pb2.HOST_STATUS_BUSY, matchmaking_pb2.HOST_STATUS_AWAY,
+    matchmaking_pb2.HOST_STATUS_OFFLINE,
+)  # fmt: skip
+_MISSES = frozenset({matchmaking_pb2.HOST_OUTCOME_DECLINED, matchmaking_pb2.HOST_OUTCOME_RING_TIMEOUT})
+
+
+class InvalidPresence(TandemError):
+    code = common_pb2.ERROR_CODE_INVALID_ARGUMENT
+
+    def __init__(self, field: str, value: str) -> None:
+        super().__init__(f"invalid {field}: {value[:MAX_ID_CHARS]!r}")
+        self.field = field
+        self.value = value
+
+
+def valid_id(field: str, value: str) -> str:
+    """A client-supplied id fit for keys, subjects and logs (letters, digits, '-', '_', ':')."""
+    bare = value.replace("-", "").replace("_", "").replace(":", "")
+    if not value or len(value) > MAX_ID_CHARS or not (bare.isascii() and bare.isalnum()):
+        raise InvalidPresence(field, value)
+    return value
+
+
+def languages_of(record: HostPresence) -> set[str]:
+    """The primary languages a host speaks (the shards it belongs to, per region)."""
+    primaries = set()
+    for tag in record.languages:
+        primary = tag.split("-", 1)[0].lower()
+        if 2 <= len(primary) <= 8 and primary.isascii() and primary.isalpha():
+            primaries.add(primary)
+    return primaries
+
+
+def card_of(record: HostPresence) -> HostCard:
+    return HostCard(
+        host_id=record.host_id,
+        markets=frozenset(m.upper() for m in record.markets),
+        categories=frozenset(c.lower() for c in record.categories),
+        idle_since_s=record.idle_since.ToNanoseconds() / 1e9,
+        free=record.status == AVAILABLE,
+        online=record.status in (AVAILABLE, BUSY),
+    )
+
+
+def announced(record: HostPresence | None, update: matchmaking_pb2.PresenceUpdate, now_ns: int) -> HostPresence:
+    """A host said how available it is. A host in a call stays BUSY whatever it sends; a host that
+    becomes available starts a new idle period (and its count of missed calls starts again)."""
+    availability = update.availability
+    was = record.status if record is not None else OFFLINE
+    new = HostPresence(
+        host_id=update.host_id, languages=availability.languages[:MAX_SKILLS],
+        categories=availability.categories[:MAX_SKILLS], markets=availability.markets[:MAX_SKILLS],
+        time_zone=availability.time_zone, signaling_instance=update.signaling_instance, region=update.region,
+    )  # fmt: skip
+    if record is not None:
+        new.fences.update(record.fences)
+    if was == BUSY and record is not None:
+        new.status, new.call_id = BUSY, record.call_id
+        new.idle_since.CopyFrom(record.idle_since)
+        new.missed_in_row = record.missed_in_row
+    elif availability.available:
+        new.status = AVAILABLE
+        if was == AVAILABLE and record is not None:
+            new.idle_since.CopyFrom(record.idle_since)
+            new.missed_in_row = record.missed_in_row
+        else:
+            new.idle_since.FromNanoseconds(now_ns)
+    else:
+        new.status = AWAY
+    new.updated_at.FromNanoseconds(now_ns)
+    return new
+
+
+def went(record: HostPresence | None, gone: matchmaking_pb2.PresenceGone, now_ns: int) -> HostPresence | None:
+    """The host's socket closed: offline, unless another signaling instance holds the host now."""
+    if record is None or record.signaling_instance != gone.signaling_instance:
+        return None
+    new = HostPresence()
+    new.CopyFrom(record)
+    new.status, new.call_id = OFFLINE, ""
+    new.updated_at.FromNanoseconds(now_ns)
+    return new
+
+
+def reserved(record: HostPresence, call_id: str, shard: str, token: int, now_ns: int) -> HostPresence | None:
+    """The host reserved for `call_id` by the matcher of `shard` holding lease `token`; None when
+    the host is not free. Raises `FencedOut` when a newer holder of the shard's lease used it."""
+    check_fence(record, shard, token)
+    if record.status != AVAILABLE:
+        return None
+    new = HostPresence()
+    new.CopyFrom(record)
+    new.status, new.call_id = BUSY, call_id
+    new.fences[shard] = token
+    new.updated_at.FromNanoseconds(now_ns)
+    return new
+
+
+def released(
+    record: HostPresence | None, release: matchmaking_pb2.HostRelease, now_ns: int, pause_after_misses: int
+) -> HostPresence | None:
+    """The host free again (idle from now), or AWAY when it has now missed `pause_after_misses`
+    calls in a row; None when the host is not held by `release.call_id` (already released, gone)."""
+    if record is None or record.status != BUSY or record.call_id != release.call_id:
+        return None
+    new = HostPresence()
+    new.CopyFrom(record)
+    new.call_id = ""
+    if release.outcome in _MISSES:
+        new.missed_in_row += 1
+    elif release.outcome == matchmaking_pb2.HOST_OUTCOME_COMPLETED:
+        new.missed_in_row = 0
+    new.status = AWAY if new.missed_in_row >= pause_after_misses else AVAILABLE
+    new.idle_since.FromNanoseconds(now_ns)
+    new.updated_at.FromNanoseconds(now_ns)
+    return new
 
 
 @dataclass(frozen=True)
 class PresenceEntry:
-    record: matchmaking_pb2.HostPresence
+    record: HostPresence
     revision: int
 
-    def profile(self) -> HostProfile:
-        return HostProfile(
-            host_id=self.record.host_id,
-            languages=frozenset(self.record.languages),
-            categories=frozenset(self.record.categories),
-            markets=frozenset(self.record.markets),
-            idle_since=self.record.idle_since.ToDatetime(tzinfo=UTC),
+
+class PresenceBook:
+    """The writes to the presence bucket."""
+
+    def __init__(self, kv: KeyValue, pause_after_misses: int) -> None:
+        self.kv = kv
+        self.pause_after_misses = pause_after_misses
+
+    async def announce(self, update: matchmaking_pb2.PresenceUpdate, now_ns: int) -> HostPresence:
+        valid_id("host_id", update.host_id)
+        written = await modify(self.kv, update.host_id, HostPresence, lambda r: announced(r, update, now_ns))
+        assert written is not None
+        return written
+
+    async def gone(self, gone: matchmaking_pb2.PresenceGone, now_ns: int) -> None:
+        valid_id("host_id", gone.host_id)
+        await modify(self.kv, gone.host_id, HostPresence, lambda r: went(r, gone, now_ns))
+
+    async def release(self, release: matchmaking_pb2.HostRelease, now_ns: int) -> HostPresence | None:
+        """Apply a release; returns the record written (None when there was nothing to release)."""
+        valid_id("host_id", release.host_id)
+        return await modify(
+            self.kv, release.host_id, HostPresence, lambda r: released(r, release, now_ns, self.pause_after_misses)
         )
 
-
-class PresenceMirror:
-    """An eventually consistent copy of the bucket; writes go to the bucket, never to the copy."""
-
-    def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
-        self.entries: dict[str, PresenceEntry] = {}
-        self.synced = asyncio.Event()
-
-    async def run(self) -> None:
-        """Follow the bucket forever, re-watching after an interruption."""
-        while True:
-            try:
-                watcher = await self.kv.watchall()
-                try:
-                    async for entry in watcher:
-                        if entry is None:
-                            self.synced.set()
-                        else:
-                            self._apply(entry)
-                finally:
-                    await watcher.stop()  # type: ignore[no-untyped-call]
-            except (nats.errors.Error, TimeoutError) as exc:
-                logger.warning("presence watch interrupted", extra={"error": repr(exc)})
-                await asyncio.sleep(1.0)
-
-    def _apply(self, entry: KeyValue.Entry) -> None:
-        if entry.operation in ("DEL", "PURGE") or not entry.value:
-            self.entries.pop(entry.key, None)
-            return
-        record = decode(matchmaking_pb2.HostPresence, entry.value)
-        self.entries[entry.key] = PresenceEntry(record, entry.revision or 0)
-        self.synced.set()
-
-    def available(self) -> list[PresenceEntry]:
-        return [e for e in self.entries.values() if e.record.status == matchmaking_pb2.HOST_STATUS_AVAILABLE]
-
-    async def reserve(self, entry: PresenceEntry, call_id: str) -> bool:
-        """Mark the host BUSY for this call if nobody changed the record since we read it."""
-        record = matchmaking_pb2.HostPresence()
-        record.CopyFrom(entry.record)
-        record.status = matchmaking_pb2.HOST_STATUS_BUSY
-        record.call_id = call_id
-        record.updated_at.FromDatetime(datetime.now(UTC))
+    async def reserve(self, entry: PresenceEntry, call_id: str, shard: str, token: int, now_ns: int) -> int | None:
+        """Reserve the host as `entry` shows it; the new revision, or None when the record changed
+        since (another writer won) or the host is not free. Raises `FencedOut`."""
+        record = reserved(entry.record, call_id, shard, token, now_ns)
+        if record is None:
+            return None
         try:
-            revision = await self.kv.update(record.host_id, record.SerializeToString(), last=entry.revision)
+            return int(await self.kv.update(record.host_id, record.SerializeToString(), last=entry.revision))
         except nats.js.errors.KeyWrongLastSequenceError:
-            return False
-        self.entries[record.host_id] = PresenceEntry(record, revision)
-        return True
-
-    async def release(self, host_id: str, call_id: str) -> bool:
-        """Make a host reserved for `call_id` available again, idle from now. Idempotent."""
-
-        def free(record: HostPresence | None) -> HostPresence | None:
-            if record is None or (record.status, record.call_id) != (
-                matchmaking_pb2.HOST_STATUS_BUSY,
-                call_id,
-            ):
-                return None  # gone offline, or already released
-            record.status = matchmaking_pb2.HOST_STATUS_AVAILABLE
-            record.call_id = ""
-            now = datetime.now(UTC)
-            record.idle_since.FromDatetime(now)
-            record.updated_at.FromDatetime(now)
-            return record
-
-        return await modify(self.kv, host_id, HostPresence, free) is not None
+            return None

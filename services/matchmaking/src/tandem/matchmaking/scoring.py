@@ -1,32 +1,27 @@
-"""How well a host fits a shopper's request: a pure function, tested without I/O.
+"""How well hosts fit a batch of waiting shoppers: one NumPy score matrix per shard and batch.
 
-Language and market are hard constraints (the host must speak the shopper's language and may sell
-to the shopper's market); category, returning-customer affinity and idle time add to the score.
+Language is the shard itself and market a hard constraint; category expertise, returning-customer
+affinity and the host's idle time add to a cell's score, the shopper's waiting time to its row
+(`fairness`). Ineligible cells are -inf. Pure functions over arrays, tested without I/O.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 
-@dataclass(frozen=True)
-class HostProfile:
-    host_id: str
-    languages: frozenset[str]
-    categories: frozenset[str]
-    markets: frozenset[str]
-    idle_since: datetime
+from tandem.matchmaking.fairness import Relaxation, Ring, aging_bonus, ring_of
+from tandem.matchmaking.index import ShardIndex
+from tandem.matchmaking.queue import Ticket
 
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
 
-@dataclass(frozen=True)
-class ShopperNeed:
-    language: str
-    market: str
-    category: str = ""
-    excluded_host_ids: frozenset[str] = frozenset()
-    # Hosts this shopper bought from before.
-    previous_host_ids: frozenset[str] = field(default_factory=frozenset)
+# Points per idle second beyond the cap: only decides between hosts that are otherwise equal.
+IDLE_TIE_BREAK_PER_S = 1e-6
 
 
 @dataclass(frozen=True)
@@ -37,39 +32,60 @@ class Weights:
     idle_per_minute: float = 1.0
     idle_cap_minutes: float = 30.0
 
-
-def _primary(tag: str) -> str:
-    return tag.split("-", 1)[0].lower()
-
-
-def speaks(host_languages: frozenset[str], language: str) -> bool:
-    """BCP 47 match: an exact tag, or the same primary language ("pt-BR" and "pt")."""
-    wanted = language.lower()
-    return any(tag.lower() == wanted or _primary(tag) == _primary(wanted) for tag in host_languages)
+    @property
+    def max_cell(self) -> float:
+        """The most points a host can add to a shopper's row (the spread that aging must beat)."""
+        return self.category + self.returning_customer + self.idle_per_minute * self.idle_cap_minutes + 1.0
 
 
-def score(host: HostProfile, need: ShopperNeed, now: datetime, weights: Weights = Weights()) -> float | None:
-    """The host's score for this need, or None when the host cannot take the call."""
-    if host.host_id in need.excluded_host_ids:
-        return None
-    if need.language and not speaks(host.languages, need.language):
-        return None
-    if need.market and need.market.upper() not in {m.upper() for m in host.markets}:
-        return None
-    total = 0.0
-    if need.category and need.category.lower() in {c.lower() for c in host.categories}:
-        total += weights.category
-    if host.host_id in need.previous_host_ids:
-        total += weights.returning_customer
-    idle_minutes = max(0.0, (now - host.idle_since).total_seconds() / 60.0)
-    total += weights.idle_per_minute * min(idle_minutes, weights.idle_cap_minutes)
-    return total
+def idle_points(idle_since_s: FloatArray, now_s: float, weights: Weights) -> FloatArray:
+    """Points for each host's idle time (`idle_since_s`: Unix seconds), longest idle highest."""
+    idle_s = np.maximum(0.0, now_s - idle_since_s)
+    capped = np.minimum(idle_s / 60.0, weights.idle_cap_minutes) * weights.idle_per_minute
+    return capped + np.minimum(idle_s, 86_400.0) * IDLE_TIE_BREAK_PER_S
 
 
-def rank(
-    hosts: list[HostProfile], need: ShopperNeed, now: datetime, weights: Weights = Weights()
-) -> list[tuple[float, HostProfile]]:
-    """Eligible hosts, best first; ties go to the longest idle, then to the host id (deterministic)."""
-    scored = [(s, h) for h in hosts if (s := score(h, need, now, weights)) is not None]
-    scored.sort(key=lambda pair: (-pair[0], pair[1].idle_since, pair[1].host_id))
-    return scored
+def score_batch(
+    tickets: Sequence[Ticket],
+    index: ShardIndex,
+    slots: IntArray,
+    now_s: float,
+    weights: Weights,
+    relaxation: Relaxation,
+) -> FloatArray:
+    """Scores of `tickets` (rows) for the hosts in `slots` of `index` (columns); -inf where the host
+    may not take the shopper (other market, excluded, outside the shopper's current ring)."""
+    scores = np.full((len(tickets), len(slots)), -np.inf)
+    if not len(tickets) or not len(slots):
+        return scores
+    idle = idle_points(index.idle_since[slots], now_s, weights)
+    waited = np.array([now_s - t.waiting_since_s for t in tickets])
+    bonus = aging_bonus(waited, relaxation)
+    column_of = {int(slot): col for col, slot in enumerate(slots)}
+    for row, ticket in enumerate(tickets):
+        eligible = index.market_mask(ticket.market)[slots]
+        if not eligible.any():
+            continue
+        skilled = index.category_mask(ticket.category)[slots] if ticket.category else np.zeros(len(slots), bool)
+        previous = np.zeros(len(slots), bool)
+        for host_id in ticket.previous_host_ids:
+            col = column_of.get(index.slot_of(host_id, default=-1), -1)
+            if col >= 0:
+                previous[col] = True
+        ring = ring_of(
+            float(waited[row]),
+            relaxation,
+            previous_present=index.any_present(ticket.previous_host_ids, ticket.market),
+            category_present=bool(ticket.category) and index.category_present(ticket.category, ticket.market),
+        )
+        if ring is Ring.PREVIOUS_HOST:
+            eligible &= previous
+        elif ring is Ring.CATEGORY:
+            eligible &= skilled
+        for host_id in ticket.excluded_host_ids:
+            col = column_of.get(index.slot_of(host_id, default=-1), -1)
+            if col >= 0:
+                eligible[col] = False
+        row_scores = idle + skilled * weights.category + previous * weights.returning_customer + bonus[row]
+        scores[row] = np.where(eligible, row_scores, -np.inf)
+    return scores

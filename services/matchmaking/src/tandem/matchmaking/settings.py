@@ -1,6 +1,6 @@
 """Settings of the matchmaking service (environment variables `TANDEM_MATCHMAKING_*`)."""
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tandem.common.settings import ServiceSettings
@@ -13,6 +13,40 @@ class Settings(ServiceSettings):
     weight_returning_customer: float = Field(default=100.0, ge=0, description="Points for a previous seller.")
     weight_idle_per_minute: float = Field(default=1.0, ge=0, description="Points per idle minute.")
     idle_cap_minutes: float = Field(default=30.0, ge=0)
-    max_reserve_attempts: int = Field(
-        default=5, ge=1, le=100, description="Candidates tried when another replica reserves a host first."
+    aging_per_second: float = Field(
+        default=5.0, gt=0, description="Priority points a waiting shopper gains per second of waiting."
     )
+    previous_host_ring_s: float = Field(
+        default=10.0, ge=0, description="Waiting time during which only a host the shopper bought from is offered."
+    )
+    category_ring_s: float = Field(
+        default=20.0, ge=0, description="Waiting time until which only hosts skilled in the category are offered."
+    )
+
+    batch_window_ms: float = Field(default=30.0, gt=0, le=1000, description="Requests collected before a batch.")
+    batch_flush_size: int = Field(default=256, ge=1, description="New requests that flush a batch early.")
+    solver_max_cells: int = Field(
+        default=400_000, ge=1, description="Shoppers x hosts above which a batch is assigned greedily."
+    )
+    max_queue: int = Field(default=20_000, ge=1, description="Waiting shoppers per shard; more are refused.")
+    queue_lapse_s: float = Field(
+        default=3.0, gt=0, description="A queued shopper who has not asked again for this long leaves the queue."
+    )
+    queue_update_interval_s: float = Field(
+        default=1.0, ge=0, description="Shortest time between two queue updates to one shopper."
+    )
+    service_rate_window_s: float = Field(
+        default=60.0, gt=0, description="Matches counted for a queue's service rate (estimated wait)."
+    )
+    pause_after_misses: int = Field(
+        default=3, ge=1, description="Calls in a row a host declines or lets ring out before being paused."
+    )
+
+    lease_ttl_s: float = Field(default=1.0, gt=0, le=30, description="A shard's lease lapses this long after renewal.")
+    lease_renew_s: float = Field(default=0.25, gt=0, le=10, description="Lease renewal and takeover check period.")
+
+    @model_validator(mode="after")
+    def _renew_within_ttl(self) -> "Settings":
+        if self.lease_renew_s * 2 > self.lease_ttl_s:
+            raise ValueError("TANDEM_MATCHMAKING_LEASE_RENEW_S must be at most half of LEASE_TTL_S")
+        return self

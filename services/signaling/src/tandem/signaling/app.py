@@ -65,7 +65,7 @@ class SignalingApp(BaseApp):
     async def start(self, bus: Bus, http: HttpServer) -> None:
         for stream in subjects.STREAMS:
             await bus.ensure_stream(stream)
-        presence = PresenceWriter(await bus.key_value(subjects.PRESENCE_BUCKET), self.instance, self.settings.region)
+        presence = PresenceWriter(bus, self.instance, self.settings.region)
         store = CallStore(await bus.key_value(subjects.CALLS_BUCKET, ttl_s=CALL_RECORD_TTL_S))
         leases = Leases(await bus.key_value(subjects.SIGNALING_LEASES_BUCKET), self.instance, self.settings.lease_ttl_s)
         self.coordinator = CallCoordinator(self.settings, bus, store, leases)

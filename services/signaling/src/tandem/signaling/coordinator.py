@@ -31,7 +31,7 @@ from tandem.common import subjects
 from tandem.common.aio import TaskSet, cancel_and_wait
 from tandem.common.bus import Bus
 from tandem.common.envelope import new_envelope
-from tandem.common.errors import TandemError
+from tandem.common.errors import BusTimeoutError, TandemError
 from tandem.common.telemetry import TRACEPARENT, TRACESTATE, extract_context, inject_headers
 from tandem.signaling.auth import Identity
 from tandem.signaling.callstate import Call, Timeouts
@@ -48,7 +48,7 @@ from tandem.signaling.errors import (
     RoleError,
     TooManyEarlyCandidatesError,
 )
-from tandem.signaling.matching import Matcher
+from tandem.signaling.matching import MISSED, Matcher, Standing
 from tandem.signaling.media_session import MediaSession
 from tandem.signaling.settings import Settings
 from tandem.signaling.workers import WorkerWatch
@@ -138,7 +138,7 @@ class CallCoordinator:
             queue_s=settings.queue_timeout_s, ring_s=settings.ring_timeout_s, connect_s=settings.connect_timeout_s
         )
         slow_request_s = max(settings.request_timeout_s, 5.0)
-        self.matcher = Matcher(bus)
+        self.matcher = Matcher(bus, settings.region, release_attempts=settings.host_release_attempts)
         self.media = MediaSession(
             bus, settings.region, allocate_attempts=settings.media_allocate_attempts, offer_timeout_s=slow_request_s
         )
@@ -302,6 +302,7 @@ class CallCoordinator:
         if matching:
             await asyncio.wait(matching, timeout=self.settings.request_timeout_s + 1)
         await self._tasks.cancel_all()
+        await self.matcher.close(timeout_s=self.settings.request_timeout_s)
         for owned in list(self.calls.values()):
             await owned.close()
             async with owned.lock:
@@ -425,9 +426,10 @@ class CallCoordinator:
     ) -> None:
         call = owned.call
         call.move(S.CALL_STATE_QUEUED, self.clock(), reason)
+        # Position 0: the shard's matcher has not placed the shopper yet; its figures follow.
         await self.deliver(
             call.shopper_id,
-            new_envelope(correlation_id, queue_update=client_pb2.QueueUpdate(call_id=call.call_id, position=1)),
+            new_envelope(correlation_id, queue_update=client_pb2.QueueUpdate(call_id=call.call_id, position=0)),
         )
         await self._update(call, to_host=False)
         await self._save(owned)
@@ -439,21 +441,40 @@ class CallCoordinator:
         owned.matching = self._tasks.spawn(self._find_host(owned), name=f"match-{owned.call.call_id}")
 
     async def _find_host(self, owned: OwnedCall) -> None:
+        """Ask the shard's matcher for a host until one is matched, the call leaves the queue, or
+        the queue's time is up (its timeout then ends the call). Each request waits up to
+        `match_retry_s`: for a host, or for the shopper's standing, passed on as a queueUpdate
+        when it changes. A request nobody answers (a matcher taking the shard over) is asked
+        again after a quarter of that."""
         _ANSWERING.set(None)
         call = owned.call
+        told: Standing | None = None
         while call.state == S.CALL_STATE_QUEUED and len(call.hosts_tried) < self.settings.max_hosts_tried:
             remaining = call.requested_at + self.timeouts.queue_s - self.clock()
             if remaining <= 0 or self._stopping:
-                return  # the queue's timeout ends the call
-            host = await self.matcher.match(call)
-            if host is None:
-                await asyncio.sleep(min(self.settings.match_retry_s, remaining))
+                return
+            wait_s = max(0.05, min(self.settings.match_retry_s, remaining))
+            try:
+                answer = await self.matcher.match(call, wait_s)
+            except BusTimeoutError:
+                continue  # the matcher held the request: nothing changed
+            if answer is None:
+                await asyncio.sleep(min(wait_s / 4, remaining))
+                continue
+            if isinstance(answer, Standing):
+                if answer != told and call.state == S.CALL_STATE_QUEUED:
+                    told = answer
+                    update = client_pb2.QueueUpdate(
+                        call_id=call.call_id, position=answer.position, estimated_wait_s=answer.estimated_wait_s
+                    )
+                    await self.deliver(call.shopper_id, new_envelope(queue_update=update))
                 continue
             async with owned.lock:
                 if call.state != S.CALL_STATE_QUEUED or self.calls.get(call.call_id) is not owned:
-                    await self.matcher.release(call, host.host_id)  # cancelled or moved meanwhile
+                    # Cancelled or moved meanwhile: the host is not needed.
+                    self.matcher.release(call, answer.host_id, matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED)
                     return
-                await self._ring(owned, host)
+                await self._ring(owned, answer)
             return
         async with owned.lock:
             if call.state == S.CALL_STATE_QUEUED and len(call.hosts_tried) >= self.settings.max_hosts_tried:
@@ -488,7 +509,7 @@ class CallCoordinator:
         await self._tell(call, host_id, S.CALL_STATE_ENDED, reason)
         call.host_id = ""
         await self._enqueue(owned, reason)
-        await self.matcher.release(call, host_id)
+        self.matcher.release(call, host_id, MISSED.get(reason, matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED))
 
     # --- host answers --------------------------------------------------------------------------
 
@@ -610,11 +631,15 @@ class CallCoordinator:
     async def _end(self, owned: OwnedCall, reason: common_pb2.EndReason.ValueType) -> None:
         call = owned.call
         owned.cancel_timer()
+        accepted = call.state in (S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
         call.move(S.CALL_STATE_ENDED, self.clock(), reason)
         CALLS_ENDED.labels(common_pb2.EndReason.Name(reason)).inc()
         logger.info("call ended", extra={"call_id": call.call_id, "reason": common_pb2.EndReason.Name(reason)})
         await self._update(call)
         await self.matcher.publish(call)
+        if call.host_id:
+            outcome = matchmaking_pb2.HOST_OUTCOME_COMPLETED if accepted else matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED
+            self.matcher.release(call, call.host_id, outcome)
         await self.media.release(call, reason)
         with contextlib.suppress(CallMovedError):
             await self._save(owned)

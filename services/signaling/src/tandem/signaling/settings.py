@@ -41,7 +41,12 @@ class Settings(ServiceSettings):
     )
 
     queue_timeout_s: float = Field(default=60.0, gt=0, description="Waiting for a host before NO_HOST.")
-    match_retry_s: float = Field(default=1.0, gt=0, description="Pause between match attempts while queued.")
+    match_retry_s: float = Field(
+        default=1.0, gt=0, description="How long one match request waits for a host or a new queue standing."
+    )
+    host_release_attempts: int = Field(
+        default=8, ge=1, le=50, description="Tries to tell matchmaking a host is free (backing off to 5 s)."
+    )
     ring_timeout_s: float = Field(default=20.0, gt=0, description="Ringing before the next host is tried.")
     connect_timeout_s: float = Field(default=20.0, gt=0, description="Accept to both media legs connected.")
     max_hosts_tried: int = Field(default=5, ge=1, description="Declines / ring timeouts before NO_HOST.")

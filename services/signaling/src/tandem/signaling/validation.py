@@ -29,6 +29,7 @@ CLIENT_END_REASONS = frozenset({S.END_REASON_UNSPECIFIED, S.END_REASON_HANGUP, S
 _PRINTABLE = re.compile(r"[ -~]*")  # printable ASCII
 _LANGUAGE_TAG = re.compile(r"[A-Za-z0-9]{1,8}(-[A-Za-z0-9]{1,8})*")
 _MARKET = re.compile(r"[A-Z]{2}")
+_PRIMARY_LANGUAGE = re.compile(r"[a-z]{2,8}")
 MAX_LANGUAGE_TAG_CHARS = 35
 MAX_CATEGORY_CHARS = 64
 
@@ -59,6 +60,10 @@ def language_tag(field: str, value: str) -> str:
         raise InvalidArgumentError(field, "must be a BCP 47 language tag such as 'en' or 'pt-BR'")
     if not langcodes.tag_is_valid(value):
         raise InvalidArgumentError(field, "is not a registered BCP 47 language tag")
+    # Matching is by language: a private-use ("x-…") or undetermined ("und") tag names none.
+    primary = langcodes.Language.get(value).language
+    if primary is None or _PRIMARY_LANGUAGE.fullmatch(primary) is None:
+        raise InvalidArgumentError(field, "must name a language; private-use and undetermined tags name none")
     return str(langcodes.standardize_tag(value))
 
 

@@ -47,7 +47,7 @@ class Timeline:
 
 
 async def connect_bots(base_url: str, suffix: str, *, host_url: str | None = None) -> tuple[Bot, Bot]:
-    """A host bot that is available for language `x-demo` and a shopper bot."""
+    """A host bot that is available for a language and a shopper bot."""
     host_base = host_url or base_url
     host = Bot(host_base, await dev_token(host_base, "host", f"host-{suffix}"), name=f"host-{suffix}")
     shopper = Bot(base_url, await dev_token(base_url, "shopper", f"shopper-{suffix}"), binary=True, name="shopper")

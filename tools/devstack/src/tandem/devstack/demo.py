@@ -45,7 +45,7 @@ async def demo(url: str) -> int:
 async def _one(url: str) -> int:
     host, shopper = await connect_bots(url, uuid.uuid4().hex[:6])
     try:
-        timeline = await run_consultation(host, shopper, language="x-demo")
+        timeline = await run_consultation(host, shopper, language="eo")
     finally:
         await host.close()
         await shopper.close()

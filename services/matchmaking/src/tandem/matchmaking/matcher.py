@@ -1,0 +1,285 @@
+"""The active matcher of one shard: its queue, its hosts, and the batch loop.
+
+Requests are held (long poll) until their shopper is matched, their standing changes, or their
+wait is nearly over. Every `window_s`, or sooner once `flush_size` new requests arrived, the batch
+loop scores every waiting shopper against every free host of the shard serving their market,
+assigns them (`assignment`), reserves the chosen hosts in the presence bucket with the lease token,
+and answers the held requests. A matcher whose lease may have lapsed assigns nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from prometheus_client import Counter, Histogram
+
+from tandem.matchmaking.affinity import AffinityStore
+from tandem.matchmaking.assignment import assign, scipy_solver
+from tandem.matchmaking.fairness import Relaxation
+from tandem.matchmaking.index import ShardIndex
+from tandem.matchmaking.presence import PresenceBook, PresenceEntry, card_of, languages_of, valid_id
+from tandem.matchmaking.queue import ServiceRate, ShardQueue, Standing, Ticket
+from tandem.matchmaking.scoring import Weights, score_batch
+from tandem.matchmaking.settings import Settings
+from tandem.matchmaking.shards import FencedOut
+from tandem.v1 import matchmaking_pb2
+
+logger = logging.getLogger(__name__)
+
+MATCHES = Counter("tandem_matchmaking_matches_total", "Shoppers matched, by shard", ["shard"])
+BATCH_SECONDS = Histogram(
+    "tandem_matchmaking_batch_seconds", "Time to score, assign and reserve one batch",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+)  # fmt: skip
+# A held request is answered when this share of the caller's wait has passed.
+HOLD_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class MatchPolicy:
+    weights: Weights
+    relaxation: Relaxation
+    window_s: float
+    flush_size: int
+    max_cells: int
+    max_queue: int
+    lapse_s: float
+    update_interval_s: float
+    rate_window_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MatchPolicy:
+        return cls(
+            weights=Weights(
+                category=settings.weight_category, returning_customer=settings.weight_returning_customer,
+                idle_per_minute=settings.weight_idle_per_minute, idle_cap_minutes=settings.idle_cap_minutes,
+            ),
+            relaxation=Relaxation(
+                aging_per_second=settings.aging_per_second, previous_host_s=settings.previous_host_ring_s,
+                category_s=settings.category_ring_s,
+            ),
+            window_s=settings.batch_window_ms / 1000, flush_size=settings.batch_flush_size,
+            max_cells=settings.solver_max_cells, max_queue=settings.max_queue, lapse_s=settings.queue_lapse_s,
+            update_interval_s=settings.queue_update_interval_s, rate_window_s=settings.service_rate_window_s,
+        )  # fmt: skip
+
+
+def queued(call_id: str, standing: Standing) -> matchmaking_pb2.MatchResult:
+    position = matchmaking_pb2.QueuePosition(position=standing.position, estimated_wait_s=standing.estimated_wait_s)
+    return matchmaking_pb2.MatchResult(call_id=call_id, queued=position)
+
+
+class ShardMatcher:
+    def __init__(
+        self,
+        shard: str,
+        token: int,
+        policy: MatchPolicy,
+        book: PresenceBook,
+        affinity: AffinityStore,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.shard = shard
+        self.language = shard.rsplit(".", 1)[1]
+        self.token = token
+        self.policy = policy
+        self.book = book
+        self.affinity = affinity
+        self.clock = clock
+        self.index = ShardIndex()
+        self.queue = ShardQueue(policy.max_queue, ServiceRate(policy.rate_window_s, clock()))
+        self.entries: dict[str, PresenceEntry] = {}
+        # Monotonic time until which the lease is surely ours (set by the lease loop).
+        self.valid_until = 0.0
+        self._held: dict[str, asyncio.Future[matchmaking_pb2.MatchResult]] = {}
+        # Recently matched calls: the result, when, and whether a held request carried it.
+        self._assigned: dict[str, tuple[matchmaking_pb2.MatchResult, float, bool]] = {}
+        self._standings: dict[str, Standing] = {}
+        self._sent: dict[str, tuple[Standing, float]] = {}
+        self._new = 0
+        self._wake = asyncio.Event()
+
+    # --- presence ---------------------------------------------------------------------------
+
+    def on_presence(self, host_id: str, entry: PresenceEntry | None) -> None:
+        """A host's record changed (None: deleted)."""
+        if entry is None or self.language not in languages_of(entry.record):
+            self.entries.pop(host_id, None)
+            self.index.remove(host_id)
+            return
+        known = self.entries.get(host_id)
+        if known is not None and known.revision > entry.revision:
+            return
+        self.entries[host_id] = entry
+        self.index.put(card_of(entry.record))
+        if self.index.free[self.index.slot_of(host_id, default=0)]:
+            self._wake.set()
+
+    # --- requests ---------------------------------------------------------------------------
+
+    async def request(self, request: matchmaking_pb2.MatchRequest) -> matchmaking_pb2.MatchResult:
+        """A shopper's (repeated) request: the host once matched, else where they stand."""
+        call_id = valid_id("call_id", request.call_id)
+        now = self.clock()
+        done = self._assigned.get(call_id)
+        if done is not None and done[0].host.host_id not in request.excluded_host_ids:
+            self._assigned[call_id] = (done[0], done[1], True)
+            return done[0]  # asked again before hearing of its match
+        self._assigned.pop(call_id, None)  # that host declined or rang out: a new search
+        ticket = self.queue.get(call_id)
+        if ticket is None:
+            shopper = valid_id("shopper_id", request.shopper_id)
+            since = request.requested_at.ToNanoseconds() / 1e9 if request.HasField("requested_at") else now
+            ticket = Ticket(
+                call_id=call_id, shopper_id=shopper, market=request.market.upper(), category=request.category.lower(),
+                previous_host_ids=self.affinity.previous_hosts(shopper),
+                excluded_host_ids=frozenset(request.excluded_host_ids), waiting_since_s=min(since, now),
+                last_seen_s=now,
+            )  # fmt: skip
+        self.queue.upsert(replace(ticket, excluded_host_ids=frozenset(request.excluded_host_ids), last_seen_s=now))
+        standing = self._standings.get(call_id)
+        if standing is not None and self._due(call_id, standing, now):
+            return queued(call_id, standing)  # it changed while no request was held
+        held = asyncio.get_running_loop().create_future()
+        previous = self._held.get(call_id)
+        if previous is not None and not previous.done():
+            previous.set_result(queued(call_id, self._standings.get(call_id, Standing(0, 0))))
+        self._held[call_id] = held
+        self._new += 1
+        if self._new >= self.policy.flush_size:
+            self._wake.set()
+        hold_s = HOLD_SHARE * (request.wait_ms / 1000 if request.wait_ms else 2 * self.policy.window_s)
+        try:
+            return await asyncio.wait_for(asyncio.shield(held), hold_s)
+        except TimeoutError:
+            return queued(call_id, self._standings.get(call_id, Standing(0, 0)))
+        finally:
+            if self._held.get(call_id) is held:
+                del self._held[call_id]
+
+    def close(self) -> None:
+        """The shard is no longer ours: answer every held request so its caller asks the next matcher."""
+        for call_id, held in list(self._held.items()):
+            if not held.done():
+                held.set_result(queued(call_id, self._standings.get(call_id, Standing(0, 0))))
+        self._held.clear()
+
+    # --- batches ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.policy.window_s)
+            self._wake.clear()
+            await asyncio.sleep(0)  # let requests that arrived together join the batch
+            self._new = 0
+            with BATCH_SECONDS.time():
+                await self.batch()
+
+    async def batch(self) -> int:
+        """Assign what can be assigned now; returns the number of shoppers matched."""
+        now = self.clock()
+        await self._forget_lapsed(now)
+        matched = 0
+        if time.monotonic() < self.valid_until and len(self.queue):
+            matched = await self._assign(now)
+        self._standings = self.queue.standings(now)
+        self._push_standings(now)
+        return matched
+
+    async def _assign(self, now: float) -> int:
+        tickets = list(self.queue)
+        slots = self.index.free_slots({t.market for t in tickets})
+        if not len(slots):
+            return 0
+        policy = self.policy
+        scores = score_batch(tickets, self.index, slots, now, policy.weights, policy.relaxation)
+        pairs = assign(scores, scipy_solver, policy.max_cells)
+        now_ns = int(now * 1e9)
+        chosen = [(tickets[row], int(slots[col]), float(scores[row, col])) for row, col in pairs]
+        for _, slot, _ in chosen:
+            self.index.mark_taken(slot)
+        outcomes = await asyncio.gather(
+            *(self._reserve(ticket, slot, now_ns) for ticket, slot, _ in chosen), return_exceptions=True
+        )
+        matched = 0
+        for (ticket, slot, points), outcome in zip(chosen, outcomes, strict=True):
+            if isinstance(outcome, FencedOut):
+                logger.warning("fenced out of shard", extra={"shard": self.shard, "token": self.token})
+                self.valid_until = 0.0
+            elif isinstance(outcome, BaseException):
+                logger.error("reservation failed", extra={"shard": self.shard, "error": repr(outcome)})
+            elif outcome:
+                matched += 1
+                self._matched(ticket, slot, points, now)
+        MATCHES.labels(self.shard).inc(matched)
+        return matched
+
+    async def _reserve(self, ticket: Ticket, slot: int, now_ns: int) -> bool:
+        host_id = self.index.card(slot).host_id
+        entry = self.entries[host_id]
+        revision = await self.book.reserve(entry, ticket.call_id, self.shard, self.token, now_ns)
+        if revision is None:
+            return False
+        record = matchmaking_pb2.HostPresence()
+        record.CopyFrom(entry.record)
+        record.status, record.call_id = matchmaking_pb2.HOST_STATUS_BUSY, ticket.call_id
+        record.fences[self.shard] = self.token
+        self.on_presence(host_id, PresenceEntry(record, revision))
+        return True
+
+    def _matched(self, ticket: Ticket, slot: int, points: float, now: float) -> None:
+        host_id = self.index.card(slot).host_id
+        record = self.entries[host_id].record
+        returning = host_id in ticket.previous_host_ids
+        aging = self.policy.relaxation.aging_per_second * max(0.0, now - ticket.waiting_since_s)
+        result = matchmaking_pb2.MatchResult(
+            call_id=ticket.call_id,
+            host=matchmaking_pb2.MatchedHost(
+                host_id=host_id, score=points - aging, returning_customer=returning,
+                signaling_instance=record.signaling_instance, region=record.region,
+            ),
+        )  # fmt: skip
+        self.queue.remove(ticket.call_id)
+        self.queue.rate.record(ticket.market, now)
+        self._sent.pop(ticket.call_id, None)
+        held = self._held.get(ticket.call_id)
+        told = held is not None and not held.done()
+        if held is not None and told:
+            held.set_result(result)
+        self._assigned[ticket.call_id] = (result, now, told)
+        logger.debug("host matched", extra={"call_id": ticket.call_id, "host_id": host_id, "shard": self.shard})
+
+    async def _forget_lapsed(self, now: float) -> None:
+        """Drop shoppers who stopped asking; free a host matched to a shopper who was never told
+        (their request had ended) and never asked again."""
+        for ticket in self.queue.lapsed(now, self.policy.lapse_s):
+            self._sent.pop(ticket.call_id, None)
+        stale = [c for c, (_, at, _) in self._assigned.items() if now - at > self.policy.lapse_s]
+        for call_id in stale:
+            result, _, told = self._assigned.pop(call_id)
+            if not told:
+                release = matchmaking_pb2.HostRelease(
+                    host_id=result.host.host_id, call_id=call_id, outcome=matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED
+                )
+                await self.book.release(release, int(now * 1e9))
+
+    def _due(self, call_id: str, standing: Standing, now: float) -> bool:
+        """Whether the shopper should hear `standing` now (and record that they did)."""
+        sent = self._sent.get(call_id)
+        if sent is not None and (sent[0] == standing or now - sent[1] < self.policy.update_interval_s):
+            return False
+        self._sent[call_id] = (standing, now)
+        return True
+
+    def _push_standings(self, now: float) -> None:
+        for call_id, held in self._held.items():
+            standing = self._standings.get(call_id)
+            if standing is not None and not held.done() and self._due(call_id, standing, now):
+                held.set_result(queued(call_id, standing))
