@@ -1,10 +1,14 @@
 """Settings of the media worker (environment variables `TANDEM_MEDIA_*`)."""
 
+from typing import Literal
+
 from aiortc import RTCConfiguration, RTCIceServer
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tandem.common.settings import ServiceSettings
+from tandem.media.dsp.pipeline import PipelineConfig
+from tandem.media.forwarding import ForwardingLimits
 
 
 class Settings(ServiceSettings):
@@ -24,6 +28,32 @@ class Settings(ServiceSettings):
         default=30.0, gt=0, description="A call whose legs have not both offered by then is released."
     )
     frame_queue: int = Field(default=4, ge=1, le=100, description="Frames buffered per relayed track.")
+    forward_media: bool = Field(
+        default=True,
+        description="Forward video (and unprocessed audio) encoded; false: decode and re-encode every frame.",
+    )
+    repair_window_ms: int = Field(
+        default=300, ge=20, le=5000, description="How long a forwarded frame waits for a lost packet's resend."
+    )
+    keyframe_request_interval_ms: int = Field(
+        default=500, ge=50, le=10000, description="Least time between two keyframe requests to one sender."
+    )
+    max_frame_packets: int = Field(
+        default=512, ge=16, le=4096, description="Video packets held per forwarded stream while a hole is repaired."
+    )
+    audio_processing: bool = Field(
+        default=True, description="Process each party's voice (echo, noise, gain); false: forward it encoded."
+    )
+    echo_cancellation: bool = Field(default=True, description="Cancel the echo of the other party's voice.")
+    gain_control: bool = Field(default=True, description="Automatic gain control towards -23 dBFS.")
+    noise_attenuation_db: float = Field(
+        default=25.0, ge=0, le=60.0, description="Noise suppression depth in dB; 0 turns it off."
+    )
+    audio_sample_rate: Literal[16000, 48000] = Field(
+        default=48000, description="Rate the voice is processed at (Hz); 16000 is cheaper and band-limited."
+    )
+    opus_bitrate_bps: int = Field(default=32000, ge=6000, le=510000, description="Bitrate of processed audio.")
+    opus_complexity: int = Field(default=5, ge=0, le=10, description="Opus encoder complexity of processed audio.")
 
     @model_validator(mode="after")
     def _credentials_go_with_turn(self) -> "Settings":
@@ -34,6 +64,22 @@ class Settings(ServiceSettings):
         if has_credential and not has_turn:
             raise ValueError("TANDEM_MEDIA_ICE_CREDENTIAL is set but TANDEM_MEDIA_ICE_SERVERS lists no turn: server")
         return self
+
+    def forwarding_limits(self) -> ForwardingLimits:
+        return ForwardingLimits(
+            repair_window_s=self.repair_window_ms / 1000,
+            keyframe_request_interval_s=self.keyframe_request_interval_ms / 1000,
+            max_frame_packets=self.max_frame_packets,
+        )
+
+    def pipeline_config(self) -> PipelineConfig | None:
+        """The default processing of a party's voice; None: forwarded."""
+        if not self.audio_processing:
+            return None
+        return PipelineConfig(
+            sample_rate=self.audio_sample_rate, echo_cancellation=self.echo_cancellation,
+            gain_control=self.gain_control, noise_attenuation_db=self.noise_attenuation_db,
+        )  # fmt: skip
 
     def rtc_configuration(self) -> RTCConfiguration:
         """aiortc's configuration: every STUN/TURN server explicitly (never aiortc's public default),
