@@ -9,6 +9,7 @@ aligned by send time: :class:`EchoReference` holds it until the party's next cap
 
 from __future__ import annotations
 
+import dataclasses
 import fractions
 import math
 from collections import deque
@@ -28,6 +29,8 @@ AUDIO_PACKETS_UNPROCESSED = Counter(
     "tandem_media_audio_packets_unprocessed_total", "Audio packets a processed direction forwarded as they were"
 )
 
+OPUS_RATE = 48000
+"""The rate libopus decodes WebRTC's Opus at (Hz); the DSP runs at it, so nothing is resampled."""
 PACKET_MS = 20
 """The Opus packet duration the processor handles (WebRTC's default); others pass unprocessed."""
 FULL_SCALE = 32768.0
@@ -81,8 +84,8 @@ class EchoReference:
 class ReferenceDecoder:
     """Decodes forwarded packets only to feed an echo reference (the direction itself is not processed)."""
 
-    def __init__(self, rate: int, reference: EchoReference) -> None:
-        self._decoder = _decoder(rate)
+    def __init__(self, reference: EchoReference) -> None:
+        self._decoder = _decoder(OPUS_RATE)
         self.reference = reference
 
     def observe(self, payload: bytes) -> None:
@@ -94,8 +97,8 @@ class AudioProcessor:
     """One direction's processing: the party's capture in, the cleaned audio out, packet for packet."""
 
     def __init__(self, config: PipelineConfig, bitrate_bps: int, complexity: int) -> None:
-        rate = config.sample_rate
-        self.pipeline = AudioPipeline(config)
+        rate = OPUS_RATE
+        self.pipeline = AudioPipeline(dataclasses.replace(config, sample_rate=rate))
         self.reference = EchoReference(rate)
         """What the worker sends this party (the far end), for the echo canceller."""
         self.sent_to_other: EchoReference | None = None

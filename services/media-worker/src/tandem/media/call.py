@@ -139,9 +139,15 @@ class MediaCall:
             raise TandemError("the call has ended", code=common_pb2.ERROR_CODE_INVALID_STATE)
         if state.pc is not None:
             raise TandemError("this leg already negotiated", code=common_pb2.ERROR_CODE_INVALID_STATE)
+        try:
+            offered = {media.kind for media in SessionDescription.parse(offer_sdp).media} & set(KINDS)
+        except (ValueError, KeyError, IndexError) as exc:
+            raise invalid_offer(exc) from None
+        if not offered:
+            raise invalid_offer(ValueError("no audio or video in the offer"))
         pc = state.pc = RTCPeerConnection(self._config)
         forward = self.options.forward
-        for kind in KINDS:
+        for kind in sorted(offered):
             track = ForwardedTrack(kind) if forward else self.relays[(other(leg), kind)]
             transceiver = pc.addTransceiver(track, direction="sendrecv")
             if forward and kind == "video":
@@ -163,14 +169,10 @@ class MediaCall:
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-            offered = {t.kind for t in pc.getTransceivers() if t.mid is not None}
-            if not offered & set(KINDS):
-                raise ValueError("no audio or video in the offer")
         except (ValueError, KeyError, IndexError, OperationError, InvalidAccessError) as exc:
             state.pc = None
             await pc.close()
-            message = str(exc)[:200]
-            raise TandemError(f"invalid SDP offer: {message}", code=common_pb2.ERROR_CODE_INVALID_ARGUMENT) from None
+            raise invalid_offer(exc) from None
         await pc.setLocalDescription(await pc.createAnswer())
         if forward:
             self._hook(leg, pc)
@@ -250,9 +252,7 @@ class MediaCall:
             if leg in self.processors:
                 self.processors[leg].sent_to_other = listener.reference
             else:
-                direction.transform = observing(
-                    ReferenceDecoder(listener.pipeline.config.sample_rate, listener.reference)
-                )
+                direction.transform = observing(ReferenceDecoder(listener.reference))
 
     def _transcode(self, source: Leg, kind: str, why: str) -> None:
         """Relay one direction through aiortc's decoder and encoder (the legs share no codec)."""
@@ -316,6 +316,10 @@ class MediaCall:
         for state in self.legs.values():
             if state.pc is not None:
                 await state.pc.close()
+
+
+def invalid_offer(exc: Exception) -> TandemError:
+    return TandemError(f"invalid SDP offer: {str(exc)[:200]}", code=common_pb2.ERROR_CODE_INVALID_ARGUMENT)
 
 
 def observing(decoder: ReferenceDecoder) -> Callable[[RtpPacket], RtpPacket]:
