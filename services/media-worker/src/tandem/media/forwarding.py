@@ -62,6 +62,8 @@ KEYFRAME_REQUESTS = Counter(
 VIDEO_FRAMES_DROPPED = Counter(
     "tandem_media_video_frames_dropped_total", "Forwarded video frames given up (unrepaired loss)"
 )
+AUDIO_FORWARDED = PACKETS_FORWARDED.labels("audio")
+VIDEO_FORWARDED = PACKETS_FORWARDED.labels("video")
 RETRANSMISSIONS = Counter("tandem_media_retransmissions_total", "Packets resent to a receiving party on NACK")
 
 HISTORY = 512
@@ -139,7 +141,7 @@ class Outbound:
         self.feedback: Direction | None = None
         """The forwarding direction that feeds this stream (gets its PLIs and REMBs)."""
 
-    async def send(self, packet: RtpPacket, payload_type: int, sequence_number: int, timestamp: int) -> None:
+    def send(self, packet: RtpPacket, payload_type: int, sequence_number: int, timestamp: int) -> None:
         """Send ``packet`` rewritten into this stream (the packet object is reused)."""
         packet.ssrc = self.ssrc
         packet.payload_type = payload_type
@@ -156,10 +158,9 @@ class Outbound:
         self.octets += len(packet.payload)
         self._last_timestamp = timestamp
         self._last_sent_s = time.time()
-        if self.hooks.connected:
-            await self.hooks.send(packet.serialize(self.extensions))
+        self.hooks.send_now(packet.serialize(self.extensions))
 
-    async def retransmit(self, sequence_number: int) -> None:
+    def retransmit(self, sequence_number: int) -> None:
         """Resend one packet a receiving party reported lost (on the RTX stream when negotiated)."""
         packet = self._history.get(sequence_number % HISTORY)
         if packet is None or packet.sequence_number != sequence_number or not self.hooks.connected:
@@ -170,7 +171,7 @@ class Outbound:
             packet.extensions.mid = self.media.mid
             self._rtx_sequence = seq_next(self._rtx_sequence)
         RETRANSMISSIONS.inc()
-        await self.hooks.send(packet.serialize(self.extensions))
+        self.hooks.send_now(packet.serialize(self.extensions))
 
     def sender_report(self, report: RtcpSrPacket) -> None:
         """Fill the SR aiortc's idle sender is about to send with what was really sent."""
@@ -232,9 +233,8 @@ class Inbound:
             highest_sequence=stats.max_seq, jitter=stats.jitter, lsr=self._lsr, dlsr=dlsr,
         )  # fmt: skip
 
-    async def send_rtcp(self, packet: AnyRtcpPacket) -> None:
-        if self.hooks.connected:
-            await self.hooks.send(bytes(packet))
+    def send_rtcp(self, packet: AnyRtcpPacket) -> None:
+        self.hooks.send_now(bytes(packet))
 
 
 PayloadTransform = Callable[[RtpPacket], RtpPacket | None]
@@ -276,24 +276,24 @@ class Direction:
     def _timestamp(self, timestamp: int) -> int:
         return (timestamp + self._timestamp_offset) & 0xFFFFFFFF
 
-    async def on_packet(self, packet: RtpPacket, arrival_ms: int) -> None:
+    def on_packet(self, packet: RtpPacket, arrival_ms: int) -> None:
         """A decrypted packet from the sending party (any payload type of this kind)."""
         media = self.source.media_packet(packet)
         if media is None:
             return
         if self.assembler is None:
-            await self._send_audio(media)
+            self._send_audio(media)
             return
-        await self._estimate(packet, arrival_ms)
+        self._estimate(packet, arrival_ms)
         now = time.monotonic()
         out = self.assembler.add(media, now)
         if out.new_gap or (self.assembler.missing and now - self._last_nack >= self.limits.nack_interval_s):
-            await self._nack(now)
+            self._nack(now)
         if out.new_gap and self._poll is None:
             self._poll = self._tasks.spawn(self._poll_assembler(), name="repair-window")
-        await self._send_frames(out.frames, out.want_keyframe)
+        self._send_frames(out.frames, out.want_keyframe)
 
-    async def _send_audio(self, media: RtpPacket) -> None:
+    def _send_audio(self, media: RtpPacket) -> None:
         if self.transform is not None:
             transformed = self.transform(media)
             if transformed is None:
@@ -303,21 +303,21 @@ class Direction:
         if payload_type is None:
             return
         sequence = (media.sequence_number + self._sequence_offset) & 0xFFFF
-        PACKETS_FORWARDED.labels("audio").inc()
-        await self.sink.send(media, payload_type, sequence, self._timestamp(media.timestamp))
+        AUDIO_FORWARDED.inc()
+        self.sink.send(media, payload_type, sequence, self._timestamp(media.timestamp))
 
-    async def _send_frames(self, frames: list[list[RtpPacket]], want_keyframe: bool) -> None:
+    def _send_frames(self, frames: list[list[RtpPacket]], want_keyframe: bool) -> None:
         for frame in frames:
             for packet in frame:
                 payload_type = self.payload_types.get(packet.payload_type)
                 if payload_type is None:
                     continue
                 sequence, self.sink.sequence = self.sink.sequence, seq_next(self.sink.sequence)
-                await self.sink.send(packet, payload_type, sequence, self._timestamp(packet.timestamp))
-            PACKETS_FORWARDED.labels("video").inc(len(frame))
+                self.sink.send(packet, payload_type, sequence, self._timestamp(packet.timestamp))
+            VIDEO_FORWARDED.inc(len(frame))
         if want_keyframe:
             assert self.assembler is not None
-            await self.request_keyframe("unrepaired" if self.assembler.frames_dropped else "start")
+            self.request_keyframe("unrepaired" if self.assembler.frames_dropped else "start")
 
     async def _poll_assembler(self) -> None:
         """Give up on holes when their repair window ends, even if no packet comes to notice."""
@@ -326,31 +326,31 @@ class Direction:
             while self.assembler.missing:
                 await asyncio.sleep(self.limits.repair_window_s)
                 out = self.assembler.poll(time.monotonic())
-                await self._send_frames(out.frames, out.want_keyframe)
+                self._send_frames(out.frames, out.want_keyframe)
         finally:
             self._poll = None
 
-    async def _nack(self, now: float) -> None:
+    def _nack(self, now: float) -> None:
         assert self.assembler is not None
         if self.source.ssrc is None:
             return
         self._last_nack = now
         nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=self.source.rtcp_ssrc, media_ssrc=self.source.ssrc)
         nack.lost = sorted(self.assembler.missing)[:64]
-        await self.source.send_rtcp(nack)
+        self.source.send_rtcp(nack)
 
-    async def request_keyframe(self, reason: str) -> None:
+    def request_keyframe(self, reason: str) -> None:
         """A PLI to the sending party, at most once per ``keyframe_request_interval_s``."""
         now = time.monotonic()
         if self.source.ssrc is None or now - self._last_keyframe_request < self.limits.keyframe_request_interval_s:
             return
         self._last_keyframe_request = now
         KEYFRAME_REQUESTS.labels(reason).inc()
-        await self.source.send_rtcp(
+        self.source.send_rtcp(
             RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self.source.rtcp_ssrc, media_ssrc=self.source.ssrc)
         )
 
-    async def _estimate(self, packet: RtpPacket, arrival_ms: int) -> None:
+    def _estimate(self, packet: RtpPacket, arrival_ms: int) -> None:
         abs_send_time = packet.extensions.abs_send_time
         if self._estimator is None or abs_send_time is None:
             return
@@ -360,20 +360,20 @@ class Direction:
         )  # fmt: skip
         if remb is not None:
             self._own_bitrate = remb[0]
-            await self._send_remb()
+            self._send_remb()
 
-    async def on_downstream_remb(self, bitrate: int) -> None:
+    def on_downstream_remb(self, bitrate: int) -> None:
         """The receiving party's estimate of its link, in bit/s."""
         self._downstream_bitrate = bitrate
-        await self._send_remb()
+        self._send_remb()
 
-    async def _send_remb(self) -> None:
+    def _send_remb(self) -> None:
         estimates = [b for b in (self._downstream_bitrate, self._own_bitrate) if b is not None]
         if not estimates or self.source.ssrc is None:
             return
         fci = pack_remb_fci(min(estimates), [self.source.ssrc])
         remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=self.source.rtcp_ssrc, media_ssrc=0, fci=fci)
-        await self.source.send_rtcp(remb)
+        self.source.send_rtcp(remb)
 
     def on_sender_report(self, report: RtcpSrPacket) -> None:
         self.source.sender_report(report)
@@ -399,21 +399,22 @@ class LegRtp:
     def add_receiver(self, receiver: object, kind: str) -> None:
         self._kinds[id(receiver)] = kind
 
-    async def on_rtp(self, hooks: TransportHooks, data: bytes, arrival_ms: int) -> None:
+    def on_rtp(self, hooks: TransportHooks, data: bytes, arrival_ms: int) -> bool:
+        """A decrypted RTP packet from this party; False when it is for aiortc to decode."""
         try:
             packet = RtpPacket.parse(data, self.extensions)
         except ValueError:
-            return
+            return True
         kind = self._kinds.get(id(hooks.receiver_of(packet)))
         if kind is None:
-            return
+            return True
         self.first_media.set()
         direction = self.incoming.get(kind)
         if direction is not None:
-            await direction.on_packet(packet, arrival_ms)
-        elif kind in self.delivered:
-            await hooks.deliver_rtp(data, arrival_ms)
-        # otherwise the other party has not answered yet: nowhere to send it
+            direction.on_packet(packet, arrival_ms)
+            return True
+        # A kind the other leg receives decoded, or nowhere to send it yet (the other party has not answered).
+        return kind not in self.delivered
 
     async def on_rtcp(self, hooks: TransportHooks, data: bytes) -> None:
         try:
@@ -421,10 +422,10 @@ class LegRtp:
         except ValueError:
             return
         for packet in packets:
-            await self._feedback(packet)
+            self._feedback(packet)
         await hooks.deliver_rtcp(data)  # aiortc's idle senders ignore what was meant for forwarding
 
-    async def _feedback(self, packet: AnyRtcpPacket) -> None:
+    def _feedback(self, packet: AnyRtcpPacket) -> None:
         if isinstance(packet, RtcpSrPacket):
             for direction in self.incoming.values():
                 if direction.source.ssrc == packet.ssrc:
@@ -433,11 +434,11 @@ class LegRtp:
             outbound = self.outgoing.get(packet.media_ssrc)
             if outbound is not None:
                 for seq in packet.lost:
-                    await outbound.retransmit(seq)
+                    outbound.retransmit(seq)
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             outbound = self.outgoing.get(packet.media_ssrc)
             if outbound is not None and outbound.feedback is not None:
-                await outbound.feedback.request_keyframe("receiver")
+                outbound.feedback.request_keyframe("receiver")
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
             try:
                 bitrate, ssrcs = unpack_remb_fci(packet.fci)
@@ -446,7 +447,7 @@ class LegRtp:
             for ssrc in ssrcs:
                 outbound = self.outgoing.get(ssrc)
                 if outbound is not None and outbound.feedback is not None:
-                    await outbound.feedback.on_downstream_remb(bitrate)
+                    outbound.feedback.on_downstream_remb(bitrate)
 
     def outgoing_rtcp(self, data: bytes) -> bytes:
         """Rewrite the SRs of aiortc's idle senders with the forwarded streams' real figures."""
@@ -461,15 +462,15 @@ class LegRtp:
                 outbound.sender_report(packet)
         return b"".join(bytes(packet) for packet in packets)
 
-    async def report_reception(self) -> None:
+    def report_reception(self) -> None:
         """One RR per forwarded incoming stream (loss, jitter, and the round trip the sender measures)."""
         for direction in self.incoming.values():
             report = direction.source.receiver_report()
             if report is not None:
-                await direction.source.send_rtcp(RtcpRrPacket(ssrc=direction.source.rtcp_ssrc, reports=[report]))
+                direction.source.send_rtcp(RtcpRrPacket(ssrc=direction.source.rtcp_ssrc, reports=[report]))
 
     async def run_reports(self) -> None:
         """Send receiver reports every 0.5-1.5 s (RFC 3550's randomised interval) until cancelled."""
         while True:
             await asyncio.sleep(0.5 + random16() / 65536)
-            await self.report_reception()
+            self.report_reception()
