@@ -228,14 +228,16 @@ def p99_ms(before: dict[float, float], after: dict[float, float]) -> float:
 async def pace(calls: list[Call], material: Material, stop: asyncio.Event) -> None:
     """Every party sends a frame every 1/30 s and an audio packet every 20 ms, at its own phase."""
     start = time.monotonic()
+    parties = [p for c in calls for p in (c.shopper, c.host)]
+    base = {id(p): (p.sent["video"], p.sent["audio"]) for p in parties}
     while not stop.is_set():
         now = time.monotonic() - start
-        for call in calls:
-            for party in (call.shopper, call.host):
-                while (party.sent["video"] + party.phase) / FPS <= now:
-                    party.send_frame(material)
-                while (party.sent["audio"] + party.phase) * 0.02 <= now:
-                    party.send_audio(material)
+        for party in parties:
+            video, audio = base[id(party)]
+            while (party.sent["video"] - video + party.phase) / FPS <= now:
+                party.send_frame(material)
+            while (party.sent["audio"] - audio + party.phase) * 0.02 <= now:
+                party.send_audio(material)
         await asyncio.sleep(TICK_S)
 
 

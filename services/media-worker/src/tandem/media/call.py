@@ -191,6 +191,7 @@ class MediaCall:
             id(dtls): TransportHooks(dtls, state.rtp.on_rtp, state.rtp.on_rtcp, state.rtp.outgoing_rtcp)
             for dtls in leg_transports([t.receiver for t in transceivers.values()])
         }
+        state.rtp.hooks = list(hooks.values())
         for media in answer.media:
             transceiver = transceivers.get(media.rtp.muxId)
             if transceiver is None or media.kind not in KINDS or media.kind in state.negotiated:
@@ -316,6 +317,8 @@ class MediaCall:
         for state in self.legs.values():
             if state.pc is not None:
                 await state.pc.close()
+            for hooks in state.rtp.hooks:
+                hooks.close()
 
 
 def invalid_offer(exc: Exception) -> TandemError:

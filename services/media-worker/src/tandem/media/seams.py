@@ -15,6 +15,7 @@ and a contract test fails when an upgrade moves any of them.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +27,9 @@ from aiortc.rtp import RtpPacket, is_rtcp
 AIORTC_SERIES = "1.16."
 """The aiortc minor series these hooks were written against (pinned in the worker's pyproject)."""
 _NTP_EPOCH_OFFSET_MS = 2208988800 * 1000
+READ_BATCH = 64
+"""Datagrams read per socket readiness event at most (bounds the time one leg holds the loop)."""
+RECEIVE_SIZE = 65536
 
 RtpHandler = Callable[["TransportHooks", bytes, int], bool]
 """Decrypted RTP: the transport it came on, the datagram, the arrival time (ms, aiortc's clock);
@@ -59,6 +63,7 @@ class TransportHooks:
         self._outgoing_rtcp = outgoing_rtcp
         self._sockets_taken = False
         self._deliveries: set[asyncio.Future[None]] = set()
+        self._sockets: list[socket.socket] = []
         self.packets_in = 0
         self.packets_out = 0
 
@@ -76,28 +81,53 @@ class TransportHooks:
         dtls.on("statechange", self._take_sockets)
 
     def _take_sockets(self) -> None:
-        """Once SRTP is keyed: SRTP datagrams go straight from the leg's sockets to the worker."""
+        """Once SRTP is keyed: SRTP datagrams go straight from the leg's sockets to the worker, and
+        each readiness event drains the socket (asyncio alone reads one datagram per event)."""
         if self._sockets_taken or self.dtls.state != "connected" or self.dtls._rx_srtp is None:
             return
         self._sockets_taken = True
-        rx = self.dtls._rx_srtp
         for protocol in self.dtls.transport._connection._protocols:
-            original = protocol.datagram_received
+            self._take(protocol)
 
-            def received(data: bytes, addr: Any, original: Callable[[bytes, Any], None] = original) -> None:
-                if 128 <= data[0] < 192 and not is_rtcp(data):
-                    try:
-                        plain = rx.unprotect(data)
-                    except pylibsrtp.Error:
-                        return
-                    self.packets_in += 1
-                    arrival = arrival_ms()
-                    if not self._on_rtp(self, plain, arrival):
-                        self._deliver_later(plain, arrival)
-                else:
-                    original(data, addr)  # STUN, DTLS and RTCP: aiortc's path
+    def _take(self, protocol: Any) -> None:
+        rx = self.dtls._rx_srtp
+        original: Callable[[bytes, Any], None] = protocol.datagram_received
+        transport_socket = protocol.transport.get_extra_info("socket")
+        # A second handle on the same (non-blocking) socket, to read what is already queued.
+        sock = socket.fromfd(transport_socket.fileno(), transport_socket.family, transport_socket.type)
+        self._sockets.append(sock)
 
-            setattr(protocol, "datagram_received", received)  # noqa: B010
+        def one(data: bytes, addr: Any) -> None:
+            if 128 <= data[0] < 192 and not is_rtcp(data):
+                try:
+                    plain = rx.unprotect(data)
+                except pylibsrtp.Error:
+                    return
+                self.packets_in += 1
+                arrival = arrival_ms()
+                if not self._on_rtp(self, plain, arrival):
+                    self._deliver_later(plain, arrival)
+            else:
+                original(data, addr)  # STUN, DTLS and RTCP: aiortc's path
+
+        def received(data: bytes, addr: Any) -> None:
+            one(data, addr)
+            for _ in range(READ_BATCH):
+                try:
+                    data, addr = sock.recvfrom(RECEIVE_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    return  # closed under us: the transport reports it on its own read
+                one(data, addr)
+
+        setattr(protocol, "datagram_received", received)  # noqa: B010
+
+    def close(self) -> None:
+        """Release the second socket handles (the connection closes its own)."""
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
 
     def _deliver_later(self, data: bytes, arrival: int) -> None:
         delivery = asyncio.ensure_future(self.deliver_rtp(data, arrival))
