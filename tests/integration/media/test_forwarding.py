@@ -8,7 +8,7 @@ import asyncio
 import logging
 
 import pytest
-from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
+from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPsfbPacket, RtcpSrPacket, unpack_remb_fci
 from prometheus_client import REGISTRY
 
 from tandem.media.call import CallOptions
@@ -33,6 +33,17 @@ def plis_for(party: Party) -> int:
         for p in party.tap.rtcp_received
         if isinstance(p, RtcpPsfbPacket) and p.fmt == RTCP_PSFB_PLI and p.media_ssrc == ssrc
     )
+
+
+def rembs_for(party: Party) -> list[int]:
+    ssrc = party.video_sender_ssrc()
+    bitrates = []
+    for packet in party.tap.rtcp_received:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            if ssrc in ssrcs:
+                bitrates.append(bitrate)
+    return bitrates
 
 
 def assert_frames_are_the_senders(sender: Party, receiver: Party, at_least: int) -> None:
@@ -60,6 +71,14 @@ async def test_forwarded_frames_are_the_senders_bytes_and_nothing_is_decoded(med
     }
     assert call.host.frames["audio"] > 0
     assert call.shopper.frames["audio"] > 0
+
+    # Feedback both ways: the sender gets bandwidth estimates for its video (the receiver's, capped
+    # by the worker's own), the receiver gets sender reports of what was really forwarded to it.
+    await until(lambda: bool(rembs_for(call.shopper)), timeout_s=5)
+    worker_ssrc = sender_ssrcs(call.call.legs[media_pb2.LEG_HOST].senders["video"])[0]
+    reports = [p for p in call.host.tap.rtcp_received if isinstance(p, RtcpSrPacket) and p.ssrc == worker_ssrc]
+    assert reports
+    assert reports[-1].sender_info.packet_count > 0
 
 
 async def test_a_receivers_keyframe_request_reaches_the_sender(media_call: CallFactory) -> None:
