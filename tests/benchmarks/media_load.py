@@ -24,7 +24,6 @@ import json
 import pickle
 import random
 import struct
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -86,21 +85,22 @@ def prepare(path: Path) -> None:
     opus = av.CodecContext.create("libopus", "w")
     opus.sample_rate, opus.layout, opus.format, opus.bit_rate = 48000, "mono", "s16", OPUS_BITRATE
     opus.time_base = fractions.Fraction(1, 48000)
-    audio = []
+    audio: list[bytes] = []
     for n in range(50 * SECONDS):
         t = (np.arange(960) + n * 960) / 48000
         tone = np.sin(2 * np.pi * (180 + 40 * np.sin(t)) * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
         samples = ((tone + 0.05 * rng.standard_normal(960)) * 8000).astype(np.int16).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate, frame.pts = 48000, n * 960
-        audio.extend(bytes(p) for p in opus.encode(frame))
+        sound = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        sound.sample_rate, sound.pts = 48000, n * 960
+        audio.extend(bytes(p) for p in opus.encode(sound))
     path.write_bytes(pickle.dumps({"video": video, "audio": audio}))
     sizes = [sum(len(p) for p in f) for f in video]
-    print(json.dumps({"frames": len(video), "video_kbps": sum(sizes) * 8 / SECONDS / 1000, "audio_packets": len(audio)}))
+    summary = {"frames": len(video), "video_kbps": sum(sizes) * 8 / SECONDS / 1000, "audio_packets": len(audio)}
+    print(json.dumps(summary))
 
 
 def load(path: Path) -> Material:
-    return Material(**pickle.loads(path.read_bytes()))  # noqa: S301 (written by prepare)
+    return Material(**pickle.loads(path.read_bytes()))
 
 
 class Idle(MediaStreamTrack):
@@ -141,7 +141,8 @@ class Party:
     async def connect(self, bus: Bus, worker: str, call_id: str, leg: media_pb2.Leg.ValueType) -> None:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = media_pb2.MediaOffer(call_id=call_id, leg=leg, sdp=self.pc.localDescription.sdp)
-        answer = await bus.request(subjects.join(subjects.MEDIA_WORKER, worker, "offer"), offer, media_pb2.MediaAnswer, timeout_s=10)
+        subject = subjects.join(subjects.MEDIA_WORKER, worker, "offer")
+        answer = await bus.request(subject, offer, media_pb2.MediaAnswer, timeout_s=10)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
 
     def take_over(self) -> None:
@@ -152,7 +153,7 @@ class Party:
         pair = dtls.transport._connection._nominated[1]
         self._socket, self._addr = pair.protocol.transport, pair.remote_addr
         self.streams = {
-            kind: Stream(t.sender._ssrc, next(c.payloadType for c in t._codecs if not is_rtx(c)))
+            kind: Stream(t.sender._ssrc, next(c.payloadType or 0 for c in t._codecs if not is_rtx(c)))
             for kind, t in transceivers.items()
         }
         kinds = {s.payload_type: kind for kind, s in self.streams.items()}
@@ -172,9 +173,8 @@ class Party:
         setattr(protocol, "datagram_received", count)  # noqa: B010
 
     def _send(self, stream: Stream, payload: bytes, marker: bool) -> None:
-        header = struct.pack(
-            "!BBHII", 0x80, (0x80 if marker else 0) | stream.payload_type, stream.sequence, stream.timestamp, stream.ssrc
-        )
+        second = (0x80 if marker else 0) | stream.payload_type
+        header = struct.pack("!BBHII", 0x80, second, stream.sequence, stream.timestamp, stream.ssrc)
         stream.sequence = (stream.sequence + 1) & 0xFFFF
         self.sent["packets"] += 1
         self._socket.sendto(self._srtp.protect(header + payload), self._addr)
@@ -208,7 +208,7 @@ def worker_cpu_s(pid: int) -> float:
 
 
 def lag_buckets(metrics_url: str) -> dict[float, float]:
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()  # noqa: S310 (a local worker)
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
     for family in text_string_to_metric_families(text):
         if family.name == "tandem_event_loop_lag_seconds":
             return {float(s.labels["le"]): s.value for s in family.samples if s.name.endswith("_bucket")}
@@ -276,13 +276,8 @@ async def run(args: argparse.Namespace) -> None:
         mine1 = time.process_time()
         result: dict[str, float] = {"calls": level}
         for kind in ("video", "audio"):
-            expected = sum(
-                c.shopper.sent[kind] - sent0[id(c.shopper)][kind] + c.host.sent[kind] - sent0[id(c.host)][kind] for c in calls
-            )
-            got = sum(
-                c.host.received[kind] - got0[id(c.host)][kind] + c.shopper.received[kind] - got0[id(c.shopper)][kind]
-                for c in calls
-            )
+            expected = sum(p.sent[kind] - sent0[id(p)][kind] for p in parties)
+            got = sum(p.received[kind] - got0[id(p)][kind] for p in parties)
             result[f"{kind}_loss"] = max(0.0, 1 - got / expected) if expected else 1.0
             result[f"{kind}_sent_per_s"] = expected / (wall1 - wall0)
         packets = sum(p.sent["packets"] - sent0[id(p)]["packets"] for p in parties)
@@ -323,4 +318,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -61,11 +61,11 @@ def start_worker(nats_url: str, env: dict[str, str], port: int) -> subprocess.Po
         "TANDEM_MEDIA_REGION": "bench", "TANDEM_MEDIA_CAPACITY": "1000", "TANDEM_MEDIA_INSTANCE_ID": "bench-worker",
         "TANDEM_MEDIA_LOG_LEVEL": "WARNING", **env,
     }  # fmt: skip
-    worker = subprocess.Popen([*pinned(1), sys.executable, "-m", "tandem.media"], env=environment)  # noqa: S603
+    worker = subprocess.Popen([*pinned(1), sys.executable, "-m", "tandem.media"], env=environment)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
                 if response.status == 200:
                     return worker
         except OSError:
@@ -78,14 +78,12 @@ def ramp(material: Path, nats_url: str, env: dict[str, str], levels: list[int]) 
     port = free_port()
     worker = start_worker(nats_url, env, port)
     try:
-        out = subprocess.run(  # noqa: S603
-            [
-                *pinned(0), sys.executable, str(LOAD), "run", str(material), "--nats", nats_url,
-                "--worker-pid", str(worker.pid), "--metrics", f"http://127.0.0.1:{port}/metrics",
-                "--levels", ",".join(map(str, levels)),
-            ],  # fmt: skip
-            capture_output=True, text=True, timeout=1800, check=True,
-        )  # fmt: skip
+        command = [
+            *pinned(0), sys.executable, str(LOAD), "run", str(material), "--nats", nats_url,
+            "--worker-pid", str(worker.pid), "--metrics", f"http://127.0.0.1:{port}/metrics",
+            "--levels", ",".join(map(str, levels)),
+        ]  # fmt: skip
+        out = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=True)
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
@@ -109,7 +107,7 @@ def capacity(steps: list[dict[str, float]]) -> int:
 @pytest.mark.timeout(3600)
 def test_media_capacity(tmp_path: Path) -> None:
     material = tmp_path / "material.pkl"
-    subprocess.run([sys.executable, str(LOAD), "prepare", str(material)], check=True)  # noqa: S603
+    subprocess.run([sys.executable, str(LOAD), "prepare", str(material)], check=True)
     results: dict[str, list[dict[str, float]]] = {}
     with NatsServer(tmp_path / "nats") as nats:
         for name, (env, levels) in CONFIGURATIONS.items():

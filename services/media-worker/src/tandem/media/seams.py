@@ -143,7 +143,8 @@ class TransportHooks:
         if pair is None:
             return
         srtp = self.dtls._tx_srtp
-        pair.protocol.transport.sendto(srtp.protect_rtcp(data) if is_rtcp(data) else srtp.protect(data), pair.remote_addr)
+        protected = srtp.protect_rtcp(data) if is_rtcp(data) else srtp.protect(data)
+        pair.protocol.transport.sendto(protected, pair.remote_addr)
         self.packets_out += 1
 
     async def _send_from_aiortc(self, data: bytes) -> None:
