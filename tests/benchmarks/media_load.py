@@ -285,6 +285,7 @@ async def run(args: argparse.Namespace) -> None:
         result["worker_cores"] = (cpu1 - cpu0) / (wall1 - wall0)
         result["generator_cores"] = (mine1 - mine0) / (wall1 - wall0)
         result["lag_p99_ms"] = p99_ms(lag0, lag1)
+        result["parties_silent"] = sum(1 for p in parties if p.received["video"] == got0[id(p)]["video"])
         stop.set()
         await pacer
         print(json.dumps(result), flush=True)
@@ -308,8 +309,8 @@ def main() -> None:
     runner.add_argument("--levels", required=True)
     runner.add_argument("--settle", type=float, default=3.0)
     runner.add_argument("--seconds", type=float, default=6.0)
-    runner.add_argument("--stop-loss", type=float, default=0.05, help="stop ramping past this frame loss")
-    runner.add_argument("--stop-lag-ms", type=float, default=100.0, help="stop ramping past this loop lag")
+    runner.add_argument("--stop-loss", type=float, default=0.10, help="stop ramping past this frame loss")
+    runner.add_argument("--stop-lag-ms", type=float, default=250.0, help="stop ramping past this loop lag")
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(Path(args.material))

@@ -45,8 +45,8 @@ async def test_the_shoppers_voice_is_processed_and_the_hosts_forwarded(media_cal
     assert call.call.directions[(media_pb2.LEG_HOST, "audio")].transform is not None
 
 
-async def test_both_directions_processed(media_call: CallFactory) -> None:
-    config = PipelineConfig(sample_rate=48000, noise_attenuation_db=12.0)
+async def test_both_directions_processed_at_16_khz(media_call: CallFactory) -> None:
+    config = PipelineConfig(sample_rate=16000, noise_attenuation_db=12.0)
     before = processed_frames()
     call = await media_call(
         CallOptions(audio={media_pb2.LEG_SHOPPER: config, media_pb2.LEG_HOST: config}), Party(), Party()

@@ -124,6 +124,6 @@ async def test_legs_without_a_common_video_codec_fall_back_to_the_relay(media_ca
 async def test_relay_mode_still_decodes_and_reencodes(media_call: CallFactory) -> None:
     before = decoded("video")
     call = await media_call(CallOptions(forward=False))
-    await until(lambda: call.host.frames["video"] >= 10, timeout_s=30)
+    await until(lambda: call.host.frames["video"] >= 10 and call.shopper.frames["video"] >= 10, timeout_s=30)
     assert decoded("video") > before
     assert not call.call.directions

@@ -161,7 +161,7 @@ class MediaWorkerApp(BaseApp):
                     code=common_pb2.ERROR_CODE_INVALID_ARGUMENT,
                 )
             return PipelineConfig(
-                sample_rate=48000, echo_cancellation=processing.echo_cancellation,
+                sample_rate=settings.audio_sample_rate, echo_cancellation=processing.echo_cancellation,
                 gain_control=processing.gain_control, noise_attenuation_db=processing.noise_attenuation_db,
             )  # fmt: skip
 

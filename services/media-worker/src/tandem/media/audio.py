@@ -1,15 +1,16 @@
 """Call audio processed in the packet path: Opus decode, the call-audio DSP, Opus encode.
 
-Packet for packet: each received 20 ms Opus packet becomes one processed packet with the same
-sequence number and timestamp, so the receiving party sees the sender's timing and losses (its own
-jitter buffer and loss concealment do the rest) and the worker adds no jitter buffer of its own.
+The DSP runs at 48 kHz (full band) or 16 kHz (wide band: the canceller and suppressor work at
+16 kHz either way; about half the cost, nothing above 8 kHz is sent). Packet for packet: each
+received 20 ms Opus packet becomes one processed packet with the same sequence number and
+timestamp, so the receiving party sees the sender's timing and losses (its own jitter buffer and
+loss concealment do the rest) and the worker adds no jitter buffer of its own.
 The echo canceller of a direction takes as reference the audio the worker sent to that party,
 aligned by send time: :class:`EchoReference` holds it until the party's next capture frame.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import fractions
 import math
 from collections import deque
@@ -30,19 +31,36 @@ AUDIO_PACKETS_UNPROCESSED = Counter(
 )
 
 OPUS_RATE = 48000
-"""The rate libopus decodes WebRTC's Opus at (Hz); the DSP runs at it, so nothing is resampled."""
+"""The rate libopus decodes WebRTC's Opus at (Hz)."""
 PACKET_MS = 20
 """The Opus packet duration the processor handles (WebRTC's default); others pass unprocessed."""
 FULL_SCALE = 32768.0
 
 
-def _decoder(rate: int) -> AudioCodecContext:
-    codec = av.CodecContext.create("libopus", "r")
-    assert isinstance(codec, AudioCodecContext)
-    codec.sample_rate = rate
-    codec.layout = "mono"
-    codec.format = "s16"
-    return codec
+class OpusDecoder:
+    """Opus packets to mono float64 PCM (full scale 1.0) at ``rate``: libopus decodes WebRTC's Opus
+    at 48 kHz, resampled when the DSP runs at 16 kHz (the resampler's start-up delay is padded)."""
+
+    def __init__(self, rate: int) -> None:
+        codec = av.CodecContext.create("libopus", "r")
+        assert isinstance(codec, AudioCodecContext)
+        codec.sample_rate = OPUS_RATE
+        codec.layout = "mono"
+        codec.format = "s16"
+        self._codec = codec
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=rate) if rate != OPUS_RATE else None
+        self._packet_samples = rate * PACKET_MS // 1000
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        frames = self._codec.decode(av.Packet(payload))
+        if self._resampler is not None:
+            frames = [out for frame in frames for out in self._resampler.resample(frame)]
+        if not frames:
+            return np.zeros(0)
+        pcm = np.concatenate([f.to_ndarray()[0] for f in frames]) / FULL_SCALE
+        if 0 < len(pcm) < self._packet_samples and self._resampler is not None:
+            pcm = np.concatenate([np.zeros(self._packet_samples - len(pcm)), pcm])
+        return pcm
 
 
 class EchoReference:
@@ -84,26 +102,27 @@ class EchoReference:
 class ReferenceDecoder:
     """Decodes forwarded packets only to feed an echo reference (the direction itself is not processed)."""
 
-    def __init__(self, reference: EchoReference) -> None:
-        self._decoder = _decoder(OPUS_RATE)
+    def __init__(self, rate: int, reference: EchoReference) -> None:
+        self._decoder = OpusDecoder(rate)
         self.reference = reference
 
     def observe(self, payload: bytes) -> None:
-        for frame in self._decoder.decode(av.Packet(payload)):
-            self.reference.push(frame.to_ndarray()[0] / FULL_SCALE)
+        pcm = self._decoder.decode(payload)
+        if len(pcm):
+            self.reference.push(pcm)
 
 
 class AudioProcessor:
     """One direction's processing: the party's capture in, the cleaned audio out, packet for packet."""
 
     def __init__(self, config: PipelineConfig, bitrate_bps: int, complexity: int) -> None:
-        rate = OPUS_RATE
-        self.pipeline = AudioPipeline(dataclasses.replace(config, sample_rate=rate))
+        rate = config.sample_rate
+        self.pipeline = AudioPipeline(config)
         self.reference = EchoReference(rate)
         """What the worker sends this party (the far end), for the echo canceller."""
         self.sent_to_other: EchoReference | None = None
         """The other direction's reference: this direction's output is what that party hears."""
-        self._decoder = _decoder(rate)
+        self._decoder = OpusDecoder(rate)
         encoder = av.CodecContext.create("libopus", "w")
         assert isinstance(encoder, AudioCodecContext)
         encoder.sample_rate = rate
@@ -122,13 +141,12 @@ class AudioProcessor:
 
     def process(self, packet: RtpPacket) -> RtpPacket:
         """``packet`` with its payload replaced by the processed audio (the packet object is reused)."""
-        frames = self._decoder.decode(av.Packet(packet.payload))
-        pcm = np.concatenate([f.to_ndarray()[0] for f in frames]) if frames else np.zeros(0, np.int16)
+        pcm = self._decoder.decode(packet.payload)
         if len(pcm) != self._packet_samples:
             AUDIO_PACKETS_UNPROCESSED.inc()
             return packet
         for start in range(0, self._packet_samples, self._frame):
-            self._near[:] = pcm[start : start + self._frame] / FULL_SCALE
+            self._near[:] = pcm[start : start + self._frame]
             self.reference.take(self._far)
             self.pipeline.process(self._near, self._far, self._out[start : start + self._frame])
         AUDIO_FRAMES_PROCESSED.inc(self._packet_samples // self._frame)

@@ -253,7 +253,8 @@ class MediaCall:
             if leg in self.processors:
                 self.processors[leg].sent_to_other = listener.reference
             else:
-                direction.transform = observing(ReferenceDecoder(listener.reference))
+                rate = listener.pipeline.config.sample_rate
+                direction.transform = observing(ReferenceDecoder(rate, listener.reference))
 
     def _transcode(self, source: Leg, kind: str, why: str) -> None:
         """Relay one direction through aiortc's decoder and encoder (the legs share no codec)."""
