@@ -117,6 +117,7 @@ def test_media_capacity(tmp_path: Path) -> None:
     with NatsServer(tmp_path / "nats") as nats:
         for name, (env, levels) in CONFIGURATIONS.items():
             results[name] = ramp(material, nats.url, env, levels)
+            print(name, results[name], flush=True)  # kept in the log even if a later configuration fails
 
     print("\nmedia worker capacity (worker pinned to one core; shared machine)")
     print(f"{'configuration':32} {'calls':>5} {'worker cores':>12} {'cores/call':>10} {'lag p99 ms':>10} "
