@@ -141,7 +141,8 @@ def test_media_capacity(tmp_path: Path) -> None:
             f"CPU alone: {bound[name]:.1f} calls/core ({bound[name] / bound['(a) transcoding relay']:.1f}x)"
         )
     plot(results, HERE.parent.parent / "docs" / "media-capacity.png")
-    assert caps["(b) forwarded"] > caps["(a) transcoding relay"]
+    # CPU time is what contention on a shared machine distorts least: the target ratio is on it.
+    assert bound["(b) forwarded"] >= 10 * bound["(a) transcoding relay"]
 
 
 def cpu_bound(steps: list[dict[str, float]]) -> float:
