@@ -26,6 +26,8 @@ from aiortc.rtp import RtpPacket, is_rtcp
 
 AIORTC_SERIES = "1.16."
 """The aiortc minor series these hooks were written against (pinned in the worker's pyproject)."""
+AIOICE_SERIES = "0.13."
+"""The aioice minor series whose connection and socket protocols the hooks read (pinned too)."""
 _NTP_EPOCH_OFFSET_MS = 2208988800 * 1000
 READ_BATCH = 64
 """Datagrams read per socket readiness event at most (bounds the time one leg holds the loop)."""
