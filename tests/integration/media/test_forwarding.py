@@ -65,6 +65,8 @@ async def test_forwarded_frames_are_the_senders_bytes_and_nothing_is_decoded(med
     assert_frames_are_the_senders(call.shopper, call.host, at_least=40)
     assert_frames_are_the_senders(call.host, call.shopper, at_least=40)
     assert decoded("video") == before
+    # Both parties agreed the same header extension ids: datagrams were rewritten in place.
+    assert call.call.directions[(media_pb2.LEG_SHOPPER, "video")].sink.rewritten > 0
     assert {(leg, kind) for leg, kind, _ in call.events} >= {
         (media_pb2.LEG_SHOPPER, media_pb2.MediaEvent.KIND_FIRST_MEDIA),
         (media_pb2.LEG_HOST, media_pb2.MediaEvent.KIND_FIRST_MEDIA),

@@ -89,9 +89,12 @@ class FrameAssembler:
                 out.new_gap = True
                 gap = seq_next(gap)
             self._highest = seq
-        self.missing.pop(seq, None)
+        filled = self.missing.pop(seq, None) is not None
         self._packets[seq] = packet
-        self._drain(now, out)
+        # A frame can only complete with its marker packet or a repaired hole, and a hole only be
+        # given up after its deadline: otherwise there is nothing to walk.
+        if packet.marker or filled or (self.missing and now >= min(self.missing.values())):
+            self._drain(now, out)
         return out
 
     def poll(self, now: float) -> AssemblerOutput:

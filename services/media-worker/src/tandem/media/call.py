@@ -199,6 +199,7 @@ class MediaCall:
             state.rtp.extensions.configure(RTCRtpParameters(headerExtensions=media.rtp.headerExtensions))
             state.negotiated[media.kind] = Negotiated(
                 kind=media.kind, mid=media.rtp.muxId, codecs=[c for c in media.rtp.codecs if not is_rtx(c)],
+                extension_ids={e.uri: e.id for e in media.rtp.headerExtensions},
                 rtx={
                     int(str(c.parameters["apt"])): c.payloadType
                     for c in media.rtp.codecs

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ AUDIO_FORWARDED = PACKETS_FORWARDED.labels("audio")
 VIDEO_FORWARDED = PACKETS_FORWARDED.labels("video")
 RETRANSMISSIONS = Counter("tandem_media_retransmissions_total", "Packets resent to a receiving party on NACK")
 
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 HISTORY = 512
 """Sent packets kept per forwarded stream for retransmission (about 4 s of 640x480 video)."""
 NTP_EPOCH_OFFSET_S = 2208988800
@@ -101,6 +104,8 @@ class Negotiated:
     """Media codecs in the answer's order: the party sends the first."""
     rtx: dict[int, int]
     """Media payload type -> its RTX payload type."""
+    extension_ids: dict[str, int]
+    """Header extension URI -> its id on this leg."""
 
     @property
     def send_codec(self) -> RTCRtpCodecParameters:
@@ -109,6 +114,20 @@ class Negotiated:
     def payload_type_for(self, codec: RTCRtpCodecParameters) -> int | None:
         key = codec_key(codec)
         return next((c.payloadType for c in self.codecs if codec_key(c) == key), None)
+
+
+class ReceivedPacket(RtpPacket):
+    """An RTP packet parsed from a datagram, which it keeps: forwarding unchanged payloads rewrites
+    the datagram's header in place instead of serialising the packet again."""
+
+    raw: bytes = b""
+
+    @classmethod
+    def from_datagram(cls, data: bytes, extensions: HeaderExtensionsMap) -> ReceivedPacket:
+        packet = cls.parse(data, extensions)
+        assert isinstance(packet, ReceivedPacket)
+        packet.raw = data
+        return packet
 
 
 def ntp_now() -> int:
@@ -133,16 +152,30 @@ class Outbound:
         self._history: dict[int, RtpPacket] = {}
         self.packets = 0
         self.octets = 0
+        self.rewritten = 0
+        """Packets sent by rewriting the received datagram in place."""
         self.clock_rate = media.send_codec.clockRate
         self._last_timestamp: int | None = None
         self._last_sent_s = 0.0
         self.source_clock: tuple[int, int] | None = None
         """The sending party's last SR (NTP, RTP timestamp), mapped into this stream's timestamps."""
+        self._mid = media.mid.encode()
+        self._mid_id = media.extension_ids.get(MID_URI)
+        self._abs_send_time_id = media.extension_ids.get(ABS_SEND_TIME_URI)
         self.feedback: Direction | None = None
         """The forwarding direction that feeds this stream (gets its PLIs and REMBs)."""
 
-    def send(self, packet: RtpPacket, payload_type: int, sequence_number: int, timestamp: int) -> None:
-        """Send ``packet`` rewritten into this stream (the packet object is reused)."""
+    def send(
+        self, packet: RtpPacket, payload_type: int, sequence_number: int, timestamp: int, same_extensions: bool
+    ) -> None:
+        """Send ``packet`` rewritten into this stream (the packet object is reused). With
+        ``same_extensions`` (both legs agreed the same header extension ids) an unchanged received
+        packet's datagram is rewritten in place."""
+        abs_send_time = (ntp_now() >> 14) & 0x00FFFFFF
+        datagram = None
+        if same_extensions and isinstance(packet, ReceivedPacket) and packet.raw.endswith(packet.payload):
+            datagram = self._rewrite(packet.raw, payload_type, sequence_number, timestamp, abs_send_time)
+            self.rewritten += datagram is not None
         packet.ssrc = self.ssrc
         packet.payload_type = payload_type
         packet.sequence_number = sequence_number
@@ -150,7 +183,7 @@ class Outbound:
         packet.csrc = []
         extensions = packet.extensions
         extensions.mid = self.media.mid
-        extensions.abs_send_time = (ntp_now() >> 14) & 0x00FFFFFF
+        extensions.abs_send_time = abs_send_time
         extensions.rtp_stream_id = extensions.repaired_rtp_stream_id = None
         extensions.transport_sequence_number = None
         self._history[sequence_number % HISTORY] = packet
@@ -158,7 +191,47 @@ class Outbound:
         self.octets += len(packet.payload)
         self._last_timestamp = timestamp
         self._last_sent_s = time.time()
-        self.hooks.send_now(packet.serialize(self.extensions))
+        self.hooks.send_now(datagram if datagram is not None else packet.serialize(self.extensions))
+
+    def _rewrite(
+        self, raw: bytes, payload_type: int, sequence_number: int, timestamp: int, abs_send_time: int
+    ) -> bytes | None:
+        """The datagram with this stream's header fields, mid and send time; None when its layout
+        needs a full serialisation (CSRCs, two-byte extensions, a mid of another length, an element
+        missing)."""
+        if raw[0] & 0x0F:
+            return None
+        buf = bytearray(raw)
+        buf[1] = (buf[1] & 0x80) | payload_type
+        struct.pack_into("!HII", buf, 2, sequence_number, timestamp, self.ssrc)
+        if not buf[0] & 0x10:
+            return None if self._mid_id or self._abs_send_time_id else bytes(buf)
+        profile, words = struct.unpack_from("!HH", buf, 12)
+        if profile != 0xBEDE:
+            return None
+        pos, end = 16, 16 + 4 * words
+        mid_found = send_time_found = False
+        while pos < end:
+            head = buf[pos]
+            pos += 1
+            if head == 0:
+                continue
+            element, length = head >> 4, (head & 0x0F) + 1
+            if element == 15:
+                break
+            if element == self._mid_id:
+                if length != len(self._mid):
+                    return None
+                buf[pos : pos + length] = self._mid
+                mid_found = True
+            elif element == self._abs_send_time_id and length == 3:
+                buf[pos : pos + 3] = abs_send_time.to_bytes(3, "big")
+                send_time_found = True
+            pos += length
+        # Elements the full serialisation would add (or drop) need it.
+        if mid_found != (self._mid_id is not None) or send_time_found != (self._abs_send_time_id is not None):
+            return None
+        return bytes(buf)
 
     def retransmit(self, sequence_number: int) -> None:
         """Resend one packet a receiving party reported lost (on the RTX stream when negotiated)."""
@@ -256,6 +329,7 @@ class Direction:
         self.payload_types = {
             c.payloadType: pt for c in source.media.codecs if (pt := sink.media.payload_type_for(c)) is not None
         }
+        self._same_extensions = source.media.extension_ids == sink.media.extension_ids
         self._timestamp_offset = random32()
         self._sequence_offset = random16()
         self._last_keyframe_request = -limits.keyframe_request_interval_s
@@ -304,7 +378,7 @@ class Direction:
             return
         sequence = (media.sequence_number + self._sequence_offset) & 0xFFFF
         AUDIO_FORWARDED.inc()
-        self.sink.send(media, payload_type, sequence, self._timestamp(media.timestamp))
+        self.sink.send(media, payload_type, sequence, self._timestamp(media.timestamp), self._same_extensions)
 
     def _send_frames(self, frames: list[list[RtpPacket]], want_keyframe: bool) -> None:
         for frame in frames:
@@ -313,7 +387,7 @@ class Direction:
                 if payload_type is None:
                     continue
                 sequence, self.sink.sequence = self.sink.sequence, seq_next(self.sink.sequence)
-                self.sink.send(packet, payload_type, sequence, self._timestamp(packet.timestamp))
+                self.sink.send(packet, payload_type, sequence, self._timestamp(packet.timestamp), self._same_extensions)
             VIDEO_FORWARDED.inc(len(frame))
         if want_keyframe:
             assert self.assembler is not None
@@ -402,7 +476,7 @@ class LegRtp:
     def on_rtp(self, hooks: TransportHooks, data: bytes, arrival_ms: int) -> bool:
         """A decrypted RTP packet from this party; False when it is for aiortc to decode."""
         try:
-            packet = RtpPacket.parse(data, self.extensions)
+            packet = ReceivedPacket.from_datagram(data, self.extensions)
         except ValueError:
             return True
         kind = self._kinds.get(id(hooks.receiver_of(packet)))
