@@ -13,11 +13,11 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TANDEM_MEDIA_", extra="ignore", frozen=True)
 
     capacity: int = Field(
-        default=6,
+        default=5,
         ge=1,
         le=1000,
-        description="Concurrent calls this worker takes (default: one core with the DSP on both directions, "
-        "from the capacity benchmark with 30 % headroom).",
+        description="Concurrent calls this worker takes (default: what one core held with the DSP on both "
+        "directions in the capacity benchmark).",
     )
     pool: str = Field(default="default", description="The MediaWorkerPool this worker belongs to.")
     pod: str = Field(default="", description="Pod name, set from the downward API in Kubernetes.")
