@@ -42,6 +42,9 @@ class Settings(ServiceSettings):
     keyframe_request_interval_ms: int = Field(
         default=500, ge=50, le=10000, description="Least time between two keyframe requests to one sender."
     )
+    nack_interval_ms: int = Field(
+        default=50, ge=5, le=1000, description="Least time between two retransmission requests to one sender."
+    )
     max_frame_packets: int = Field(
         default=512, ge=16, le=4096, description="Video packets held per forwarded stream while a hole is repaired."
     )
@@ -82,6 +85,7 @@ class Settings(ServiceSettings):
             repair_window_s=self.repair_window_ms / 1000,
             keyframe_request_interval_s=self.keyframe_request_interval_ms / 1000,
             max_frame_packets=self.max_frame_packets,
+            nack_interval_s=self.nack_interval_ms / 1000,
         )
 
     def pipeline_config(self) -> PipelineConfig | None:
