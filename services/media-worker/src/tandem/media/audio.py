@@ -52,7 +52,11 @@ class OpusDecoder:
         self._packet_samples = rate * PACKET_MS // 1000
 
     def decode(self, payload: bytes) -> np.ndarray:
-        frames = self._codec.decode(av.Packet(payload))
+        """The packet's audio; empty when it does not decode (the receiving party conceals it)."""
+        try:
+            frames = self._codec.decode(av.Packet(payload))
+        except av.FFmpegError:
+            return np.zeros(0)
         if self._resampler is not None:
             frames = [out for frame in frames for out in self._resampler.resample(frame)]
         if not frames:

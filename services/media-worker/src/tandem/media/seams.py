@@ -15,6 +15,7 @@ and a contract test fails when an upgrade moves any of them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,8 @@ from typing import Any
 import pylibsrtp
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtp import RtpPacket, is_rtcp
+
+logger = logging.getLogger(__name__)
 
 AIORTC_SERIES = "1.16."
 """The aiortc minor series these hooks were written against (pinned in the worker's pyproject)."""
@@ -68,6 +71,7 @@ class TransportHooks:
         self._sockets: list[socket.socket] = []
         self.packets_in = 0
         self.packets_out = 0
+        self.packets_failed = 0
 
         async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
             if not on_rtp(self, data, arrival_time_ms):
@@ -107,7 +111,13 @@ class TransportHooks:
                     return
                 self.packets_in += 1
                 arrival = arrival_ms()
-                if not self._on_rtp(self, plain, arrival):
+                try:
+                    consumed = self._on_rtp(self, plain, arrival)
+                except Exception:  # one bad packet must not end the leg (asyncio closes a socket whose callback raises)
+                    self.packets_failed += 1
+                    logger.exception("forwarding a packet failed", extra={"failed": self.packets_failed})
+                    return
+                if not consumed:
                     self._deliver_later(plain, arrival)
             else:
                 original(data, addr)  # STUN, DTLS and RTCP: aiortc's path
