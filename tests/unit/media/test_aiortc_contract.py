@@ -1,67 +1,75 @@
-"""The aiortc seams the call-quality taps use. When an aiortc upgrade moves one, this fails here,
-loudly, instead of the quality figures going quietly to zero."""
+"""The aiortc internals the worker's forwarding hooks rely on. When an aiortc upgrade moves any of
+them this fails, naming what moved, before a call can fail in production."""
 
 from __future__ import annotations
 
 import inspect
 
+import aioice
 import aiortc
 import pytest
-from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
-from aiortc.codecs import get_capabilities
+from aioice.ice import Connection, StunProtocol
+from aiortc import RTCDtlsTransport, RTCRtpSender
+from aiortc.rtcdtlstransport import RtpRouter
 from aiortc.rtcrtpreceiver import StreamStatistics
-from aiortc.rtp import HeaderExtensions
 
-from tandem.media.rtpstats import ReceiverTap, RtpCounters, SenderTap, negotiated_codec
+from tandem.media.seams import AIOICE_SERIES, AIORTC_SERIES
 
 pytestmark = pytest.mark.unit
 
 
-def test_aiortc_is_the_minor_version_the_taps_were_written_for() -> None:
-    assert aiortc.__version__.startswith("1.16."), "re-check tandem.media.rtpstats against this aiortc"
+def parameters(function: object) -> list[str]:
+    return list(inspect.signature(function).parameters)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("cls", "method", "parameters", "caller", "call"),
-    [
-        (RTCRtpReceiver, "_handle_rtp_packet", ["self", "packet", "arrival_time_ms"], RTCDtlsTransport,
-         "await receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_time_ms)"),
-        (RTCRtpReceiver, "_send_rtcp_nack", ["self", "media_ssrc", "lost"], RTCRtpReceiver,
-         "await self._send_rtcp_nack("),
-        (RTCRtpReceiver, "_send_rtcp_pli", ["self", "media_ssrc"], RTCRtpReceiver,
-         "await self._send_rtcp_pli(packet.ssrc)"),
-        (RTCRtpSender, "_handle_rtcp_packet", ["self", "packet"], RTCDtlsTransport,
-         "await recipient._handle_rtcp_packet(packet)"),
-    ],
-)  # fmt: skip
-def test_the_wrapped_methods_keep_their_signatures_and_callers(
-    cls: type, method: str, parameters: list[str], caller: type, call: str
-) -> None:
-    assert list(inspect.signature(getattr(cls, method)).parameters) == parameters
-    # The taps replace them per instance: their callers must look them up on the instance.
-    assert call in inspect.getsource(caller)
+def test_aiortc_is_the_pinned_series() -> None:
+    assert aiortc.__version__.startswith(AIORTC_SERIES), f"aiortc {aiortc.__version__}: re-check tandem.media.seams"
 
 
-def test_audio_carries_the_audio_level_header_extension() -> None:
-    uris = [extension.uri for extension in get_capabilities("audio").headerExtensions]
-    assert "urn:ietf:params:rtp-hdrext:ssrc-audio-level" in uris
-    assert HeaderExtensions().audio_level is None  # parsed into (voice, -dBov) when present
+def test_aioice_is_the_pinned_series() -> None:
+    assert aioice.__version__.startswith(AIOICE_SERIES), f"aioice {aioice.__version__}: re-check tandem.media.seams"
 
 
-def test_stream_statistics_keep_the_fields_the_receiver_tap_reads() -> None:
-    stats = StreamStatistics(clockrate=90_000)
-    assert (stats.packets_received, stats._clockrate, stats.jitter) == (0, 90_000, 0)
-    assert isinstance(StreamStatistics.packets_lost, property)
+def test_the_sockets_the_worker_reads_are_where_it_looks() -> None:
+    # The leg's SRTP keys and its ICE connection, as the DTLS transport holds them.
+    setup = inspect.getsource(RTCDtlsTransport._setup_srtp)
+    assert "self._rx_srtp = Session(rx_policy)" in setup
+    assert "self._tx_srtp = Session(tx_policy)" in setup
+    assert "self._set_state(State.CONNECTED)" in inspect.getsource(RTCDtlsTransport.start)
+    assert "self._connection = gatherer._connection" in inspect.getsource(aiortc.rtcicetransport.RTCIceTransport)
+    # aioice: one datagram protocol per local candidate, each with its asyncio transport, the
+    # nominated pair per component, and the datagram entry point the hook shadows per instance.
+    connection = inspect.getsource(Connection)
+    assert "self._protocols: list[StunProtocol] = []" in connection
+    assert "self._nominated: dict[int, CandidatePair] = {}" in connection
+    assert "await active_pair.protocol.send_data(data, active_pair.remote_addr)" in connection
+    assert parameters(StunProtocol.datagram_received) == ["self", "data", "addr"]
+    assert "self.transport = cast(asyncio.DatagramTransport, transport)" in inspect.getsource(StunProtocol)
 
 
-async def test_taps_read_fresh_receivers_and_senders() -> None:
-    pc = RTCPeerConnection()
-    try:
-        transceiver = pc.addTransceiver("audio")
-        assert negotiated_codec(transceiver) == ("", 48_000)
-        receiver_tap = ReceiverTap(transceiver.receiver, 48_000, -50.0)
-        sender_tap = SenderTap(transceiver.sender, 48_000)
-        assert receiver_tap.counters() == RtpCounters()
-        assert await sender_tap.counters() == RtpCounters()
-    finally:
-        await pc.close()
+def test_the_transport_methods_the_hooks_shadow_keep_their_signatures() -> None:
+    assert parameters(RTCDtlsTransport._handle_rtp_data) == ["self", "data", "arrival_time_ms"]
+    assert parameters(RTCDtlsTransport._handle_rtcp_data) == ["self", "data"]
+    assert parameters(RTCDtlsTransport._send_rtp) == ["self", "data"]
+    assert parameters(RtpRouter.route_rtp) == ["self", "packet"]
+
+
+def test_the_transport_calls_the_hooks_through_the_instance() -> None:
+    # The hooks are instance attributes: they take effect only while aiortc calls them via self.
+    source = inspect.getsource(RTCDtlsTransport)
+    assert "await self._handle_rtp_data(data, arrival_time_ms=arrival_time_ms)" in source
+    assert "await self._handle_rtcp_data(data)" in source
+    assert "self._rtp_router = RtpRouter()" in source
+    sender = inspect.getsource(RTCRtpSender)
+    assert "await self.transport._send_rtp(payload)" in sender  # its RTCP, rewritten by the hook
+
+
+def test_senders_announce_the_ssrcs_the_worker_writes_in() -> None:
+    source = inspect.getsource(RTCRtpSender.__init__)
+    assert "self._ssrc = random32()" in source
+    assert "self._rtx_ssrc = random32()" in source
+
+
+def test_reception_statistics_keep_their_shape() -> None:
+    stats = StreamStatistics(90000)
+    assert {"max_seq", "add", "fraction_lost", "packets_lost", "jitter"} <= set(dir(stats))

@@ -41,3 +41,11 @@ def test_credentials_that_cannot_be_used_are_refused(fields: dict[str, object], 
 def test_the_credential_never_shows_in_the_settings_repr() -> None:
     settings = Settings(ice_servers=[TURN], ice_username="worker", ice_credential="s3cret")
     assert "s3cret" not in repr(settings)
+
+
+def test_the_voice_is_processed_at_a_rate_the_pipeline_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_MEDIA_AUDIO_SAMPLE_RATE", "16000")
+    assert Settings().audio_sample_rate == 16000
+    monkeypatch.setenv("TANDEM_MEDIA_AUDIO_SAMPLE_RATE", "44100")
+    with pytest.raises(pydantic.ValidationError, match="16000 or 48000"):
+        Settings()

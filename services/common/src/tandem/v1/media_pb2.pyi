@@ -47,21 +47,65 @@ class MediaAllocate(_message.Message):
 
     CALL_ID_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
+    SHOPPER_AUDIO_FIELD_NUMBER: _builtins.int
+    HOST_AUDIO_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     region: _builtins.str
+    @_builtins.property
+    def shopper_audio(self) -> Global___AudioProcessing:
+        """How each party's voice is processed before the other party hears it; absent: the worker's
+        defaults (its pool's settings).
+        """
+
+    @_builtins.property
+    def host_audio(self) -> Global___AudioProcessing: ...
     def __init__(
         self,
         *,
         call_id: _builtins.str = ...,
         region: _builtins.str = ...,
+        shopper_audio: Global___AudioProcessing | None = ...,
+        host_audio: Global___AudioProcessing | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["host_audio", b"host_audio", "shopper_audio", b"shopper_audio"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "region", b"region"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "host_audio", b"host_audio", "region", b"region", "shopper_audio", b"shopper_audio"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MediaAllocate: _TypeAlias = MediaAllocate  # noqa: Y015
+
+@_typing.final
+class AudioProcessing(_message.Message):
+    """The call-audio DSP on one direction (the party's capture, before the other party hears it)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    ECHO_CANCELLATION_FIELD_NUMBER: _builtins.int
+    GAIN_CONTROL_FIELD_NUMBER: _builtins.int
+    NOISE_ATTENUATION_DB_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    """False: the party's audio is forwarded as it was sent (no decode, no encode)."""
+    echo_cancellation: _builtins.bool
+    gain_control: _builtins.bool
+    noise_attenuation_db: _builtins.float
+    """Noise attenuation in dB; 0 turns noise suppression off."""
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        echo_cancellation: _builtins.bool = ...,
+        gain_control: _builtins.bool = ...,
+        noise_attenuation_db: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["echo_cancellation", b"echo_cancellation", "enabled", b"enabled", "gain_control", b"gain_control", "noise_attenuation_db", b"noise_attenuation_db"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AudioProcessing: _TypeAlias = AudioProcessing  # noqa: Y015
 
 @_typing.final
 class MediaAllocated(_message.Message):
@@ -316,20 +360,31 @@ class MediaEvent(_message.Message):
         KIND_LEG_CONNECTED: MediaEvent._Kind.ValueType  # 1
         KIND_LEG_FAILED: MediaEvent._Kind.ValueType  # 2
         KIND_FIRST_MEDIA: MediaEvent._Kind.ValueType  # 3
+        KIND_VIDEO_TRANSCODED: MediaEvent._Kind.ValueType  # 4
+        """The legs share no video codec: this leg's video is decoded and re-encoded for the other
+        (it costs the worker a core's fraction per call; `detail` says which codecs).
+        """
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
     KIND_UNSPECIFIED: MediaEvent.Kind.ValueType  # 0
     KIND_LEG_CONNECTED: MediaEvent.Kind.ValueType  # 1
     KIND_LEG_FAILED: MediaEvent.Kind.ValueType  # 2
     KIND_FIRST_MEDIA: MediaEvent.Kind.ValueType  # 3
+    KIND_VIDEO_TRANSCODED: MediaEvent.Kind.ValueType  # 4
+    """The legs share no video codec: this leg's video is decoded and re-encoded for the other
+    (it costs the worker a core's fraction per call; `detail` says which codecs).
+    """
 
     CALL_ID_FIELD_NUMBER: _builtins.int
     LEG_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     leg: Global___Leg.ValueType
     kind: Global___MediaEvent.Kind.ValueType
+    detail: _builtins.str
+    """Human-readable detail (bounded, no personal data)."""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -339,10 +394,11 @@ class MediaEvent(_message.Message):
         leg: Global___Leg.ValueType = ...,
         kind: Global___MediaEvent.Kind.ValueType = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_id", b"call_id", "kind", b"kind", "leg", b"leg"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_id", b"call_id", "detail", b"detail", "kind", b"kind", "leg", b"leg"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Literal
 
 from google.protobuf import empty_pb2
 from nats.aio.subscription import Subscription
@@ -17,7 +18,9 @@ from tandem.common.bus import Bus
 from tandem.common.errors import TandemError
 from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
-from tandem.media.call import Leg, MediaCall
+from tandem.media.call import CallOptions, MediaCall
+from tandem.media.dsp.pipeline import PipelineConfig, warm_up
+from tandem.media.legs import Leg
 from tandem.media.quality import QualityConfig, QualityReporter
 from tandem.media.settings import Settings
 from tandem.v1 import common_pb2, media_pb2
@@ -26,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 CALLS_ACTIVE = Gauge("tandem_media_calls_active", "Calls on this worker")
 CALLS_TOTAL = Counter("tandem_media_calls_total", "Calls taken by this worker")
+MAX_NOISE_ATTENUATION_DB = 60.0
 
 
 class MediaWorkerApp(BaseApp):
@@ -52,6 +56,9 @@ class MediaWorkerApp(BaseApp):
         return subjects.join(subjects.MEDIA_WORKER, self.worker_id, verb)
 
     async def start(self, bus: Bus, http: HttpServer) -> None:
+        # Compile (or load from the cache) the DSP kernels before taking a call, off the event loop;
+        # the service reports ready only once start() has returned.
+        await asyncio.to_thread(warm_up)
         self._bus = bus
         await self.quality.start(bus)
         await bus.serve(self._worker_subject("offer"), media_pb2.MediaOffer, self.offer, queue="worker")
@@ -85,10 +92,11 @@ class MediaWorkerApp(BaseApp):
             # A request already in flight when we reached capacity: say so; signaling retries.
             raise TandemError("worker is full", code=common_pb2.ERROR_CODE_MEDIA_UNAVAILABLE)
         if request.call_id not in self.calls:
+            call_id = request.call_id
             call = MediaCall(
-                request.call_id, self.rtc_configuration, self.settings.frame_queue,
-                lambda leg, kind: self._media_event(request.call_id, leg, kind),
-                self.quality.for_call(request.call_id),
+                call_id, self.rtc_configuration, self.call_options(request),
+                lambda leg, kind, detail: self._media_event(call_id, leg, kind, detail),
+                self.quality.for_call(call_id),
             )  # fmt: skip
             self.calls[request.call_id] = call
             self.idle.clear()
@@ -141,8 +149,41 @@ class MediaWorkerApp(BaseApp):
             logger.warning("call released: legs never offered", extra={"call_id": call.call_id})
             await self.release(media_pb2.MediaRelease(call_id=call.call_id, reason=common_pb2.END_REASON_MEDIA_FAILURE))
 
-    def _media_event(self, call_id: str, leg: Leg, kind: media_pb2.MediaEvent.Kind.ValueType) -> None:
-        event = media_pb2.MediaEvent(call_id=call_id, leg=leg, kind=kind)
+    def call_options(self, request: media_pb2.MediaAllocate) -> CallOptions:
+        """The call's media handling: the worker's settings, the request's audio processing where given."""
+        settings = self.settings
+        default = settings.pipeline_config()
+
+        def audio(field: Literal["shopper_audio", "host_audio"]) -> PipelineConfig | None:
+            if not request.HasField(field):
+                return default
+            processing: media_pb2.AudioProcessing = getattr(request, field)
+            if not processing.enabled:
+                return None
+            if not 0.0 <= processing.noise_attenuation_db <= MAX_NOISE_ATTENUATION_DB:
+                raise TandemError(
+                    f"{field}.noise_attenuation_db must be 0-{MAX_NOISE_ATTENUATION_DB:g} dB",
+                    code=common_pb2.ERROR_CODE_INVALID_ARGUMENT,
+                )
+            return PipelineConfig(
+                sample_rate=settings.audio_sample_rate, echo_cancellation=processing.echo_cancellation,
+                gain_control=processing.gain_control, noise_attenuation_db=processing.noise_attenuation_db,
+            )  # fmt: skip
+
+        return CallOptions(
+            frame_queue=settings.frame_queue,
+            forward=settings.forward_media,
+            limits=settings.forwarding_limits(),
+            audio={
+                media_pb2.LEG_SHOPPER: audio("shopper_audio"),
+                media_pb2.LEG_HOST: audio("host_audio"),
+            },
+            opus_bitrate_bps=settings.opus_bitrate_bps,
+            opus_complexity=settings.opus_complexity,
+        )
+
+    def _media_event(self, call_id: str, leg: Leg, kind: media_pb2.MediaEvent.Kind.ValueType, detail: str) -> None:
+        event = media_pb2.MediaEvent(call_id=call_id, leg=leg, kind=kind, detail=detail[:200])
         event.at.FromDatetime(datetime.now(UTC))
         self.tasks.spawn(self.bus.publish(subjects.join(subjects.MEDIA_EVENTS, call_id), event))
 

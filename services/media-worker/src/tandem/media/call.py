@@ -1,56 +1,132 @@
-"""One call on a worker: a WebRTC leg to each party, media relayed between them."""
+"""One call on a worker: a WebRTC leg to each party, media passed between them.
+
+Once both legs have answered, each direction of each kind is either forwarded encoded (the two legs
+agreed on its codec: see :mod:`tandem.media.forwarding`; audio through the call-audio DSP when
+processing is on for it) or, when they did not, relayed through aiortc's decoder and encoder.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeAlias
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.codecs import is_rtx
+from aiortc.exceptions import InvalidAccessError, OperationError
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpParameters
+from aiortc.rtp import RtpPacket
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+from av.frame import Frame
+from prometheus_client import Counter
 
 from tandem.common.aio import TaskSet
 from tandem.common.errors import TandemError
+from tandem.media.audio import AudioProcessor, ReferenceDecoder
+from tandem.media.dsp.pipeline import PipelineConfig
+from tandem.media.forwarding import Direction, ForwardingLimits, Inbound, LegRtp, Negotiated, Outbound
+from tandem.media.legs import LEGS, Leg, other
 from tandem.media.quality import CallQuality
 from tandem.media.relay import RelayTrack, pump
+from tandem.media.seams import TransportHooks, leg_transports, sender_ssrcs
 from tandem.v1 import client_pb2, common_pb2, media_pb2
 
 logger = logging.getLogger(__name__)
 
-Leg: TypeAlias = media_pb2.Leg.ValueType
-LEGS: tuple[Leg, Leg] = (media_pb2.LEG_SHOPPER, media_pb2.LEG_HOST)
 KINDS = ("audio", "video")
+VIDEO_CODECS = ("video/vp8", "video/h264")
+"""Video codecs offered in the answer, in order of preference (both can be forwarded)."""
+
+DIRECTIONS = Counter("tandem_media_directions_total", "Call directions by kind and path", ["kind", "path"])
+
+_CANDIDATE = re.compile(
+    r"(candidate:)?[A-Za-z0-9+/]{1,32} \d{1,3} (udp|tcp|UDP|TCP) \d{1,10} \S{1,255} \d{1,5} typ "
+    r"(host|srflx|prflx|relay)( \S{1,255})*"
+)
+"""An SDP ``candidate`` attribute (RFC 8839 section 5.1), bounded field by field."""
 
 
-def other(leg: Leg) -> Leg:
-    return media_pb2.LEG_HOST if leg == media_pb2.LEG_SHOPPER else media_pb2.LEG_SHOPPER
+EventSink = Callable[[Leg, "media_pb2.MediaEvent.Kind.ValueType", str], None]
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """How a call's media is handled: forwarded or relayed, and the audio processing per party
+    (``audio[leg]`` processes what that party says; None forwards it untouched)."""
+
+    frame_queue: int = 4
+    forward: bool = True
+    limits: ForwardingLimits = field(default_factory=ForwardingLimits)
+    audio: dict[Leg, PipelineConfig | None] = field(default_factory=dict)
+    opus_bitrate_bps: int = 32000
+    opus_complexity: int = 5
+
+
+class ForwardedTrack(MediaStreamTrack):
+    """The track of a sender whose packets the worker writes itself: it never yields a frame, so
+    aiortc's sender announces the SSRC and keeps its RTCP running but encodes nothing."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def recv(self) -> Frame:
+        await self._ended
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        if not self._ended.done():
+            self._ended.set_result(None)
+        super().stop()
 
 
 @dataclass
 class LegState:
     pc: RTCPeerConnection | None = None
-    first_media: asyncio.Event = field(default_factory=asyncio.Event)
     connected: bool = False
+    rtp: LegRtp = field(default_factory=LegRtp)
+    negotiated: dict[str, Negotiated] = field(default_factory=dict)
+    senders: dict[str, RTCRtpSender] = field(default_factory=dict)
+    hooks: dict[str, TransportHooks] = field(default_factory=dict)
+    """Kind -> the transport its media travels on."""
+    remote: dict[str, MediaStreamTrack] = field(default_factory=dict)
 
 
-EventSink = Callable[[Leg, "media_pb2.MediaEvent.Kind.ValueType"], None]
+def video_preferences() -> list[RTCRtpCodecCapability]:
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    preferred = [c for mime in VIDEO_CODECS for c in codecs if c.mimeType.lower() == mime]
+    return preferred + [c for c in codecs if is_rtx(c)]
 
 
 class MediaCall:
-    """Terminates both legs. Frames from leg A's tracks go into relays that leg B sends."""
+    """Terminates both legs and passes each party's media to the other."""
 
     def __init__(
-        self, call_id: str, config: RTCConfiguration, frame_queue: int, on_event: EventSink, quality: CallQuality
+        self, call_id: str, config: RTCConfiguration, options: CallOptions, on_event: EventSink, quality: CallQuality
     ) -> None:
         self.call_id = call_id
         self.quality = quality
         self._config = config
+        self.options = options
         self._on_event = on_event
         self.legs = {leg: LegState() for leg in LEGS}
-        # relays[(from_leg, kind)] carries leg from_leg's media to the other leg.
-        self.relays = {(leg, kind): RelayTrack(kind, frame_queue) for leg in LEGS for kind in KINDS}
+        # relays[(from_leg, kind)] carries leg from_leg's decoded media to the other leg.
+        self.relays = {(leg, kind): RelayTrack(kind, options.frame_queue) for leg in LEGS for kind in KINDS}
+        self.directions: dict[tuple[Leg, str], Direction] = {}
+        """(from_leg, kind) -> its forwarding, for the directions that are forwarded."""
+        self.transcoded: set[tuple[Leg, str]] = set()
+        self.processors: dict[Leg, AudioProcessor] = {}
         self._tasks = TaskSet(f"call-{call_id}")
         self.closed = False
 
@@ -61,44 +137,152 @@ class MediaCall:
             raise TandemError("the call has ended", code=common_pb2.ERROR_CODE_INVALID_STATE)
         if state.pc is not None:
             raise TandemError("this leg already negotiated", code=common_pb2.ERROR_CODE_INVALID_STATE)
+        try:
+            offered = {media.kind for media in SessionDescription.parse(offer_sdp).media} & set(KINDS)
+        except (ValueError, KeyError, IndexError) as exc:
+            raise invalid_offer(exc) from None
+        if not offered:
+            raise invalid_offer(ValueError("no audio or video in the offer"))
         pc = state.pc = RTCPeerConnection(self._config)
+        forward = self.options.forward
+        for kind in sorted(offered):
+            track = ForwardedTrack(kind) if forward else self.relays[(other(leg), kind)]
+            transceiver = pc.addTransceiver(track, direction="sendrecv")
+            if forward and kind == "video":
+                transceiver.setCodecPreferences(video_preferences())
 
         @pc.on("track")
-        def on_track(track: RelayTrack) -> None:
-            first = asyncio.Event()
-            self._tasks.spawn(pump(self.quality.observed(leg, track), self.relays[(leg, track.kind)], first))
-            self._tasks.spawn(self._report_first_media(leg, first))
+        def on_track(track: MediaStreamTrack) -> None:
+            state.remote[track.kind] = track
+            if not forward:
+                self._relay(leg, track.kind)
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             if pc.connectionState == "connected" and not state.connected:
                 state.connected = True
-                self._on_event(leg, media_pb2.MediaEvent.KIND_LEG_CONNECTED)
+                self._on_event(leg, media_pb2.MediaEvent.KIND_LEG_CONNECTED, "")
             elif pc.connectionState == "failed":
-                self._on_event(leg, media_pb2.MediaEvent.KIND_LEG_FAILED)
+                self._on_event(leg, media_pb2.MediaEvent.KIND_LEG_FAILED, "")
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-            offered = {t.kind for t in pc.getTransceivers()}
-            if not offered & set(KINDS):
-                raise ValueError("no audio or video in the offer")
-        except (ValueError, KeyError, IndexError) as exc:
+        except (ValueError, KeyError, IndexError, OperationError, InvalidAccessError) as exc:
             state.pc = None
             await pc.close()
-            raise TandemError(f"invalid SDP offer: {exc}", code=common_pb2.ERROR_CODE_INVALID_ARGUMENT) from None
-        for kind in KINDS:
-            if kind in offered:
-                pc.addTrack(self.relays[(other(leg), kind)])
+            raise invalid_offer(exc) from None
         await pc.setLocalDescription(await pc.createAnswer())
         self.quality.attach(leg, pc)
+        if forward:
+            self._hook(leg, pc)
+            if self.offered:
+                self._connect()
+        else:
+            self._tasks.spawn(self._report_first_media(leg, self._first_relayed_frame(leg)))
         return pc.localDescription.sdp
 
-    async def _report_first_media(self, leg: Leg, first: asyncio.Event) -> None:
+    def _hook(self, leg: Leg, pc: RTCPeerConnection) -> None:
+        """Take the leg's decrypted traffic (per transport instance) and learn what it agreed."""
         state = self.legs[leg]
+        answer = SessionDescription.parse(pc.localDescription.sdp)
+        transceivers: dict[str, RTCRtpTransceiver] = {t.mid: t for t in pc.getTransceivers() if t.mid is not None}
+        hooks = {
+            id(dtls): TransportHooks(dtls, state.rtp.on_rtp, state.rtp.on_rtcp, state.rtp.outgoing_rtcp)
+            for dtls in leg_transports([t.receiver for t in transceivers.values()])
+        }
+        state.rtp.hooks = list(hooks.values())
+        for media in answer.media:
+            transceiver = transceivers.get(media.rtp.muxId)
+            if transceiver is None or media.kind not in KINDS or media.kind in state.negotiated:
+                continue
+            state.rtp.extensions.configure(RTCRtpParameters(headerExtensions=media.rtp.headerExtensions))
+            state.negotiated[media.kind] = Negotiated(
+                kind=media.kind, mid=media.rtp.muxId, codecs=[c for c in media.rtp.codecs if not is_rtx(c)],
+                extension_ids={e.uri: e.id for e in media.rtp.headerExtensions},
+                rtx={
+                    int(str(c.parameters["apt"])): c.payloadType
+                    for c in media.rtp.codecs
+                    if is_rtx(c) and c.payloadType is not None
+                },
+            )  # fmt: skip
+            state.senders[media.kind] = transceiver.sender
+            state.hooks[media.kind] = hooks[id(transceiver.receiver.transport)]
+            state.rtp.add_receiver(transceiver.receiver, media.kind)
+        self._tasks.spawn(self._report_first_media(leg, state.rtp.first_media))
+        self._tasks.spawn(state.rtp.run_reports(), name=f"rtcp-{leg}")
+
+    def _connect(self) -> None:
+        """Both legs answered: forward what both agreed on, relay the rest."""
+        for kind in KINDS:
+            for source in LEGS:
+                sink = other(source)
+                into, out = self.legs[source], self.legs[sink]
+                if kind not in into.negotiated or kind not in out.negotiated:
+                    continue
+                codec = into.negotiated[kind].send_codec
+                if out.negotiated[kind].payload_type_for(codec) is None:
+                    self._transcode(source, kind, f"{codec.mimeType} not accepted by the other party")
+                    continue
+                inbound = Inbound(into.hooks[kind], into.negotiated[kind], sender_ssrcs(into.senders[kind])[0])
+                ssrc, rtx_ssrc = sender_ssrcs(out.senders[kind])
+                outbound = Outbound(out.hooks[kind], out.rtp.extensions, out.negotiated[kind], ssrc, rtx_ssrc)
+                direction = Direction(inbound, outbound, self.options.limits, self._tasks)
+                self.directions[(source, kind)] = direction
+                into.rtp.incoming[kind] = direction
+                out.rtp.outgoing[ssrc] = outbound
+                self.quality.forwarded(source, kind, inbound, outbound)
+                DIRECTIONS.labels(kind, "forwarded").inc()
+        self._process_audio()
+
+    def _process_audio(self) -> None:
+        """Put the call-audio DSP on the forwarded audio directions where it is configured."""
+        for leg in LEGS:
+            config = self.options.audio.get(leg)
+            direction = self.directions.get((leg, "audio"))
+            if config is None or direction is None or direction.source.media.send_codec.name.lower() != "opus":
+                continue
+            self.processors[leg] = AudioProcessor(config, self.options.opus_bitrate_bps, self.options.opus_complexity)
+        for leg, processor in self.processors.items():
+            direction = self.directions[(leg, "audio")]
+            direction.transform = processor.process
+        for leg in LEGS:
+            # The audio sent to a party whose capture is echo-cancelled is that canceller's reference.
+            listener = self.processors.get(other(leg))
+            direction = self.directions.get((leg, "audio"))
+            if listener is None or direction is None or not listener.pipeline.config.echo_cancellation:
+                continue
+            if leg in self.processors:
+                self.processors[leg].sent_to_other = listener.reference
+            else:
+                rate = listener.pipeline.config.sample_rate
+                direction.transform = observing(ReferenceDecoder(rate, listener.reference))
+
+    def _transcode(self, source: Leg, kind: str, why: str) -> None:
+        """Relay one direction through aiortc's decoder and encoder (the legs share no codec)."""
+        sink = other(source)
+        self.legs[source].rtp.delivered.add(kind)
+        self.legs[sink].senders[kind].replaceTrack(self.relays[(source, kind)])
+        self._relay(source, kind)
+        self.transcoded.add((source, kind))
+        DIRECTIONS.labels(kind, "transcoded").inc()
+        logger.warning("direction transcoded", extra={"call_id": self.call_id, "kind": kind, "reason": why})
+        if kind == "video":
+            self._on_event(source, media_pb2.MediaEvent.KIND_VIDEO_TRANSCODED, why)
+
+    def _relay(self, source: Leg, kind: str) -> None:
+        track = self.legs[source].remote.get(kind)
+        if track is not None:
+            self._tasks.spawn(pump(self.quality.observed(source, track), self.relays[(source, kind)]))
+
+    def _first_relayed_frame(self, leg: Leg) -> asyncio.Event:
+        first = asyncio.Event()
+        for kind in KINDS:
+            self.relays[(leg, kind)].first_frame = first
+        return first
+
+    async def _report_first_media(self, leg: Leg, first: asyncio.Event) -> None:
         await first.wait()
-        if not state.first_media.is_set():
-            state.first_media.set()
-            self._on_event(leg, media_pb2.MediaEvent.KIND_FIRST_MEDIA)
+        self._on_event(leg, media_pb2.MediaEvent.KIND_FIRST_MEDIA, "")
 
     async def add_candidate(self, leg: Leg, candidate: client_pb2.IceCandidate) -> None:
         pc = self.legs[leg].pc
@@ -106,6 +290,12 @@ class MediaCall:
             raise TandemError("candidate before offer", code=common_pb2.ERROR_CODE_INVALID_STATE)
         if candidate.end_of_candidates or not candidate.candidate:
             return
+        if _CANDIDATE.fullmatch(candidate.candidate) is None:
+            raise TandemError(
+                "invalid ICE candidate: expected 'candidate:<foundation> <component> <transport> <priority> "
+                "<address> <port> typ <type>'",
+                code=common_pb2.ERROR_CODE_INVALID_ARGUMENT,
+            )
         try:
             ice = candidate_from_sdp(candidate.candidate.removeprefix("candidate:"))
         except (ValueError, IndexError):
@@ -130,3 +320,19 @@ class MediaCall:
         for state in self.legs.values():
             if state.pc is not None:
                 await state.pc.close()
+            for hooks in state.rtp.hooks:
+                hooks.close()
+
+
+def invalid_offer(exc: Exception) -> TandemError:
+    return TandemError(f"invalid SDP offer: {str(exc)[:200]}", code=common_pb2.ERROR_CODE_INVALID_ARGUMENT)
+
+
+def observing(decoder: ReferenceDecoder) -> Callable[[RtpPacket], RtpPacket]:
+    """A transform that passes packets unchanged and decodes them into an echo reference."""
+
+    def observe(packet: RtpPacket) -> RtpPacket:
+        decoder.observe(packet.payload)
+        return packet
+
+    return observe

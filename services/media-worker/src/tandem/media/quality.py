@@ -33,14 +33,15 @@ from tandem.common.aio import TaskSet
 from tandem.common.bus import Bus
 from tandem.common.errors import TandemError
 from tandem.media import emodel
-from tandem.media.rtpstats import ReceiverTap, RtpCounters, SenderTap, negotiated_codec
+from tandem.media.forwarding import Inbound, Outbound
+from tandem.media.legs import Leg, other
+from tandem.media.rtpstats import ForwardedReceiverTap, ReceiverTap, RtpCounters, SenderTap, negotiated_codec
 from tandem.media.settings import Settings
 from tandem.media.stalls import AUDIO_GAP_S, AudioGapDetector, FreezeDetector, StallCounts
 from tandem.v1 import media_pb2, quality_pb2
 
 logger = logging.getLogger(__name__)
 
-Leg: TypeAlias = media_pb2.Leg.ValueType
 Direction: TypeAlias = quality_pb2.Direction.ValueType
 DIRECTIONS: tuple[Direction, Direction] = (quality_pb2.DIRECTION_INBOUND, quality_pb2.DIRECTION_OUTBOUND)
 
@@ -171,7 +172,7 @@ class _LegTaps:
 
     def __init__(self, pc: RTCPeerConnection, config: QualityConfig, attached_m: float, attached_at: datetime) -> None:
         self.attached_m, self.attached_at = attached_m, attached_at
-        self.receivers: dict[str, ReceiverTap] = {}
+        self.receivers: dict[str, ReceiverTap | ForwardedReceiverTap] = {}
         self.senders: dict[str, SenderTap] = {}
         self.codecs: dict[str, str] = {}
         for transceiver in pc.getTransceivers():
@@ -235,6 +236,23 @@ class CallQuality:
     def observed(self, leg: Leg, track: MediaStreamTrack) -> MediaStreamTrack:
         """`track` as a track whose every received frame is fed to `frame_decoded`."""
         return _ObservedTrack(track, lambda frame: self.frame_decoded(leg, frame))
+
+    def forwarded(self, source: Leg, kind: str, inbound: Inbound, outbound: Outbound) -> None:
+        """A direction the worker forwards itself: what `source`'s party sends is measured on
+        `inbound`, what the other party is sent on `outbound` (aiortc's taps see neither)."""
+        into, out = self._legs.get(source), self._legs.get(other(source))
+        if into is not None and kind in into.receivers:
+            clock_rate = inbound.media.send_codec.clockRate
+            threshold = self._config.talk_threshold_dbfs
+            into.receivers[kind] = ForwardedReceiverTap(
+                inbound,
+                kind,
+                clock_rate,
+                threshold,
+                lambda width, height: self.frame_arrived(source, kind, width=width, height=height),
+            )
+        if out is not None and kind in out.senders:
+            out.senders[kind].forwarded = outbound
 
     def audio_processing(self, leg: Leg, report: AudioProcessing) -> None:
         """The call-audio DSP's latest findings on the audio received from `leg`."""

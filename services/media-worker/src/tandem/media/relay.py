@@ -1,4 +1,6 @@
-"""Relayed tracks: frames received on one leg, sent on the other.
+"""The transcoding relay: frames aiortc decoded on one leg, re-encoded by the other leg's sender.
+
+Used for a direction whose legs share no codec (and for every direction when forwarding is off).
 
 The queue keeps the newest frames: when the receiving side falls behind, the oldest frames are
 dropped rather than growing latency.
@@ -13,8 +15,11 @@ import logging
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av.frame import Frame
+from prometheus_client import Counter
 
 logger = logging.getLogger(__name__)
+
+FRAMES_DECODED = Counter("tandem_media_frames_decoded_total", "Frames the worker decoded to relay them", ["kind"])
 
 
 class RelayTrack(MediaStreamTrack):
@@ -25,9 +30,13 @@ class RelayTrack(MediaStreamTrack):
         self.kind = kind
         self._frames: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize=max_frames)
         self.dropped = 0
+        self.first_frame = asyncio.Event()
+        """Set when the first frame is pushed."""
 
     def push(self, frame: Frame | None) -> None:
         """Queue a frame (None ends the track), dropping the oldest when full."""
+        if frame is not None:
+            self.first_frame.set()
         if self._frames.full():
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._frames.get_nowait()
@@ -42,13 +51,14 @@ class RelayTrack(MediaStreamTrack):
         return frame
 
 
-async def pump(source: MediaStreamTrack, sink: RelayTrack, on_first_frame: asyncio.Event) -> None:
+async def pump(source: MediaStreamTrack, sink: RelayTrack) -> None:
     """Copy frames from a received track into a relay until the source ends."""
+    decoded = FRAMES_DECODED.labels(source.kind)
     try:
         while True:
             frame = await source.recv()
             if isinstance(frame, Frame):  # received tracks yield decoded frames
-                on_first_frame.set()
+                decoded.inc()
                 sink.push(frame)
     except MediaStreamError:
         sink.push(None)

@@ -10,6 +10,7 @@ version; tests/unit/media/test_aiortc_contract.py fails loudly when an upgrade m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,9 @@ from aiortc.rtp import (
     RtpPacket,
 )
 from aiortc.stats import RTCOutboundRtpStreamStats, RTCRemoteInboundRtpStreamStats
+
+from tandem.media.forwarding import Inbound, Outbound
+from tandem.media.keyframes import vp8_keyframe_size
 
 # The clock rate of a stream whose codec is not known yet (RTP video clocks are all 90 kHz).
 _CLOCK_RATES = {"audio": 48_000, "video": 90_000}
@@ -110,6 +114,67 @@ class ReceiverTap:
         )
 
 
+class ForwardedReceiverTap:
+    """Counts what one party sends for a kind that the worker forwards itself (its packets never
+    reach aiortc's receiver): reception from the forwarding's own statistics, bytes and levels from
+    each packet, the NACKs and PLIs the worker sends the party, and every frame's arrival (a video
+    frame ends at its marker packet; an audio packet is a frame). Per instance, like `ReceiverTap`."""
+
+    def __init__(
+        self,
+        inbound: Inbound,
+        kind: str,
+        clock_rate: int,
+        talk_threshold_dbfs: float,
+        on_frame: Callable[[int, int], None],
+    ) -> None:
+        self._inbound = inbound
+        self._bytes = 0
+        self._nacks = 0
+        self._plis = 0
+        self._level = AudioLevels(clock_rate, talk_threshold_dbfs)
+        # Frame size from VP8 keyframes (pixels; 0 until one arrives, and for other codecs).
+        self.width = self.height = 0
+        media_packet = inbound.media_packet
+        send_rtcp = inbound.send_rtcp
+
+        def counted(packet: RtpPacket) -> RtpPacket | None:
+            media = media_packet(packet)
+            if media is not None:
+                self._bytes += len(media.payload)
+                if media.extensions.audio_level is not None:
+                    self._level.add(media.timestamp, *media.extensions.audio_level)
+                if kind == "video" and (size := vp8_keyframe_size(media.payload)) is not None:
+                    self.width, self.height = size
+                if kind == "audio" or media.marker:
+                    on_frame(self.width, self.height)
+            return media
+
+        def sent(packet: AnyRtcpPacket) -> None:
+            if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+                self._nacks += 1
+            elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                self._plis += 1
+            send_rtcp(packet)
+
+        inbound.media_packet = counted  # type: ignore[method-assign]
+        inbound.send_rtcp = sent  # type: ignore[method-assign]
+
+    def counters(self) -> RtpCounters:
+        stats = self._inbound.statistics
+        return RtpCounters(
+            packets=stats.packets_received if stats else 0,
+            lost=max(0, stats.packets_lost) if stats else 0,
+            bytes=self._bytes,
+            nacks=self._nacks,
+            plis=self._plis,
+            jitter_s=stats.jitter / stats._clockrate if stats else 0.0,
+            level_power=self._level.power,
+            level_packets=self._level.packets,
+            talk_s=self._level.talk_s,
+        )
+
+
 class AudioLevels:
     """Levels (-dBov, 0 loudest .. 127) and voice flags of received audio packets."""
 
@@ -143,6 +208,8 @@ class SenderTap:
     def __init__(self, sender: RTCRtpSender, clock_rate: int) -> None:
         self._sender = sender
         self._clock_rate = clock_rate
+        # The stream the worker writes itself when it forwards this kind (aiortc's sender sends nothing).
+        self.forwarded: Outbound | None = None
         self._nacks = 0
         self._plis = 0
         handle_rtcp = sender._handle_rtcp_packet
@@ -167,10 +234,12 @@ class SenderTap:
             elif isinstance(stats, RTCRemoteInboundRtpStreamStats):
                 remote = stats
         lost = max(0, remote.packetsLost) if remote else 0
+        forwarded = self.forwarded
+        packets_sent = forwarded.packets if forwarded else sent.packetsSent if sent else 0
         return RtpCounters(
-            packets=max(0, sent.packetsSent - lost) if sent else 0,
+            packets=max(0, packets_sent - lost),
             lost=lost,
-            bytes=sent.bytesSent if sent else 0,
+            bytes=forwarded.octets if forwarded else sent.bytesSent if sent else 0,
             nacks=self._nacks,
             plis=self._plis,
             jitter_s=remote.jitter / self._clock_rate if remote else 0.0,

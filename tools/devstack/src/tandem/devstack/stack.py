@@ -65,9 +65,11 @@ def standard_services(ports: list[int], database_url: str, **extra: dict[str, st
 def service_environment(
     prefix: str, nats_url: str, http_port: int, drain_timeout_s: float, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """The environment of a service process: this one's, minus any `TANDEM_*`, plus its settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
+    """The environment of a service process: this one's, with the user's `TANDEM_<PREFIX>_*` settings
+    for this service (other services' `TANDEM_*` dropped), then what the stack wires itself (NATS
+    URL, HTTP port, drain timeout and `extra`), which wins."""
     p = f"TANDEM_{prefix}_"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_") or k.startswith(p)}
     env.update(
         {
             f"{p}NATS_URL": nats_url,
