@@ -60,11 +60,11 @@ async def t(tandem: Tandem) -> AsyncIterator[Tandem]:
 async def ringing_call(t: Tandem, suffix: str, language: str) -> tuple[Bot, Bot, str]:
     """A call ringing a host who alone speaks `language` (matchmaking matches primary subtags)."""
     host = await t.bot("host", f"host-{suffix}", instance=OTHER)
-    await host.send(host_availability=client_pb2.HostAvailability(available=True, languages=[language]))
+    await host.send(host_availability=client_pb2.HostAvailability(available=True, languages=[language], markets=["DE"]))
     await host.send(ping=client_pb2.Ping())
     await host.expect("pong")
     shopper = await t.bot("shopper", f"shopper-{suffix}", instance=OWNER)
-    await shopper.send(consult_request=client_pb2.ConsultRequest(category="beauty", language=language))
+    await shopper.send(consult_request=client_pb2.ConsultRequest(category="beauty", language=language, market="DE"))
     call_id = (await shopper.expect("queue_update")).queue_update.call_id
     await host.expect("invite", call_id=call_id)
     return host, shopper, call_id
@@ -171,7 +171,7 @@ async def test_a_rolling_restart_of_every_signaling_instance_ends_no_call(t: Tan
 
 async def test_a_call_in_every_state_survives_its_owner_and_times_out_on_time(t: Tandem) -> None:
     queued = await t.bot("shopper", "shopper-state-queued", instance=OWNER)
-    await queued.send(consult_request=client_pb2.ConsultRequest(category="beauty", language="sq"))
+    await queued.send(consult_request=client_pb2.ConsultRequest(category="beauty", language="sq", market="DE"))
     queued_id = (await queued.expect("queue_update")).queue_update.call_id
     requested_at = time.monotonic()
     ring_host, ring_shopper, ring_id = await ringing_call(t, "stateringing", "cy")

@@ -20,7 +20,7 @@ S = common_pb2
 async def test_no_host_online_ends_the_call_with_no_host(tandem_bots: Tandem) -> None:
     shopper = await tandem_bots.bot("shopper", "shopper-nohost")
     call_id = await request_consult(shopper, "fi")
-    await shopper.send(consult_request=client_pb2.ConsultRequest(category="beauty", language="fi"))
+    await shopper.send(consult_request=client_pb2.ConsultRequest(category="beauty", language="fi", market="DE"))
     assert (await shopper.expect("error")).error.code == S.ERROR_CODE_INVALID_STATE  # one consultation at a time
     ended = await shopper.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED, timeout_s=10)
     assert ended.call_update.reason == S.END_REASON_NO_HOST
@@ -119,7 +119,7 @@ async def test_roles_are_enforced(tandem_bots: Tandem) -> None:
     t = tandem_bots
     host = await available_host(t, "host-roles", "pl")
     shopper = await t.bot("shopper", "shopper-roles")
-    await host.send(consult_request=client_pb2.ConsultRequest(category="beauty", language="pl"))
+    await host.send(consult_request=client_pb2.ConsultRequest(category="beauty", language="pl", market="DE"))
     assert (await host.expect("error")).error.code == S.ERROR_CODE_PERMISSION_DENIED
     await shopper.send(host_availability=client_pb2.HostAvailability(available=True, languages=["pl"]))
     assert (await shopper.expect("error")).error.code == S.ERROR_CODE_PERMISSION_DENIED

@@ -228,9 +228,11 @@ async def clients(tandem: Tandem) -> AsyncIterator[tuple[dict[str, Socket], Worl
         world = World()
         # A call between two other people, ringing through the whole run: its id is fair game.
         victim_host = await open_socket(tandem, http, "host", "victim-host")
-        await victim_host.send({"id": "v1", "hostAvailability": {"available": True, "languages": ["yo"]}})
+        await victim_host.send(
+            {"id": "v1", "hostAvailability": {"available": True, "languages": ["yo"], "markets": ["US"]}}
+        )
         victim = await open_socket(tandem, http, "shopper", "victim-shopper")
-        await victim.send({"id": "v2", "consultRequest": {"category": "beauty", "language": "yo"}})
+        await victim.send({"id": "v2", "consultRequest": {"category": "beauty", "language": "yo", "market": "US"}})
         world.call_ids.append((await victim.until("queue_update")).queue_update.call_id)
         await victim_host.until("invite")
         sockets = {
@@ -238,7 +240,9 @@ async def clients(tandem: Tandem) -> AsyncIterator[tuple[dict[str, Socket], Worl
             "host": await open_socket(tandem, http, "host", "fuzz-host"),
         }
         # The fuzzing host takes the fuzzing shopper's calls, so frames reach ringing and connected calls.
-        await sockets["host"].send({"id": "f1", "hostAvailability": {"available": True, "languages": ["zu"]}})
+        await sockets["host"].send(
+            {"id": "f1", "hostAvailability": {"available": True, "languages": ["zu"], "markets": ["US"]}}
+        )
         yield sockets, world
 
 

@@ -84,7 +84,7 @@ async def test_a_consultation_is_one_trace_across_every_service(traced: tuple[st
 
     expected = {
         "tandem-signaling": {"client consult_request", "call accept", "call checkout"},  # the host's accept too
-        "tandem-matchmaking": {"serve tandem.v1.match.request"},
+        "tandem-matchmaking": {"serve tandem.v1.match.request.local.yo"},
         "tandem-media-worker": {"serve tandem.v1.media.allocate.local"},
         "tandem-orders": {"serve tandem.v1.orders.product_card", "serve tandem.v1.orders.checkout"},
     }

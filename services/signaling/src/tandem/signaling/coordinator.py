@@ -17,7 +17,7 @@ import contextvars
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 import nats.errors
@@ -79,6 +79,14 @@ CALL_PAYLOADS = frozenset(
 # The client message being handled, as (user id, envelope id): the call update it causes for that
 # user answers it (`correlationId`). Timers and matching run with none.
 _ANSWERING: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("answering", default=None)
+
+
+@contextlib.asynccontextmanager
+async def _unless_moved() -> AsyncIterator[None]:
+    """Background work on a call (a timeout, matching, a media event) that finds the call taken
+    over by another instance stops there: the new owner runs it (`_save` has let it go here)."""
+    with contextlib.suppress(CallMovedError):
+        yield
 
 
 def call_id_of(envelope: client_pb2.Envelope) -> str:
@@ -244,7 +252,7 @@ class CallCoordinator:
     async def _move_media(self, owned: OwnedCall) -> None:
         """The call's worker is gone: take another and have both parties offer to it again."""
         call = owned.call
-        async with owned.lock:
+        async with owned.lock, _unless_moved():
             if call.ended or not self.workers.lost(call.worker_id):
                 return
             lost = call.worker_id
@@ -407,7 +415,7 @@ class CallCoordinator:
         async def fire() -> None:
             _ANSWERING.set(None)  # what fires later answers no one
             await asyncio.sleep(max(0.0, deadline - self.clock()))
-            async with owned.lock:
+            async with owned.lock, _unless_moved():
                 if (call.state, call.state_entered_at) != (state, since) or call.ended:
                     return
                 owned.timer = None
@@ -441,6 +449,10 @@ class CallCoordinator:
         owned.matching = self._tasks.spawn(self._find_host(owned), name=f"match-{owned.call.call_id}")
 
     async def _find_host(self, owned: OwnedCall) -> None:
+        async with _unless_moved():
+            await self._look_for_host(owned)
+
+    async def _look_for_host(self, owned: OwnedCall) -> None:
         """Ask the shard's matcher for a host until one is matched, the call leaves the queue, or
         the queue's time is up (its timeout then ends the call). Each request waits up to
         `match_retry_s`: for a host, or for the shopper's standing, passed on as a queueUpdate
@@ -588,7 +600,7 @@ class CallCoordinator:
         if owned is None:
             return
         call = owned.call
-        async with owned.lock:
+        async with owned.lock, _unless_moved():
             if event.kind == media_pb2.MediaEvent.KIND_LEG_FAILED:
                 if call.state in (S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED):
                     await self._end(owned, S.END_REASON_MEDIA_FAILURE)

@@ -152,8 +152,8 @@ class ClientValidator:
     def _consult_request(self, envelope: Envelope) -> None:
         request = envelope.consult_request
         request.language = language_tag("consultRequest.language", request.language)
-        if request.market:
-            market("consultRequest.market", request.market)
+        # Required: hosts are matched within the shopper's market, and prices follow it.
+        market("consultRequest.market", request.market)
         if request.product_id:
             identifier("consultRequest.productId", request.product_id)
         if request.category:
