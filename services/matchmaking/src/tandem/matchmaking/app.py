@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 
+import nats.errors
 import nats.js.errors
 from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
@@ -20,6 +21,7 @@ from tandem.common import subjects
 from tandem.common.aio import TaskSet, cancel_and_wait
 from tandem.common.bus import Bus, decode
 from tandem.common.envelope import new_envelope
+from tandem.common.errors import TandemError
 from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
 from tandem.matchmaking.affinity import AFFINITY_BUCKET, AffinityStore
@@ -165,13 +167,20 @@ class MatchmakingApp(BaseApp):
         while True:
             started = time.monotonic()
             now_ms = time.time_ns() // 1_000_000
-            member = matchmaking_pb2.MatcherMember(instance=self.instance, expires_at_ms=now_ms + ttl_ms)
-            await kv.put(member_key(self.instance), member.SerializeToString())
-            members = self._live_members(now_ms)
-            shards = sorted(self._shards() | set(self.matchers))
-            await asyncio.gather(*(self._tend_one(kv, shard, members, now_ms, ttl_ms, started) for shard in shards))
+            try:
+                await self._tend_all(kv, now_ms, ttl_ms, started)
+            except (nats.errors.Error, TandemError) as exc:
+                # NATS away (a restart): the leases lapse on their own; try again next round.
+                logger.warning("leases not tended", extra={"error": repr(exc)})
             SHARDS_HELD.set(len(self.matchers))
             await asyncio.sleep(max(0.0, self.settings.lease_renew_s - (time.monotonic() - started)))
+
+    async def _tend_all(self, kv: KeyValue, now_ms: int, ttl_ms: int, started: float) -> None:
+        member = matchmaking_pb2.MatcherMember(instance=self.instance, expires_at_ms=now_ms + ttl_ms)
+        await kv.put(member_key(self.instance), member.SerializeToString())
+        members = self._live_members(now_ms)
+        shards = sorted(self._shards() | set(self.matchers))
+        await asyncio.gather(*(self._tend_one(kv, shard, members, now_ms, ttl_ms, started) for shard in shards))
 
     async def _tend_one(
         self, kv: KeyValue, shard: str, members: list[str], now_ms: int, ttl_ms: int, t0: float
