@@ -59,4 +59,7 @@ ENTRYPOINT ["python", "-m", "tandem.autoscaler"]
 
 FROM runtime AS media-worker
 COPY --from=build /opt/venv /opt/venv
+# Numba keeps the compiled call-audio kernels here: the root filesystem is read-only, so the chart
+# mounts a writable emptyDir at this path (the worker compiles them before it reports ready).
+ENV NUMBA_CACHE_DIR=/var/cache/tandem/numba
 ENTRYPOINT ["tandem-media-worker"]

@@ -15,11 +15,11 @@ from prometheus_client import Counter, Gauge
 from tandem.common import subjects
 from tandem.common.aio import LoopLagMonitor, TaskSet
 from tandem.common.bus import Bus
-from tandem.common.errors import TandemError
 from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
 from tandem.media.call import CallOptions, MediaCall
 from tandem.media.dsp.pipeline import PipelineConfig, warm_up
+from tandem.media.errors import CallNotOnWorkerError, InvalidAudioProcessingError, UnknownLegError, WorkerFullError
 from tandem.media.legs import Leg
 from tandem.media.quality import QualityConfig, QualityReporter
 from tandem.media.settings import Settings
@@ -90,7 +90,7 @@ class MediaWorkerApp(BaseApp):
     async def allocate(self, request: media_pb2.MediaAllocate) -> media_pb2.MediaAllocated:
         if not self.accepting:
             # A request already in flight when we reached capacity: say so; signaling retries.
-            raise TandemError("worker is full", code=common_pb2.ERROR_CODE_MEDIA_UNAVAILABLE)
+            raise WorkerFullError(self.settings.capacity)
         if request.call_id not in self.calls:
             call_id = request.call_id
             call = MediaCall(
@@ -113,12 +113,12 @@ class MediaWorkerApp(BaseApp):
     def _call(self, call_id: str) -> MediaCall:
         call = self.calls.get(call_id)
         if call is None:
-            raise TandemError(f"no call {call_id} on this worker", code=common_pb2.ERROR_CODE_NOT_FOUND)
+            raise CallNotOnWorkerError(call_id)
         return call
 
     async def offer(self, offer: media_pb2.MediaOffer) -> media_pb2.MediaAnswer:
         if offer.leg not in (media_pb2.LEG_SHOPPER, media_pb2.LEG_HOST):
-            raise TandemError("leg must be SHOPPER or HOST", code=common_pb2.ERROR_CODE_INVALID_ARGUMENT)
+            raise UnknownLegError(offer.leg)
         sdp = await self._call(offer.call_id).answer(offer.leg, offer.sdp)
         return media_pb2.MediaAnswer(call_id=offer.call_id, leg=offer.leg, sdp=sdp)
 
@@ -161,10 +161,7 @@ class MediaWorkerApp(BaseApp):
             if not processing.enabled:
                 return None
             if not 0.0 <= processing.noise_attenuation_db <= MAX_NOISE_ATTENUATION_DB:
-                raise TandemError(
-                    f"{field}.noise_attenuation_db must be 0-{MAX_NOISE_ATTENUATION_DB:g} dB",
-                    code=common_pb2.ERROR_CODE_INVALID_ARGUMENT,
-                )
+                raise InvalidAudioProcessingError(field, MAX_NOISE_ATTENUATION_DB)
             return PipelineConfig(
                 sample_rate=settings.audio_sample_rate, echo_cancellation=processing.echo_cancellation,
                 gain_control=processing.gain_control, noise_attenuation_db=processing.noise_attenuation_db,

@@ -31,15 +31,21 @@ from av.frame import Frame
 from prometheus_client import Counter
 
 from tandem.common.aio import TaskSet
-from tandem.common.errors import TandemError
 from tandem.media.audio import AudioProcessor, ReferenceDecoder
 from tandem.media.dsp.pipeline import PipelineConfig
+from tandem.media.errors import (
+    CandidateBeforeOfferError,
+    InvalidCandidateError,
+    InvalidOfferError,
+    LegAlreadyNegotiatedError,
+    MediaCallEndedError,
+)
 from tandem.media.forwarding import Direction, ForwardingLimits, Inbound, LegRtp, Negotiated, Outbound
 from tandem.media.legs import LEGS, Leg, other
 from tandem.media.quality import CallQuality
 from tandem.media.relay import RelayTrack, pump
 from tandem.media.seams import TransportHooks, leg_transports, sender_ssrcs
-from tandem.v1 import client_pb2, common_pb2, media_pb2
+from tandem.v1 import client_pb2, media_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -134,9 +140,9 @@ class MediaCall:
         """Accept a leg's SDP offer and return the worker's answer (all candidates included)."""
         state = self.legs[leg]
         if self.closed:
-            raise TandemError("the call has ended", code=common_pb2.ERROR_CODE_INVALID_STATE)
+            raise MediaCallEndedError(self.call_id)
         if state.pc is not None:
-            raise TandemError("this leg already negotiated", code=common_pb2.ERROR_CODE_INVALID_STATE)
+            raise LegAlreadyNegotiatedError(leg)
         try:
             offered = {media.kind for media in SessionDescription.parse(offer_sdp).media} & set(KINDS)
         except (ValueError, KeyError, IndexError) as exc:
@@ -287,19 +293,17 @@ class MediaCall:
     async def add_candidate(self, leg: Leg, candidate: client_pb2.IceCandidate) -> None:
         pc = self.legs[leg].pc
         if pc is None:
-            raise TandemError("candidate before offer", code=common_pb2.ERROR_CODE_INVALID_STATE)
+            raise CandidateBeforeOfferError(leg)
         if candidate.end_of_candidates or not candidate.candidate:
             return
         if _CANDIDATE.fullmatch(candidate.candidate) is None:
-            raise TandemError(
-                "invalid ICE candidate: expected 'candidate:<foundation> <component> <transport> <priority> "
-                "<address> <port> typ <type>'",
-                code=common_pb2.ERROR_CODE_INVALID_ARGUMENT,
+            raise InvalidCandidateError(
+                "expected 'candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type>'"
             )
         try:
             ice = candidate_from_sdp(candidate.candidate.removeprefix("candidate:"))
         except (ValueError, IndexError):
-            raise TandemError("invalid ICE candidate", code=common_pb2.ERROR_CODE_INVALID_ARGUMENT) from None
+            raise InvalidCandidateError from None
         ice.sdpMid = candidate.sdp_mid
         ice.sdpMLineIndex = candidate.sdp_mline_index
         await pc.addIceCandidate(ice)
@@ -324,8 +328,8 @@ class MediaCall:
                 hooks.close()
 
 
-def invalid_offer(exc: Exception) -> TandemError:
-    return TandemError(f"invalid SDP offer: {str(exc)[:200]}", code=common_pb2.ERROR_CODE_INVALID_ARGUMENT)
+def invalid_offer(exc: Exception) -> InvalidOfferError:
+    return InvalidOfferError(str(exc))
 
 
 def observing(decoder: ReferenceDecoder) -> Callable[[RtpPacket], RtpPacket]:

@@ -27,7 +27,9 @@ class Settings(ServiceSettings):
     )
     ice_username: str = Field(default="", description="Username for the turn:/turns: servers (long-term credentials).")
     ice_credential: SecretStr = Field(default=SecretStr(""), description="Password for the turn:/turns: servers.")
-    report_interval_s: float = Field(default=2.0, gt=0, le=60, description="Load report period.")
+    report_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="Load report period (signaling takes 3 silent periods for a lost worker)."
+    )
     offer_timeout_s: float = Field(
         default=30.0, gt=0, description="A call whose legs have not both offered by then is released."
     )

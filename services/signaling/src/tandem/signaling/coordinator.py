@@ -257,11 +257,16 @@ class CallCoordinator:
                 return
             lost = call.worker_id
             try:
-                call.worker_id = await self.media.allocate(call)
+                worker_id = await self.media.allocate(call)
             except TandemError as exc:
                 logger.error("no worker to move to", extra={"call_id": call.call_id, "error": str(exc)})
                 await self._end(owned, S.END_REASON_MEDIA_FAILURE)
                 return
+            if worker_id == lost:
+                # It answered: only its reports were late (a busy worker). The call stays.
+                self.workers.reported(lost)
+                return
+            call.worker_id = worker_id
             MEDIA_MOVED.inc()
             logger.info("call media moved", extra={"call_id": call.call_id, "from": lost, "to": call.worker_id})
             call.legs_connected.clear()

@@ -59,7 +59,7 @@ class Settings(ServiceSettings):
     takeover_check_s: float = Field(default=0.2, gt=0, le=10, description="How often instances look for lapsed leases.")
     orphan_scan_s: float = Field(default=10.0, gt=0, description="Every so often, look for unowned calls anyway.")
     worker_silence_s: float = Field(
-        default=2.5,
+        default=3.0,
         gt=0,
         le=120,
         description="A worker silent this long is lost and its calls move (2.5 times its report period or more).",
