@@ -164,6 +164,10 @@ class Outbound:
         self._abs_send_time_id = media.extension_ids.get(ABS_SEND_TIME_URI)
         self.feedback: Direction | None = None
         """The forwarding direction that feeds this stream (gets its PLIs and REMBs)."""
+        self.rtt_s: float | None = None
+        """The round trip to the party, from its reports on this stream's SRs (RFC 3550 A.8)."""
+        self._sr_ntp_middle = 0
+        self._sr_sent_s = 0.0
 
     def send(
         self, packet: RtpPacket, payload_type: int, sequence_number: int, timestamp: int, same_extensions: bool
@@ -246,11 +250,19 @@ class Outbound:
         RETRANSMISSIONS.inc()
         self.hooks.send_now(packet.serialize(self.extensions))
 
+    def reception_report(self, block: RtcpReceiverInfo) -> None:
+        """The party's report on this stream: the round trip, when it answers this stream's last SR."""
+        if block.lsr and block.lsr == self._sr_ntp_middle:
+            rtt = time.time() - self._sr_sent_s - block.dlsr / 65536
+            if rtt >= 0:
+                self.rtt_s = rtt
+
     def sender_report(self, report: RtcpSrPacket) -> None:
-        """Fill the SR aiortc's idle sender is about to send with what was really sent. Its NTP time
-        stays aiortc's (taken as it built the SR), so aiortc still measures the round trip from the
-        party's receiver reports."""
-        now = report.sender_info.ntp_timestamp
+        """Fill the SR aiortc's idle sender is about to send with what was really sent (an idle sender
+        has no NTP time of its own); the time it is sent is kept to measure the round trip."""
+        now = ntp_now()
+        report.sender_info.ntp_timestamp = now
+        self._sr_ntp_middle, self._sr_sent_s = (now >> 16) & 0xFFFFFFFF, time.time()
         report.sender_info.packet_count = self.packets & 0xFFFFFFFF
         report.sender_info.octet_count = self.octets & 0xFFFFFFFF
         if self.source_clock is not None:
@@ -501,6 +513,10 @@ class LegRtp:
         await hooks.deliver_rtcp(data)  # aiortc's idle senders ignore what was meant for forwarding
 
     def _feedback(self, packet: AnyRtcpPacket) -> None:
+        if isinstance(packet, RtcpSrPacket | RtcpRrPacket):
+            for block in packet.reports:
+                if (reported := self.outgoing.get(block.ssrc)) is not None:
+                    reported.reception_report(block)
         if isinstance(packet, RtcpSrPacket):
             for direction in self.incoming.values():
                 if direction.source.ssrc == packet.ssrc:

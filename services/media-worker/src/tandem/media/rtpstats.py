@@ -243,5 +243,5 @@ class SenderTap:
             nacks=self._nacks,
             plis=self._plis,
             jitter_s=remote.jitter / self._clock_rate if remote else 0.0,
-            rtt_s=remote.roundTripTime if remote else None,
+            rtt_s=forwarded.rtt_s if forwarded else remote.roundTripTime if remote else None,
         )
