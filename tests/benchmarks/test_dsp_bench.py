@@ -100,7 +100,7 @@ NOISES: dict[str, Callable[[int, int, int], Signal]] = {
     "pink noise stepping +-5 dB every 3 s": level_steps,
     "babble of 8 talkers": babble,
 }
-"""Noise scenes; the issue's targets are on the first, the others show tracking and its limits."""
+"""Noise scenes; the targets are on the first, the others show tracking and its limits."""
 
 
 def noisy_speech(rate: int, snr_db: float, noise_kind: str = "pink noise", seed: int = 2) -> tuple[Signal, Signal]:

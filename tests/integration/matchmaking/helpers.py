@@ -34,8 +34,16 @@ async def announce(
 
 
 async def release(bus: Bus, host_id: str, call_id: str, outcome: int = matchmaking_pb2.HOST_OUTCOME_COMPLETED) -> None:
+    """Like signaling: a release is idempotent, so one that went to an instance killed before it
+    answered is sent again."""
     message = matchmaking_pb2.HostRelease(host_id=host_id, call_id=call_id, outcome=outcome)  # type: ignore[arg-type]
-    await bus.request(subjects.MATCH_RELEASE, message, matchmaking_pb2.HostPresence, timeout_s=5)
+    for attempt in range(3):
+        try:
+            await bus.request(subjects.MATCH_RELEASE, message, matchmaking_pb2.HostPresence, timeout_s=2)
+            return
+        except BusTimeoutError:
+            if attempt == 2:
+                raise
 
 
 def match_request(
