@@ -139,19 +139,32 @@ async def request_consult(shopper: Bot, language: str) -> str:
     return (await shopper.expect("queue_update")).queue_update.call_id
 
 
-async def connected_call(t: Tandem, suffix: str, language: str) -> tuple[Bot, Bot, str]:
-    """A host and a shopper in a CONNECTED call with media flowing (host, shopper, call id)."""
-    host = await available_host(t, f"host-{suffix}", language)
-    shopper = await t.bot("shopper", f"shopper-{suffix}")
+async def ringing_call(
+    t: Tandem, suffix: str, language: str, *, host_instance: int = 0, shopper_instance: int = 0
+) -> tuple[Bot, Bot, str]:
+    """A call ringing a host who alone speaks `language` (host, shopper, call id)."""
+    host = await available_host(t, f"host-{suffix}", language, host_instance)
+    shopper = await t.bot("shopper", f"shopper-{suffix}", instance=shopper_instance)
     call_id = await request_consult(shopper, language)
     await host.expect("invite", call_id=call_id)
+    return host, shopper, call_id
+
+
+async def connected_call(
+    t: Tandem, suffix: str, language: str, *, host_instance: int = 0, shopper_instance: int = 0
+) -> tuple[Bot, Bot, str]:
+    """A host and a shopper in a CONNECTED call with media flowing (host, shopper, call id)."""
+    host, shopper, call_id = await ringing_call(
+        t, suffix, language, host_instance=host_instance, shopper_instance=shopper_instance
+    )
     await host.send(accept=client_pb2.Accept(call_id=call_id))
     await shopper.expect("call_update", call_id=call_id, state=common_pb2.CALL_STATE_CONNECTING)
     await asyncio.gather(
         shopper.start_media(call_id, tone_hz=440, shade=40), host.start_media(call_id, tone_hz=660, shade=200)
     )
     for bot in (host, shopper):
-        await bot.expect("call_update", call_id=call_id, state=common_pb2.CALL_STATE_CONNECTED, timeout_s=20)
+        await bot.expect("call_update", call_id=call_id, state=common_pb2.CALL_STATE_CONNECTED, timeout_s=30)
+    await asyncio.wait_for(asyncio.gather(host.media.first_video.wait(), shopper.media.first_video.wait()), 30)
     return host, shopper, call_id
 
 

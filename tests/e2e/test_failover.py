@@ -21,7 +21,7 @@ from tandem.devstack.nats import NatsServer
 from tandem.signaling.callstore import CallStore
 from tandem.v1 import client_pb2, common_pb2
 
-from .conftest import FAST, Tandem, running_tandem
+from .conftest import FAST, Tandem, connected_call, ringing_call, running_tandem
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -49,38 +49,12 @@ async def tandem(
         yield stack
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def t(tandem: Tandem) -> AsyncIterator[Tandem]:
-    yield tandem
-    for bot in tandem.bots:
-        await bot.close()
-    tandem.bots.clear()
-
-
-async def ringing_call(t: Tandem, suffix: str, language: str) -> tuple[Bot, Bot, str]:
-    """A call ringing a host who alone speaks `language` (matchmaking matches primary subtags)."""
-    host = await t.bot("host", f"host-{suffix}", instance=OTHER)
-    await host.send(host_availability=client_pb2.HostAvailability(available=True, languages=[language], markets=["DE"]))
-    await host.send(ping=client_pb2.Ping())
-    await host.expect("pong")
-    shopper = await t.bot("shopper", f"shopper-{suffix}", instance=OWNER)
-    await shopper.send(consult_request=client_pb2.ConsultRequest(category="beauty", language=language, market="DE"))
-    call_id = (await shopper.expect("queue_update")).queue_update.call_id
-    await host.expect("invite", call_id=call_id)
-    return host, shopper, call_id
+async def ringing(t: Tandem, suffix: str, language: str) -> tuple[Bot, Bot, str]:
+    return await ringing_call(t, suffix, language, host_instance=OTHER, shopper_instance=OWNER)
 
 
 async def live_call(t: Tandem, suffix: str, language: str) -> tuple[Bot, Bot, str]:
-    host, shopper, call_id = await ringing_call(t, suffix, language)
-    await host.send(accept=client_pb2.Accept(call_id=call_id))
-    await shopper.expect("call_update", call_id=call_id, state=S.CALL_STATE_CONNECTING)
-    await asyncio.gather(
-        shopper.start_media(call_id, tone_hz=440, shade=40), host.start_media(call_id, tone_hz=660, shade=200)
-    )
-    for bot in (host, shopper):
-        await bot.expect("call_update", call_id=call_id, state=S.CALL_STATE_CONNECTED, timeout_s=30)
-    await asyncio.wait_for(asyncio.gather(host.media.first_video.wait(), shopper.media.first_video.wait()), 30)
-    return host, shopper, call_id
+    return await connected_call(t, suffix, language, host_instance=OTHER, shopper_instance=OWNER)
 
 
 async def resume(bot: Bot, t: Tandem, call_id: str, instance: int) -> client_pb2.CallUpdate:
@@ -103,7 +77,8 @@ def ended_updates(*bots: Bot) -> list[str]:
     ]
 
 
-async def test_killing_the_owner_of_live_calls_ends_none_of_them(t: Tandem) -> None:
+async def test_killing_the_owner_of_live_calls_ends_none_of_them(tandem_bots: Tandem) -> None:
+    t = tandem_bots
     calls = [await live_call(t, f"kill{i}", language) for i, language in enumerate(["et", "lv", "lt"])]
     for host, shopper, _ in calls:
         host.media.reset_gaps()
@@ -153,7 +128,8 @@ def t_lease_and_wait() -> float:
     return 1.2 + 0.2 + 3.0
 
 
-async def test_a_rolling_restart_of_every_signaling_instance_ends_no_call(t: Tandem) -> None:
+async def test_a_rolling_restart_of_every_signaling_instance_ends_no_call(tandem_bots: Tandem) -> None:
+    t = tandem_bots
     calls = [await live_call(t, f"roll{i}", language) for i, language in enumerate(["is", "ga", "mt"])]
     for restarting, name in enumerate(INSTANCE_NAMES):
         survivor = 1 - restarting
@@ -169,14 +145,15 @@ async def test_a_rolling_restart_of_every_signaling_instance_ends_no_call(t: Tan
         await shopper.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED, reason=S.END_REASON_HANGUP)
 
 
-async def test_a_call_in_every_state_survives_its_owner_and_times_out_on_time(t: Tandem) -> None:
+async def test_a_call_in_every_state_survives_its_owner_and_times_out_on_time(tandem_bots: Tandem) -> None:
+    t = tandem_bots
     queued = await t.bot("shopper", "shopper-state-queued", instance=OWNER)
     await queued.send(consult_request=client_pb2.ConsultRequest(category="beauty", language="sq", market="DE"))
     queued_id = (await queued.expect("queue_update")).queue_update.call_id
     requested_at = time.monotonic()
-    ring_host, ring_shopper, ring_id = await ringing_call(t, "stateringing", "cy")
+    ring_host, ring_shopper, ring_id = await ringing(t, "stateringing", "cy")
     rang_at = time.monotonic()
-    conn_host, conn_shopper, conn_id = await ringing_call(t, "stateconnecting", "eu")
+    conn_host, conn_shopper, conn_id = await ringing(t, "stateconnecting", "eu")
     await conn_host.send(accept=client_pb2.Accept(call_id=conn_id))
     await conn_shopper.expect("call_update", call_id=conn_id, state=S.CALL_STATE_CONNECTING)
     accepted_at = time.monotonic()

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.unit
 
 def test_a_users_settings_for_the_service_pass_through_and_the_wiring_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TANDEM_MEDIA_CAPACITY", "3")
-    monkeypatch.setenv("TANDEM_MEDIA_NATS_URL", "nats://elsewhere:4222")
+    monkeypatch.setenv("TANDEM_MEDIA_NATS_URL", "nats://elsewhere")
     monkeypatch.setenv("TANDEM_SIGNALING_DEV_MODE", "false")
     env = service_environment("MEDIA", "nats://127.0.0.1:4999", 8123, 5.0, {"TANDEM_MEDIA_INSTANCE_ID": "media-worker"})
     assert env["TANDEM_MEDIA_CAPACITY"] == "3"

@@ -5,6 +5,7 @@ Pure bookkeeping over arrival instants (seconds, any monotonic clock); no I/O.
 
 from __future__ import annotations
 
+import abc
 from collections import deque
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ class StallCounts:
         return StallCounts(self.frames - earlier.frames, self.stalls - earlier.stalls, self.stall_s - earlier.stall_s)
 
 
-class _Arrivals:
+class _Arrivals(abc.ABC):
     """Counts frames and the intervals a subclass judges to be stalls."""
 
     def __init__(self) -> None:
@@ -53,8 +54,8 @@ class _Arrivals:
                 self._stalls += 1
                 self._stall_s += interval
 
-    def _is_stall(self, interval_s: float) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _is_stall(self, interval_s: float) -> bool: ...
 
 
 class FreezeDetector(_Arrivals):

@@ -275,7 +275,7 @@ class CallCoordinator:
             renegotiate = client_pb2.Renegotiate(call_id=call.call_id, reason="media worker lost")
             for user_id in (call.shopper_id, call.host_id):
                 await self.deliver(user_id, new_envelope(renegotiate=renegotiate))
-            await self.matcher.publish(call)
+            await self._emit(call)
             await self._save(owned)
 
     async def _own(self, call: Call, trace_context: otel_context.Context) -> OwnedCall:
@@ -354,6 +354,22 @@ class CallCoordinator:
         if to_host and call.host_id:
             await self._tell(call, call.host_id, call.state, call.reason)
 
+    async def _emit(self, call: Call) -> None:
+        """Publish the call's state as a fact (JetStream, de-duplicated by call and sequence)."""
+        call.event_seq += 1
+        request = call.request
+        event = calls_pb2.CallEvent(
+            event_id=f"{call.call_id}:{call.event_seq}", call_id=call.call_id, state=call.state,
+            reason=call.reason, shopper_id=call.shopper_id, host_id=call.host_id,
+            product_id=request.product_id, category=request.category, language=request.language,
+            market=request.market, worker_id=call.worker_id,
+        )  # fmt: skip
+        event.at.FromDatetime(datetime.now(UTC))
+        try:
+            await self.bus.publish_fact(subjects.join(subjects.CALL_EVENTS, call.call_id), event, msg_id=event.event_id)
+        except TandemError as exc:
+            logger.error("call event not published", extra={"call_id": call.call_id, "error": str(exc)})
+
     # --- entry points --------------------------------------------------------------------------
 
     async def consult(self, shopper: Identity, envelope: client_pb2.Envelope) -> None:
@@ -369,7 +385,7 @@ class CallCoordinator:
         )  # fmt: skip
         owned = await self._own(call, otel_context.get_current())  # known before it is stored
         await self.store.create(call)
-        await self.matcher.publish(call)
+        await self._emit(call)
         async with owned.lock:
             await self._enqueue(owned, S.END_REASON_UNSPECIFIED, correlation_id=envelope.id)
 
@@ -506,7 +522,7 @@ class CallCoordinator:
         STAGE_SECONDS.labels("tap_to_ringing").observe(call.state_entered_at - call.requested_at)
         await self.deliver(call.host_id, new_envelope(invite=self._invite(call)))
         await self._update(call, to_host=False)
-        await self.matcher.publish(call)
+        await self._emit(call)
         await self._save(owned)
         self._arm(owned)
 
@@ -543,7 +559,7 @@ class CallCoordinator:
             await self._end(owned, S.END_REASON_MEDIA_FAILURE)
             return
         await self._update(call)
-        await self.matcher.publish(call)
+        await self._emit(call)
         await self._save(owned)
         self._arm(owned)
 
@@ -617,7 +633,7 @@ class CallCoordinator:
                     call.move(S.CALL_STATE_CONNECTED, self.clock())
                     STAGE_SECONDS.labels("accept_to_connected").observe(call.state_entered_at - connecting_since)
                     await self._update(call)
-                    await self.matcher.publish(call)
+                    await self._emit(call)
                 await self._save(owned)
 
     # --- commerce and resuming -----------------------------------------------------------------
@@ -653,7 +669,7 @@ class CallCoordinator:
         CALLS_ENDED.labels(common_pb2.EndReason.Name(reason)).inc()
         logger.info("call ended", extra={"call_id": call.call_id, "reason": common_pb2.EndReason.Name(reason)})
         await self._update(call)
-        await self.matcher.publish(call)
+        await self._emit(call)
         if call.host_id:
             outcome = matchmaking_pb2.HOST_OUTCOME_COMPLETED if accepted else matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED
             self.matcher.release(call, call.host_id, outcome)

@@ -1,20 +1,19 @@
 """Finding a host for a queued call, as the shard's matcher in matchmaking sees it: long-poll
-match requests that come back with a host or the shopper's standing in the queue, the release of
-a host a call no longer holds, and the call's facts on the stream."""
+match requests that come back with a host or the shopper's standing in the queue, and the release
+of a host a call no longer holds."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from tandem.common import subjects
 from tandem.common.aio import TaskSet
 from tandem.common.bus import Bus
 from tandem.common.errors import BusTimeoutError, NoRespondersError, TandemError
 from tandem.signaling.callstate import Call
-from tandem.v1 import calls_pb2, common_pb2, matchmaking_pb2
+from tandem.v1 import common_pb2, matchmaking_pb2
 
 logger = logging.getLogger(__name__)
 S = common_pb2
@@ -88,22 +87,6 @@ class Matcher:
             logger.error("host not released", extra={"call_id": call.call_id, "host_id": host_id})
 
         self._tasks.spawn(release(), name=f"release-{call.call_id}")
-
-    async def publish(self, call: Call) -> None:
-        """Publish the call's state as a fact (JetStream, de-duplicated by call and sequence)."""
-        call.event_seq += 1
-        request = call.request
-        event = calls_pb2.CallEvent(
-            event_id=f"{call.call_id}:{call.event_seq}", call_id=call.call_id, state=call.state,
-            reason=call.reason, shopper_id=call.shopper_id, host_id=call.host_id,
-            product_id=request.product_id, category=request.category, language=request.language,
-            market=request.market, worker_id=call.worker_id,
-        )  # fmt: skip
-        event.at.FromDatetime(datetime.now(UTC))
-        try:
-            await self.bus.publish_fact(subjects.join(subjects.CALL_EVENTS, call.call_id), event, msg_id=event.event_id)
-        except TandemError as exc:
-            logger.error("call event not published", extra={"call_id": call.call_id, "error": str(exc)})
 
     async def close(self, timeout_s: float) -> None:
         """Give releases in flight a moment to land, then stop them."""

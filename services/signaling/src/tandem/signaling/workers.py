@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from nats.aio.subscription import Subscription
 
@@ -14,9 +13,8 @@ from tandem.v1 import media_pb2
 
 
 class WorkerWatch:
-    def __init__(self, silence_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, silence_s: float) -> None:
         self.silence_s = silence_s
-        self.clock = clock
         self._last_report: dict[str, float] = {}
 
     async def watch(self, bus: Bus, region: str) -> Subscription:
@@ -28,9 +26,9 @@ class WorkerWatch:
         self.reported(report.worker_id)
 
     def reported(self, worker_id: str) -> None:
-        self._last_report[worker_id] = self.clock()
+        self._last_report[worker_id] = time.monotonic()
 
     def lost(self, worker_id: str) -> bool:
         """True once a worker that has reported has been silent for `silence_s`."""
         last = self._last_report.get(worker_id)
-        return last is not None and self.clock() - last > self.silence_s
+        return last is not None and time.monotonic() - last > self.silence_s
