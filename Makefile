@@ -38,7 +38,7 @@ demo: sync
 	$(RUN) python -m tandem.devstack demo $(if $(URL),--url $(URL))
 
 test: sync apt
-	$(RUN) pytest -n auto tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
+	$(RUN) pytest -n auto --dist loadgroup tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 	$(MAKE) lint
 
 # The protocol fuzzer at length (make test runs it briefly): FUZZ_EXAMPLES frames sequences.

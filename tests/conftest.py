@@ -6,8 +6,12 @@ worker and each test gets its own database in it.
 
 from __future__ import annotations
 
+import faulthandler
+import os
+import sys
+import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,52 @@ import pytest
 from tandem.common.bus import Bus, BusConfig
 from tandem.devstack.nats import NatsServer
 from tandem.devstack.postgres import PostgresServer
+
+# pytest-timeout fails a test that overruns; these backstops end the process when even that cannot
+# (a teardown that hangs after the timeout fired, a thread that keeps the interpreter from exiting),
+# printing every thread's stack, so a suite never hangs until CI gives up on it.
+WATCHDOG_GRACE_S = 60.0
+EXIT_GRACE_S = 60.0
+
+
+def _timeout_s(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    given = item.config.getoption("timeout", None)
+    return float(given if given is not None else item.config.getini("timeout") or 0)
+
+
+def _abort(what: str, code: int) -> None:
+    sys.stderr.write(f"\nwatchdog: {what}; every thread's stack:\n")
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None]:
+    timeout_s = _timeout_s(item)
+    if not timeout_s:
+        yield
+        return
+    limit_s = timeout_s + WATCHDOG_GRACE_S
+    watchdog = threading.Timer(limit_s, _abort, args=(f"{item.nodeid} still running after {limit_s:.0f} s", 70))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(exitstatus: int) -> None:
+    backstop = threading.Timer(
+        EXIT_GRACE_S, _abort, args=(f"still not exited {EXIT_GRACE_S:.0f} s after the tests", exitstatus or 70)
+    )
+    backstop.daemon = True
+    backstop.start()
 
 
 @pytest.fixture

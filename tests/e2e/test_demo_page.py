@@ -17,7 +17,8 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from .conftest import Tandem
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+# Two browsers encoding video load this machine's two cores: browser tests take turns on one xdist worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module"), pytest.mark.xdist_group("browsers")]
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

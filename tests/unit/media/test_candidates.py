@@ -59,3 +59,22 @@ async def test_a_wellformed_candidate_is_taken() -> None:
         await call.add_candidate(media_pb2.LEG_SHOPPER, good)
     finally:
         await call.close()
+
+
+async def test_an_mdns_candidate_is_answered_without_waiting_for_its_name_to_resolve() -> None:
+    """Browsers name their host candidates `<uuid>.local`; resolving one takes up to a second, and
+    candidates are answered one at a time, so the reply must not wait for it."""
+    call = MediaCall("c1", RTCConfiguration(iceServers=[]), CallOptions(), lambda *_: None, unreported("c1"))
+    try:
+        await call.answer(media_pb2.LEG_SHOPPER, OFFER)
+        for name in ("0f4b7d2e-1111-4a4a-8b8b-000000000001.local", "0f4b7d2e-1111-4a4a-8b8b-000000000002.local"):
+            mdns = client_pb2.IceCandidate(candidate=f"candidate:1 1 udp 2130706431 {name} 50000 typ host", sdp_mid="0")
+            step = call.add_candidate(media_pb2.LEG_SHOPPER, mdns)
+            try:
+                step.send(None)
+            except StopIteration:
+                continue  # finished at its first step: it never waited on the network
+            step.close()
+            pytest.fail(f"the reply to {name} waited for the name to resolve")
+    finally:
+        await call.close()

@@ -306,6 +306,11 @@ class MediaCall:
             raise InvalidCandidateError from None
         ice.sdpMid = candidate.sdp_mid
         ice.sdpMLineIndex = candidate.sdp_mline_index
+        if ice.ip.endswith(".local"):
+            # An mDNS name (browsers hide their addresses so) takes up to a second to resolve: do it
+            # beside the call, so neither this reply nor the party's next candidate waits for it.
+            self._tasks.spawn(pc.addIceCandidate(ice), name=f"mdns-{leg}")
+            return
         await pc.addIceCandidate(ice)
 
     @property
