@@ -327,6 +327,7 @@ class Invite(_message.Message):
     MARKET_FIELD_NUMBER: _builtins.int
     RETURNING_CUSTOMER_FIELD_NUMBER: _builtins.int
     RING_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    MEDIA_READY_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     product_id: _builtins.str
     category: _builtins.str
@@ -336,6 +337,10 @@ class Invite(_message.Message):
     """True when this host sold to the shopper before."""
     ring_timeout_s: _builtins.int
     """Seconds before the invite times out."""
+    media_ready: _builtins.bool
+    """The call's media is ready: negotiate now (send the offer while ringing), so the call is live
+    the moment you accept. Nothing of either party reaches the other before the accept.
+    """
     def __init__(
         self,
         *,
@@ -346,10 +351,11 @@ class Invite(_message.Message):
         market: _builtins.str = ...,
         returning_customer: _builtins.bool = ...,
         ring_timeout_s: _builtins.int = ...,
+        media_ready: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "category", b"category", "language", b"language", "market", b"market", "product_id", b"product_id", "returning_customer", b"returning_customer", "ring_timeout_s", b"ring_timeout_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "category", b"category", "language", b"language", "market", b"market", "media_ready", b"media_ready", "product_id", b"product_id", "returning_customer", b"returning_customer", "ring_timeout_s", b"ring_timeout_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -536,12 +542,17 @@ class CallUpdate(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     PEER_ID_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    MEDIA_READY_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     state: _common_pb2.CallState.ValueType
     reason: _common_pb2.EndReason.ValueType
     """Set when state is ENDED, or when a transition failed."""
     peer_id: _builtins.str
     """The other party's display id (host id for the shopper, shopper id for the host)."""
+    media_ready: _builtins.bool
+    """The call's media may be negotiated now. A shopper sees it with RINGING (pre-connect: offer
+    at once; the host's media arrives when they accept); both parties see it from CONNECTING on.
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -552,10 +563,11 @@ class CallUpdate(_message.Message):
         reason: _common_pb2.EndReason.ValueType = ...,
         peer_id: _builtins.str = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        media_ready: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_id", b"call_id", "peer_id", b"peer_id", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_id", b"call_id", "media_ready", b"media_ready", "peer_id", b"peer_id", "reason", b"reason", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,8 +49,13 @@ class MediaAllocate(_message.Message):
     REGION_FIELD_NUMBER: _builtins.int
     SHOPPER_AUDIO_FIELD_NUMBER: _builtins.int
     HOST_AUDIO_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     region: _builtins.str
+    held: _builtins.bool
+    """Pre-connect: the legs may be negotiated and connected now, but nothing of one party reaches
+    the other until a MediaOpen (the host has not accepted yet).
+    """
     @_builtins.property
     def shopper_audio(self) -> Global___AudioProcessing:
         """How each party's voice is processed before the other party hears it; absent: the worker's
@@ -66,14 +71,38 @@ class MediaAllocate(_message.Message):
         region: _builtins.str = ...,
         shopper_audio: Global___AudioProcessing | None = ...,
         host_audio: Global___AudioProcessing | None = ...,
+        held: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["host_audio", b"host_audio", "shopper_audio", b"shopper_audio"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "host_audio", b"host_audio", "region", b"region", "shopper_audio", b"shopper_audio"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "held", b"held", "host_audio", b"host_audio", "region", b"region", "shopper_audio", b"shopper_audio"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MediaAllocate: _TypeAlias = MediaAllocate  # noqa: Y015
+
+@_typing.final
+class MediaOpen(_message.Message):
+    """Signaling -> the allocated worker (subject ...media.worker.<id>.open): the host accepted; forward
+    both parties' media from now on, starting each video at a keyframe asked of its sender.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MediaOpen: _TypeAlias = MediaOpen  # noqa: Y015
 
 @_typing.final
 class AudioProcessing(_message.Message):
@@ -252,17 +281,23 @@ class MediaRelease(_message.Message):
 
     CALL_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    LEG_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     reason: _common_pb2.EndReason.ValueType
+    leg: Global___Leg.ValueType
+    """Only this leg (a ringing host who declined or did not answer: the shopper's leg stays, for
+    the next host); unspecified: the whole call.
+    """
     def __init__(
         self,
         *,
         call_id: _builtins.str = ...,
         reason: _common_pb2.EndReason.ValueType = ...,
+        leg: Global___Leg.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "leg", b"leg", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -364,6 +399,8 @@ class MediaEvent(_message.Message):
         """The legs share no video codec: this leg's video is decoded and re-encoded for the other
         (it costs the worker a core's fraction per call; `detail` says which codecs).
         """
+        KIND_FIRST_FRAME_SENT: MediaEvent._Kind.ValueType  # 5
+        """The first video frame since the gates opened was sent to this leg's party."""
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
     KIND_UNSPECIFIED: MediaEvent.Kind.ValueType  # 0
@@ -374,6 +411,8 @@ class MediaEvent(_message.Message):
     """The legs share no video codec: this leg's video is decoded and re-encoded for the other
     (it costs the worker a core's fraction per call; `detail` says which codecs).
     """
+    KIND_FIRST_FRAME_SENT: MediaEvent.Kind.ValueType  # 5
+    """The first video frame since the gates opened was sent to this leg's party."""
 
     CALL_ID_FIELD_NUMBER: _builtins.int
     LEG_FIELD_NUMBER: _builtins.int

@@ -20,7 +20,7 @@ from tandem.common.service import BaseApp
 from tandem.media.call import CallOptions, MediaCall
 from tandem.media.dsp.pipeline import PipelineConfig, warm_up
 from tandem.media.errors import CallNotOnWorkerError, InvalidAudioProcessingError, UnknownLegError, WorkerFullError
-from tandem.media.legs import Leg
+from tandem.media.legs import LEGS, Leg
 from tandem.media.quality import QualityConfig, QualityReporter
 from tandem.media.settings import Settings
 from tandem.v1 import common_pb2, media_pb2
@@ -63,6 +63,7 @@ class MediaWorkerApp(BaseApp):
         await self.quality.start(bus)
         await bus.serve(self._worker_subject("offer"), media_pb2.MediaOffer, self.offer, queue="worker")
         await bus.serve(self._worker_subject("candidate"), media_pb2.MediaCandidate, self.candidate, queue="worker")
+        await bus.serve(self._worker_subject("open"), media_pb2.MediaOpen, self.open, queue="worker")
         await bus.serve(self._worker_subject("release"), media_pb2.MediaRelease, self.release, queue="worker")
         await bus.serve(self._worker_subject("drain"), media_pb2.WorkerDrain, self.drain, queue="worker")
         await self._update_intake()
@@ -126,7 +127,18 @@ class MediaWorkerApp(BaseApp):
         await self._call(message.call_id).add_candidate(message.leg, message.candidate)
         return empty_pb2.Empty()
 
+    async def open(self, request: media_pb2.MediaOpen) -> empty_pb2.Empty:
+        self._call(request.call_id).open()
+        return empty_pb2.Empty()
+
     async def release(self, request: media_pb2.MediaRelease) -> media_pb2.MediaRelease:
+        if request.leg != media_pb2.LEG_UNSPECIFIED:
+            if request.leg not in LEGS:
+                raise UnknownLegError(request.leg)
+            if (held := self.calls.get(request.call_id)) is not None:
+                await held.release_leg(request.leg)
+                logger.info("leg released", extra={"call_id": request.call_id, "leg": media_pb2.Leg.Name(request.leg)})
+            return request
         call = self.calls.pop(request.call_id, None)
         if call is not None:
             await call.close()
@@ -144,9 +156,17 @@ class MediaWorkerApp(BaseApp):
         return self.load_report()
 
     async def _expire_unoffered(self, call: MediaCall) -> None:
-        await asyncio.sleep(self.settings.offer_timeout_s)
-        if not call.offered and self.calls.get(call.call_id) is call:
-            logger.warning("call released: legs never offered", extra={"call_id": call.call_id})
+        """Release a call signaling has lost track of: held longer than any ringing lasts, or its
+        legs not both offered in time after it opened."""
+        try:
+            await asyncio.wait_for(call.opened.wait(), self.settings.hold_timeout_s)
+        except TimeoutError:
+            why = "held and never opened"
+        else:
+            await asyncio.sleep(self.settings.offer_timeout_s)
+            why = "legs never offered"
+        if self.calls.get(call.call_id) is call and not (call.opened.is_set() and call.offered):
+            logger.warning("call released: %s", why, extra={"call_id": call.call_id})
             await self.release(media_pb2.MediaRelease(call_id=call.call_id, reason=common_pb2.END_REASON_MEDIA_FAILURE))
 
     def call_options(self, request: media_pb2.MediaAllocate) -> CallOptions:
@@ -177,6 +197,7 @@ class MediaWorkerApp(BaseApp):
             },
             opus_bitrate_bps=settings.opus_bitrate_bps,
             opus_complexity=settings.opus_complexity,
+            held=request.held,
         )
 
     def _media_event(self, call_id: str, leg: Leg, kind: media_pb2.MediaEvent.Kind.ValueType, detail: str) -> None:

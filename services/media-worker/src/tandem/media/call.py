@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from aiortc import (
     MediaStreamTrack,
@@ -30,7 +31,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from av.frame import Frame
 from prometheus_client import Counter
 
-from tandem.common.aio import TaskSet
+from tandem.common.aio import TaskSet, cancel_and_wait
 from tandem.media.audio import AudioProcessor, ReferenceDecoder
 from tandem.media.dsp.pipeline import PipelineConfig
 from tandem.media.errors import (
@@ -76,6 +77,8 @@ class CallOptions:
     audio: dict[Leg, PipelineConfig | None] = field(default_factory=dict)
     opus_bitrate_bps: int = 32000
     opus_complexity: int = 5
+    held: bool = False
+    """Pre-connect: nothing of one party reaches the other until :meth:`MediaCall.open`."""
 
 
 class ForwardedTrack(MediaStreamTrack):
@@ -107,6 +110,8 @@ class LegState:
     hooks: dict[str, TransportHooks] = field(default_factory=dict)
     """Kind -> the transport its media travels on."""
     remote: dict[str, MediaStreamTrack] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    """What runs for this leg alone (its reports), cancelled when the leg is released."""
 
 
 def video_preferences() -> list[RTCRtpCodecCapability]:
@@ -129,6 +134,13 @@ class MediaCall:
         self.legs = {leg: LegState() for leg in LEGS}
         # relays[(from_leg, kind)] carries leg from_leg's decoded media to the other leg.
         self.relays = {(leg, kind): RelayTrack(kind, options.frame_queue) for leg in LEGS for kind in KINDS}
+        self.held = options.held
+        for relay in self.relays.values():
+            relay.held = self.held
+        self.opened = asyncio.Event()
+        """Set once media may flow between the parties (at once, unless the call starts held)."""
+        if not self.held:
+            self.opened.set()
         self.directions: dict[tuple[Leg, str], Direction] = {}
         """(from_leg, kind) -> its forwarding, for the directions that are forwarded."""
         self.transcoded: set[tuple[Leg, str]] = set()
@@ -214,8 +226,10 @@ class MediaCall:
             state.senders[media.kind] = transceiver.sender
             state.hooks[media.kind] = hooks[id(transceiver.receiver.transport)]
             state.rtp.add_receiver(transceiver.receiver, media.kind)
-        self._tasks.spawn(self._report_first_media(leg, state.rtp.first_media))
-        self._tasks.spawn(state.rtp.run_reports(), name=f"rtcp-{leg}")
+        state.tasks += [
+            self._tasks.spawn(self._report_first_media(leg, state.rtp.first_media)),
+            self._tasks.spawn(state.rtp.run_reports(), name=f"rtcp-{leg}"),
+        ]
 
     def _connect(self) -> None:
         """Both legs answered: forward what both agreed on, relay the rest."""
@@ -232,7 +246,11 @@ class MediaCall:
                 inbound = Inbound(into.hooks[kind], into.negotiated[kind], sender_ssrcs(into.senders[kind])[0])
                 ssrc, rtx_ssrc = sender_ssrcs(out.senders[kind])
                 outbound = Outbound(out.hooks[kind], out.rtp.extensions, out.negotiated[kind], ssrc, rtx_ssrc)
-                direction = Direction(inbound, outbound, self.options.limits, self._tasks)
+                direction = Direction(inbound, outbound, self.options.limits, self._tasks, held=self.held)
+                if kind == "video":
+                    direction.on_first_frame = partial(
+                        self._on_event, sink, media_pb2.MediaEvent.KIND_FIRST_FRAME_SENT, ""
+                    )
                 self.directions[(source, kind)] = direction
                 into.rtp.incoming[kind] = direction
                 out.rtp.outgoing[ssrc] = outbound
@@ -289,6 +307,36 @@ class MediaCall:
     async def _report_first_media(self, leg: Leg, first: asyncio.Event) -> None:
         await first.wait()
         self._on_event(leg, media_pb2.MediaEvent.KIND_FIRST_MEDIA, "")
+
+    def open(self) -> None:
+        """The host accepted: forward both parties' media from now on (idempotent)."""
+        self.held = False
+        self.opened.set()
+        for relay in self.relays.values():
+            relay.held = False
+        for direction in self.directions.values():
+            direction.open()
+
+    async def release_leg(self, leg: Leg) -> None:
+        """Close one party's leg (a ringing host who did not take the call), keeping the other's
+        connected for whoever is asked next; the call is held again until then."""
+        state = self.legs[leg]
+        if self.closed or state.pc is None:
+            return
+        self.legs[leg] = LegState()
+        self.quality.detach(leg)
+        # Every direction runs between the two legs: all go, and come back when the leg is offered again.
+        self.directions.clear()
+        self.processors.clear()
+        self.transcoded.clear()
+        kept = self.legs[other(leg)]
+        kept.rtp.incoming.clear()
+        kept.rtp.outgoing.clear()
+        self.held = True
+        for relay in self.relays.values():
+            relay.held = True
+        await cancel_and_wait(*state.tasks)
+        await state.pc.close()
 
     async def add_candidate(self, leg: Leg, candidate: client_pb2.IceCandidate) -> None:
         pc = self.legs[leg].pc

@@ -330,7 +330,9 @@ PayloadTransform = Callable[[RtpPacket], RtpPacket | None]
 class Direction:
     """One party's stream of one kind, forwarded to the other party."""
 
-    def __init__(self, source: Inbound, sink: Outbound, limits: ForwardingLimits, tasks: TaskSet) -> None:
+    def __init__(
+        self, source: Inbound, sink: Outbound, limits: ForwardingLimits, tasks: TaskSet, *, held: bool = False
+    ) -> None:
         self.source = source
         self.sink = sink
         self.limits = limits
@@ -354,6 +356,10 @@ class Direction:
         self._estimator: RemoteBitrateEstimator | None = None
         self._tasks = tasks
         self._poll: asyncio.Task[None] | None = None
+        self.held = held
+        """Pre-connect: the sending party's media is dropped here until :meth:`open`."""
+        self.on_first_frame: Callable[[], None] | None = None
+        """Called once, when the first video frame has been sent on."""
         if self.kind == "video":
             test = KEYFRAME_TESTS[codec.mimeType.lower()]
             self.assembler = FrameAssembler(test, limits.repair_window_s, limits.max_frame_packets)
@@ -366,8 +372,8 @@ class Direction:
     def on_packet(self, packet: RtpPacket, arrival_ms: int) -> None:
         """A decrypted packet from the sending party (any payload type of this kind)."""
         media = self.source.media_packet(packet)
-        if media is None:
-            return
+        if media is None or self.held:
+            return  # held: received and counted (the sender's reports stay true), not sent on
         if self.assembler is None:
             self._send_audio(media)
             return
@@ -402,6 +408,9 @@ class Direction:
                 sequence, self.sink.sequence = self.sink.sequence, seq_next(self.sink.sequence)
                 self.sink.send(packet, payload_type, sequence, self._timestamp(packet.timestamp), self._same_extensions)
             VIDEO_FORWARDED.inc(len(frame))
+        if frames and self.on_first_frame is not None:
+            first, self.on_first_frame = self.on_first_frame, None
+            first()
         if want_keyframe:
             assert self.assembler is not None
             self.request_keyframe("unrepaired" if self.assembler.frames_dropped else "start")
@@ -425,6 +434,16 @@ class Direction:
         nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=self.source.rtcp_ssrc, media_ssrc=self.source.ssrc)
         nack.lost = sorted(self.assembler.missing)[:64]
         self.source.send_rtcp(nack)
+
+    def open(self) -> None:
+        """Forward from now on (the host accepted); video starts at a keyframe, asked for at once
+        (the assembler has seen nothing, so it waits for one)."""
+        if not self.held:
+            return
+        self.held = False
+        if self.assembler is not None:
+            self._last_keyframe_request = -self.limits.keyframe_request_interval_s
+            self.request_keyframe("open")
 
     def request_keyframe(self, reason: str) -> None:
         """A PLI to the sending party, at most once per ``keyframe_request_interval_s``."""

@@ -217,6 +217,13 @@ class CallQuality:
         if self._sampler is None:
             self._sampler = self._tasks.spawn(self._sample_forever(), name=f"quality-{self.call_id}")
 
+    def detach(self, leg: Leg) -> None:
+        """Forget a leg that was released (a ringing host who did not take the call): what it
+        sent while ringing was never part of the call."""
+        self._legs.pop(leg, None)
+        for direction in DIRECTIONS:
+            self._streams.pop((leg, direction), None)
+
     def frame_arrived(self, leg: Leg, kind: str, *, width: int = 0, height: int = 0) -> None:
         """A frame of `kind` ("audio", "video") from `leg`'s party arrived, decoded or still encoded;
         ``width``/``height``: its size in pixels, 0 when unknown. Call once per frame."""

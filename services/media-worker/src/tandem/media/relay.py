@@ -32,10 +32,14 @@ class RelayTrack(MediaStreamTrack):
         self.dropped = 0
         self.first_frame = asyncio.Event()
         """Set when the first frame is pushed."""
+        self.held = False
+        """Pre-connect: frames pushed are dropped (the host has not accepted yet)."""
 
     def push(self, frame: Frame | None) -> None:
         """Queue a frame (None ends the track), dropping the oldest when full."""
         if frame is not None:
+            if self.held:
+                return
             self.first_frame.set()
         if self._frames.full():
             with contextlib.suppress(asyncio.QueueEmpty):

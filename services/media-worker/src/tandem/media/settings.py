@@ -31,7 +31,12 @@ class Settings(ServiceSettings):
         default=1.0, gt=0, le=60, description="Load report period (signaling takes 3 silent periods for a lost worker)."
     )
     offer_timeout_s: float = Field(
-        default=30.0, gt=0, description="A call whose legs have not both offered by then is released."
+        default=30.0, gt=0, description="A call whose legs have not both offered this long after it opened is released."
+    )
+    hold_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A pre-connected call still held (its host not accepted) this long is released.",
     )
     frame_queue: int = Field(default=4, ge=1, le=100, description="Frames buffered per relayed track.")
     quality_interval_s: float = Field(

@@ -69,6 +69,7 @@ class Call:
     tracestate: str = ""
     owner: str = ""
     resumed_at: dict[str, float] = field(default_factory=dict)
+    accepted_at: float = 0.0  # epoch seconds; what the first frames' stage timings count from
     # The KV revision this copy was read or written at (compare-and-set); 0 before it is stored.
     revision: int = 0
 

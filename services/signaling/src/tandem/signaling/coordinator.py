@@ -242,7 +242,7 @@ class CallCoordinator:
             await asyncio.sleep(self.settings.takeover_check_s)
             for owned in list(self.calls.values()):
                 call = owned.call
-                live = call.state in (S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
+                live = call.state in (S.CALL_STATE_RINGING, S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
                 if live and call.worker_id and self.workers.lost(call.worker_id):
                     try:
                         await self._move_media(owned)
@@ -255,28 +255,34 @@ class CallCoordinator:
         async with owned.lock, _unless_moved():
             if call.ended or not self.workers.lost(call.worker_id):
                 return
-            lost = call.worker_id
-            try:
-                worker_id = await self.media.allocate(call)
-            except TandemError as exc:
-                logger.error("no worker to move to", extra={"call_id": call.call_id, "error": str(exc)})
-                await self._end(owned, S.END_REASON_MEDIA_FAILURE)
-                return
-            if worker_id == lost:
-                # It answered: only its reports were late (a busy worker). The call stays.
-                self.workers.reported(lost)
-                return
-            call.worker_id = worker_id
-            MEDIA_MOVED.inc()
-            logger.info("call media moved", extra={"call_id": call.call_id, "from": lost, "to": call.worker_id})
-            call.legs_connected.clear()
-            call.offered_legs.clear()
-            call.early_candidates.clear()
-            renegotiate = client_pb2.Renegotiate(call_id=call.call_id, reason="media worker lost")
-            for user_id in (call.shopper_id, call.host_id):
+            await self._replace_worker(owned)
+
+    async def _replace_worker(self, owned: OwnedCall) -> None:
+        """Take another worker for a call whose worker is gone, and have both parties offer to it."""
+        call = owned.call
+        lost = call.worker_id
+        try:
+            worker_id = await self.media.allocate(call, held=call.state == S.CALL_STATE_RINGING)
+        except TandemError as exc:
+            logger.error("no worker to move to", extra={"call_id": call.call_id, "error": str(exc)})
+            await self._end(owned, S.END_REASON_MEDIA_FAILURE)
+            return
+        if worker_id == lost:
+            # It answered: only its reports were late (a busy worker). The call stays.
+            self.workers.reported(lost)
+            return
+        call.worker_id = worker_id
+        MEDIA_MOVED.inc()
+        logger.info("call media moved", extra={"call_id": call.call_id, "from": lost, "to": call.worker_id})
+        call.legs_connected.clear()
+        call.offered_legs.clear()
+        call.early_candidates.clear()
+        renegotiate = client_pb2.Renegotiate(call_id=call.call_id, reason="media worker lost")
+        for user_id in (call.shopper_id, call.host_id):
+            if user_id:
                 await self.deliver(user_id, new_envelope(renegotiate=renegotiate))
-            await self._emit(call)
-            await self._save(owned)
+        await self._emit(call)
+        await self._save(owned)
 
     async def _own(self, call: Call, trace_context: otel_context.Context) -> OwnedCall:
         owned = OwnedCall(call, trace_context)
@@ -342,7 +348,14 @@ class CallCoordinator:
     ) -> None:
         """Send one party a call update (answering their message, when it caused it)."""
         peer_id = call.shopper_id if user_id == call.host_id else call.host_id
-        update = client_pb2.CallUpdate(call_id=call.call_id, state=state, reason=reason, peer_id=peer_id)
+        media_ready = bool(call.worker_id) and state in (
+            S.CALL_STATE_RINGING,
+            S.CALL_STATE_CONNECTING,
+            S.CALL_STATE_CONNECTED,
+        )
+        update = client_pb2.CallUpdate(
+            call_id=call.call_id, state=state, reason=reason, peer_id=peer_id, media_ready=media_ready
+        )
         update.at.FromDatetime(datetime.now(UTC))
         answering = _ANSWERING.get()
         correlation_id = answering[1] if answering is not None and answering[0] == user_id else ""
@@ -518,13 +531,33 @@ class CallCoordinator:
         call.host_id = host.host_id
         call.returning_customer = host.returning_customer
         call.hosts_tried.append(host.host_id)
+        matched_at = self.clock()
+        self._stage(owned, "queued_to_matched", call.state_entered_at, matched_at)
+        if not call.worker_id:
+            await self._preconnect(call)
         call.move(S.CALL_STATE_RINGING, self.clock())
-        STAGE_SECONDS.labels("tap_to_ringing").observe(call.state_entered_at - call.requested_at)
+        self._stage(owned, "matched_to_ringing", matched_at, call.state_entered_at)
+        self._stage(owned, "tap_to_ringing", call.requested_at, call.state_entered_at)
         await self.deliver(call.host_id, new_envelope(invite=self._invite(call)))
         await self._update(call, to_host=False)
         await self._emit(call)
         await self._save(owned)
         self._arm(owned)
+
+    async def _preconnect(self, call: Call) -> None:
+        """Take the call's worker as the phone starts ringing, held: both parties negotiate and
+        connect while it rings, and nothing passes between them until the host accepts. Without
+        a worker now, the call still rings; the worker is taken at the accept."""
+        try:
+            call.worker_id = await self.media.allocate(call, held=True)
+        except TandemError as exc:
+            logger.warning("no worker to pre-connect", extra={"call_id": call.call_id, "error": str(exc)})
+
+    def _stage(self, owned: OwnedCall, stage: str, start_s: float, end_s: float) -> None:
+        """One stage of connecting a call: a histogram sample and a span in the call's trace."""
+        STAGE_SECONDS.labels(stage).observe(max(0.0, end_s - start_s))
+        span = tracer.start_span(f"stage {stage}", context=owned.trace, start_time=int(start_s * 1e9))
+        span.end(end_time=int(max(start_s, end_s) * 1e9))
 
     def _invite(self, call: Call) -> client_pb2.Invite:
         request = call.request
@@ -532,7 +565,7 @@ class CallCoordinator:
         return client_pb2.Invite(
             call_id=call.call_id, product_id=request.product_id, category=request.category,
             language=request.language, market=request.market, returning_customer=call.returning_customer,
-            ring_timeout_s=max(0, round(self.timeouts.ring_s - ringing_for)),
+            ring_timeout_s=max(0, round(self.timeouts.ring_s - ringing_for)), media_ready=bool(call.worker_id),
         )  # fmt: skip
 
     async def _requeue(self, owned: OwnedCall, reason: common_pb2.EndReason.ValueType) -> None:
@@ -541,6 +574,11 @@ class CallCoordinator:
         host_id = call.host_id
         await self._tell(call, host_id, S.CALL_STATE_ENDED, reason)
         call.host_id = ""
+        # The host's leg goes; the shopper's stays connected for the next host.
+        await self.media.release(call, reason, leg=media_pb2.LEG_HOST)
+        call.offered_legs.discard(media_pb2.LEG_HOST)
+        call.legs_connected.discard(media_pb2.LEG_HOST)
+        call.early_candidates.pop(media_pb2.LEG_HOST, None)
         await self._enqueue(owned, reason)
         self.matcher.release(call, host_id, MISSED.get(reason, matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED))
 
@@ -552,14 +590,27 @@ class CallCoordinator:
             raise NotTheInvitedHostError(who.user_id, call.call_id, "accept")
         call.expect(S.CALL_STATE_RINGING)
         call.move(S.CALL_STATE_CONNECTING, self.clock())
-        try:
-            call.worker_id = await self.media.allocate(call)
-        except TandemError as exc:
-            logger.error("media allocation failed", extra={"call_id": call.call_id, "error": str(exc)})
-            await self._end(owned, S.END_REASON_MEDIA_FAILURE)
+        call.accepted_at = call.state_entered_at
+        if call.worker_id:
+            try:
+                await self.media.open(call)  # pre-connected: the gates open, media flows now
+                self._stage(owned, "accept_to_gates_open", call.accepted_at, self.clock())
+            except TandemError as exc:
+                logger.warning("pre-connected worker lost", extra={"call_id": call.call_id, "error": str(exc)})
+                await self._replace_worker(owned)
+        else:
+            try:
+                call.worker_id = await self.media.allocate(call)
+            except TandemError as exc:
+                logger.error("media allocation failed", extra={"call_id": call.call_id, "error": str(exc)})
+                await self._end(owned, S.END_REASON_MEDIA_FAILURE)
+                return
+        if call.ended:
             return
         await self._update(call)
         await self._emit(call)
+        if len(call.legs_connected) == 2:
+            await self._connected(owned)
         await self._save(owned)
         self._arm(owned)
 
@@ -591,7 +642,8 @@ class CallCoordinator:
 
     async def _sdp(self, owned: OwnedCall, who: Identity, envelope: client_pb2.Envelope) -> None:
         call = owned.call
-        call.expect(S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
+        if not (call.state == S.CALL_STATE_RINGING and call.worker_id):  # ringing: pre-connect
+            call.expect(S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
         leg = self._leg(call, who)
         answer = await self.media.offer(call, leg, envelope.sdp.sdp)
         reply = client_pb2.SessionDescription(
@@ -625,16 +677,29 @@ class CallCoordinator:
             if event.kind == media_pb2.MediaEvent.KIND_LEG_FAILED:
                 if call.state in (S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED):
                     await self._end(owned, S.END_REASON_MEDIA_FAILURE)
-            elif event.kind == media_pb2.MediaEvent.KIND_LEG_CONNECTED and call.state == S.CALL_STATE_CONNECTING:
+            elif event.kind == media_pb2.MediaEvent.KIND_LEG_CONNECTED and call.state in (
+                S.CALL_STATE_RINGING,
+                S.CALL_STATE_CONNECTING,
+            ):
                 call.legs_connected.add(event.leg)
                 if len(call.legs_connected) == 2:
-                    owned.cancel_timer()
-                    connecting_since = call.state_entered_at
-                    call.move(S.CALL_STATE_CONNECTED, self.clock())
-                    STAGE_SECONDS.labels("accept_to_connected").observe(call.state_entered_at - connecting_since)
-                    await self._update(call)
-                    await self._emit(call)
+                    if call.state == S.CALL_STATE_RINGING:
+                        self._stage(owned, "ringing_to_preconnected", call.state_entered_at, self.clock())
+                    else:
+                        await self._connected(owned)
                 await self._save(owned)
+            elif event.kind == media_pb2.MediaEvent.KIND_FIRST_FRAME_SENT and call.accepted_at:
+                party = "shopper" if event.leg == media_pb2.LEG_SHOPPER else "host"
+                self._stage(owned, f"accept_to_first_frame_{party}", call.accepted_at, self.clock())
+
+    async def _connected(self, owned: OwnedCall) -> None:
+        """Both legs connected after the accept: the call is live."""
+        call = owned.call
+        owned.cancel_timer()
+        call.move(S.CALL_STATE_CONNECTED, self.clock())
+        self._stage(owned, "accept_to_connected", call.accepted_at or call.state_entered_at, call.state_entered_at)
+        await self._update(call)
+        await self._emit(call)
 
     # --- commerce and resuming -----------------------------------------------------------------
 

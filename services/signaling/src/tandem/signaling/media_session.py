@@ -23,15 +23,15 @@ class MediaSession:
         self.allocate_attempts = allocate_attempts
         self.offer_timeout_s = offer_timeout_s
 
-    async def allocate(self, call: Call) -> str:
-        """A worker for the call (its id), trying the region's workers up to `allocate_attempts` times."""
+    async def allocate(self, call: Call, *, held: bool = False) -> str:
+        """A worker for the call (its id), trying the region's workers up to `allocate_attempts` times;
+        `held`: pre-connect, nothing passes between the parties until :meth:`open`."""
         subject = subjects.join(subjects.MEDIA_ALLOCATE, self.region)
+        request = media_pb2.MediaAllocate(call_id=call.call_id, region=self.region, held=held)
         last: TandemError | None = None
         for _ in range(self.allocate_attempts):
             try:
-                allocated = await self.bus.request(
-                    subject, media_pb2.MediaAllocate(call_id=call.call_id, region=self.region), media_pb2.MediaAllocated
-                )
+                allocated = await self.bus.request(subject, request, media_pb2.MediaAllocated)
                 return allocated.worker.worker_id
             except TandemError as exc:
                 last = exc
@@ -55,14 +55,28 @@ class MediaSession:
             empty_pb2.Empty,
         )
 
-    async def release(self, call: Call, reason: common_pb2.EndReason.ValueType) -> None:
-        """Free the call's worker; a worker that does not answer is logged, not retried."""
+    async def open(self, call: Call) -> None:
+        """The host accepted: the worker forwards both parties' media from now on."""
+        await self.bus.request(
+            subjects.join(subjects.MEDIA_WORKER, call.worker_id, "open"),
+            media_pb2.MediaOpen(call_id=call.call_id),
+            empty_pb2.Empty,
+        )
+
+    async def release(
+        self,
+        call: Call,
+        reason: common_pb2.EndReason.ValueType,
+        leg: media_pb2.Leg.ValueType = media_pb2.LEG_UNSPECIFIED,
+    ) -> None:
+        """Free the call's worker, or only one leg on it; a worker that does not answer is
+        logged, not retried."""
         if not call.worker_id:
             return
         try:
             await self.bus.request(
                 subjects.join(subjects.MEDIA_WORKER, call.worker_id, "release"),
-                media_pb2.MediaRelease(call_id=call.call_id, reason=reason),
+                media_pb2.MediaRelease(call_id=call.call_id, reason=reason, leg=leg),
                 media_pb2.MediaRelease,
             )
         except TandemError as exc:
