@@ -372,12 +372,17 @@ class Direction:
     def on_packet(self, packet: RtpPacket, arrival_ms: int) -> None:
         """A decrypted packet from the sending party (any payload type of this kind)."""
         media = self.source.media_packet(packet)
-        if media is None or self.held:
-            return  # held: received and counted (the sender's reports stay true), not sent on
+        if media is None:
+            return
+        # Held, media is counted (the sender's reports stay true) and video's bitrate estimated, so
+        # the sender ramps up before the accept (its first keyframe then goes out fast), not sent on.
         if self.assembler is None:
-            self._send_audio(media)
+            if not self.held:
+                self._send_audio(media)
             return
         self._estimate(packet, arrival_ms)
+        if self.held:
+            return
         now = time.monotonic()
         out = self.assembler.add(media, now)
         if out.new_gap or (self.assembler.missing and now - self._last_nack >= self.limits.nack_interval_s):
