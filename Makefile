@@ -6,7 +6,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen --no-sync
-APT_PACKAGES := chromium
+APT_PACKAGES := chromium coturn
 # The call-audio benchmark's material (speech) and the Speex peer it builds from source.
 BENCH_APT_PACKAGES := espeak-ng codec2-examples libspeexdsp-dev swig
 PYTEST_ARGS ?=

@@ -39,7 +39,9 @@ CLIENT_PAYLOADS = (
     "hello", "host_availability", "consult_request", "accept", "decline", "cancel", "sdp", "ice_candidate",
     "hangup", "push_product_card", "add_to_cart", "checkout", "ping",
 )  # fmt: skip
-SERVER_PAYLOADS = ("welcome", "invite", "call_update", "error", "pong", "queue_update", "renegotiate")
+SERVER_PAYLOADS = tuple(
+    f.name for f in client_pb2.Envelope.DESCRIPTOR.oneofs_by_name["payload"].fields if f.name not in CLIENT_PAYLOADS
+)
 # Frames the protocol answers only when they fail.
 SILENT_ON_SUCCESS = frozenset({"host_availability", "ice_candidate"})
 # Every code a client may see on an open socket (UNAUTHENTICATED closes it; INTERNAL is a bug).

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from tandem.v1 import common_pb2 as tandem_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tandem/v1/client.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/common.proto\"\xcc\x08\n\x08\x45nvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12\x13\n\x0btraceparent\x18\x03 \x01(\t\x12\x12\n\ntracestate\x18\x04 \x01(\t\x12!\n\x05hello\x18\n \x01(\x0b\x32\x10.tandem.v1.HelloH\x00\x12%\n\x07welcome\x18\x0b \x01(\x0b\x32\x12.tandem.v1.WelcomeH\x00\x12\x38\n\x11host_availability\x18\x0c \x01(\x0b\x32\x1b.tandem.v1.HostAvailabilityH\x00\x12\x34\n\x0f\x63onsult_request\x18\r \x01(\x0b\x32\x19.tandem.v1.ConsultRequestH\x00\x12.\n\x0cqueue_update\x18\x0e \x01(\x0b\x32\x16.tandem.v1.QueueUpdateH\x00\x12#\n\x06invite\x18\x0f \x01(\x0b\x32\x11.tandem.v1.InviteH\x00\x12#\n\x06\x61\x63\x63\x65pt\x18\x10 \x01(\x0b\x32\x11.tandem.v1.AcceptH\x00\x12%\n\x07\x64\x65\x63line\x18\x11 \x01(\x0b\x32\x12.tandem.v1.DeclineH\x00\x12#\n\x06\x63\x61ncel\x18\x12 \x01(\x0b\x32\x11.tandem.v1.CancelH\x00\x12,\n\x03sdp\x18\x13 \x01(\x0b\x32\x1d.tandem.v1.SessionDescriptionH\x00\x12\x30\n\rice_candidate\x18\x14 \x01(\x0b\x32\x17.tandem.v1.IceCandidateH\x00\x12#\n\x06hangup\x18\x15 \x01(\x0b\x32\x11.tandem.v1.HangupH\x00\x12,\n\x0b\x63\x61ll_update\x18\x16 \x01(\x0b\x32\x15.tandem.v1.CallUpdateH\x00\x12\x37\n\x11push_product_card\x18\x17 \x01(\x0b\x32\x1a.tandem.v1.PushProductCardH\x00\x12.\n\x0cproduct_card\x18\x18 \x01(\x0b\x32\x16.tandem.v1.ProductCardH\x00\x12+\n\x0b\x61\x64\x64_to_cart\x18\x19 \x01(\x0b\x32\x14.tandem.v1.AddToCartH\x00\x12,\n\x0b\x63\x61rt_update\x18\x1a \x01(\x0b\x32\x15.tandem.v1.CartUpdateH\x00\x12\'\n\x08\x63heckout\x18\x1b \x01(\x0b\x32\x13.tandem.v1.CheckoutH\x00\x12\x34\n\x0f\x63heckout_result\x18\x1c \x01(\x0b\x32\x19.tandem.v1.CheckoutResultH\x00\x12!\n\x05\x65rror\x18\x1d \x01(\x0b\x32\x10.tandem.v1.ErrorH\x00\x12\x1f\n\x04ping\x18\x1e \x01(\x0b\x32\x0f.tandem.v1.PingH\x00\x12\x1f\n\x04pong\x18\x1f \x01(\x0b\x32\x0f.tandem.v1.PongH\x00\x12-\n\x0brenegotiate\x18  \x01(\x0b\x32\x16.tandem.v1.RenegotiateH\x00\x42\t\n\x07payload\">\n\x05Hello\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0e\n\x06\x63lient\x18\x02 \x01(\t\x12\x16\n\x0eresume_call_id\x18\x03 \x01(\t\"\x86\x01\n\x07Welcome\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.tandem.v1.Role\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x04 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x05 \x01(\r\"p\n\x10HostAvailability\x12\x11\n\tavailable\x18\x01 \x01(\x08\x12\x11\n\tlanguages\x18\x02 \x03(\t\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\x0f\n\x07markets\x18\x04 \x03(\t\x12\x11\n\ttime_zone\x18\x05 \x01(\t\"X\n\x0e\x43onsultRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x0e\n\x06market\x18\x04 \x01(\t\"J\n\x0bQueueUpdate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\r\x12\x18\n\x10\x65stimated_wait_s\x18\x03 \x01(\r\"\xaa\x01\n\x06Invite\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x0e\n\x06market\x18\x05 \x01(\t\x12\x1a\n\x12returning_customer\x18\x06 \x01(\x08\x12\x16\n\x0ering_timeout_s\x18\x07 \x01(\r\x12\x13\n\x0bmedia_ready\x18\x08 \x01(\x08\"\x19\n\x06\x41\x63\x63\x65pt\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"*\n\x07\x44\x65\x63line\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x19\n\x06\x43\x61ncel\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"\xa3\x01\n\x12SessionDescription\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x30\n\x04type\x18\x02 \x01(\x0e\x32\".tandem.v1.SessionDescription.Type\x12\x0b\n\x03sdp\x18\x03 \x01(\t\"=\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0e\n\nTYPE_OFFER\x10\x01\x12\x0f\n\x0bTYPE_ANSWER\x10\x02\"\xa1\x01\n\x0cIceCandidate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\tcandidate\x18\x02 \x01(\t\x12\x0f\n\x07sdp_mid\x18\x03 \x01(\t\x12&\n\x0fsdp_mline_index\x18\x04 \x01(\rR\rsdpMLineIndex\x12\x19\n\x11\x65nd_of_candidates\x18\x05 \x01(\x08\x12\x19\n\x11username_fragment\x18\x06 \x01(\t\"?\n\x06Hangup\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12$\n\x06reason\x18\x02 \x01(\x0e\x32\x14.tandem.v1.EndReason\"\xb6\x01\n\nCallUpdate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.tandem.v1.CallState\x12$\n\x06reason\x18\x03 \x01(\x0e\x32\x14.tandem.v1.EndReason\x12\x0f\n\x07peer_id\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmedia_ready\x18\x06 \x01(\x08\"6\n\x0fPushProductCard\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\"T\n\x0bProductCard\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12#\n\x07product\x18\x02 \x01(\x0b\x32\x12.tandem.v1.Product\x12\x0f\n\x07\x63\x61rd_id\x18\x03 \x01(\t\"B\n\tAddToCart\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\r\"b\n\nCartUpdate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\"\n\x05lines\x18\x02 \x03(\x0b\x32\x13.tandem.v1.CartLine\x12\x1f\n\x05total\x18\x03 \x01(\x0b\x32\x10.tandem.v1.Money\"4\n\x08\x43heckout\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"u\n\x0e\x43heckoutResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x1f\n\x05total\x18\x03 \x01(\x0b\x32\x10.tandem.v1.Money\x12\x1f\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.tandem.v1.Error\".\n\x0bRenegotiate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1a\n\x04Ping\x12\x12\n\nsent_at_ms\x18\x01 \x01(\x04\"\x1a\n\x04Pong\x12\x12\n\nsent_at_ms\x18\x01 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tandem/v1/client.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/common.proto\"\xfa\x08\n\x08\x45nvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12\x13\n\x0btraceparent\x18\x03 \x01(\t\x12\x12\n\ntracestate\x18\x04 \x01(\t\x12!\n\x05hello\x18\n \x01(\x0b\x32\x10.tandem.v1.HelloH\x00\x12%\n\x07welcome\x18\x0b \x01(\x0b\x32\x12.tandem.v1.WelcomeH\x00\x12\x38\n\x11host_availability\x18\x0c \x01(\x0b\x32\x1b.tandem.v1.HostAvailabilityH\x00\x12\x34\n\x0f\x63onsult_request\x18\r \x01(\x0b\x32\x19.tandem.v1.ConsultRequestH\x00\x12.\n\x0cqueue_update\x18\x0e \x01(\x0b\x32\x16.tandem.v1.QueueUpdateH\x00\x12#\n\x06invite\x18\x0f \x01(\x0b\x32\x11.tandem.v1.InviteH\x00\x12#\n\x06\x61\x63\x63\x65pt\x18\x10 \x01(\x0b\x32\x11.tandem.v1.AcceptH\x00\x12%\n\x07\x64\x65\x63line\x18\x11 \x01(\x0b\x32\x12.tandem.v1.DeclineH\x00\x12#\n\x06\x63\x61ncel\x18\x12 \x01(\x0b\x32\x11.tandem.v1.CancelH\x00\x12,\n\x03sdp\x18\x13 \x01(\x0b\x32\x1d.tandem.v1.SessionDescriptionH\x00\x12\x30\n\rice_candidate\x18\x14 \x01(\x0b\x32\x17.tandem.v1.IceCandidateH\x00\x12#\n\x06hangup\x18\x15 \x01(\x0b\x32\x11.tandem.v1.HangupH\x00\x12,\n\x0b\x63\x61ll_update\x18\x16 \x01(\x0b\x32\x15.tandem.v1.CallUpdateH\x00\x12\x37\n\x11push_product_card\x18\x17 \x01(\x0b\x32\x1a.tandem.v1.PushProductCardH\x00\x12.\n\x0cproduct_card\x18\x18 \x01(\x0b\x32\x16.tandem.v1.ProductCardH\x00\x12+\n\x0b\x61\x64\x64_to_cart\x18\x19 \x01(\x0b\x32\x14.tandem.v1.AddToCartH\x00\x12,\n\x0b\x63\x61rt_update\x18\x1a \x01(\x0b\x32\x15.tandem.v1.CartUpdateH\x00\x12\'\n\x08\x63heckout\x18\x1b \x01(\x0b\x32\x13.tandem.v1.CheckoutH\x00\x12\x34\n\x0f\x63heckout_result\x18\x1c \x01(\x0b\x32\x19.tandem.v1.CheckoutResultH\x00\x12!\n\x05\x65rror\x18\x1d \x01(\x0b\x32\x10.tandem.v1.ErrorH\x00\x12\x1f\n\x04ping\x18\x1e \x01(\x0b\x32\x0f.tandem.v1.PingH\x00\x12\x1f\n\x04pong\x18\x1f \x01(\x0b\x32\x0f.tandem.v1.PongH\x00\x12-\n\x0brenegotiate\x18  \x01(\x0b\x32\x16.tandem.v1.RenegotiateH\x00\x12,\n\x0bice_servers\x18! \x01(\x0b\x32\x15.tandem.v1.IceServersH\x00\x42\t\n\x07payload\">\n\x05Hello\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0e\n\x06\x63lient\x18\x02 \x01(\t\x12\x16\n\x0eresume_call_id\x18\x03 \x01(\t\"\xb2\x01\n\x07Welcome\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.tandem.v1.Role\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x04 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x05 \x01(\r\x12*\n\x0bice_servers\x18\x06 \x01(\x0b\x32\x15.tandem.v1.IceServers\"c\n\nIceServers\x12%\n\x07servers\x18\x01 \x03(\x0b\x32\x14.tandem.v1.IceServer\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\tIceServer\x12\x0c\n\x04urls\x18\x01 \x03(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x12\n\ncredential\x18\x03 \x01(\t\"p\n\x10HostAvailability\x12\x11\n\tavailable\x18\x01 \x01(\x08\x12\x11\n\tlanguages\x18\x02 \x03(\t\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\x0f\n\x07markets\x18\x04 \x03(\t\x12\x11\n\ttime_zone\x18\x05 \x01(\t\"X\n\x0e\x43onsultRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x0e\n\x06market\x18\x04 \x01(\t\"J\n\x0bQueueUpdate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\r\x12\x18\n\x10\x65stimated_wait_s\x18\x03 \x01(\r\"\xaa\x01\n\x06Invite\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x0e\n\x06market\x18\x05 \x01(\t\x12\x1a\n\x12returning_customer\x18\x06 \x01(\x08\x12\x16\n\x0ering_timeout_s\x18\x07 \x01(\r\x12\x13\n\x0bmedia_ready\x18\x08 \x01(\x08\"\x19\n\x06\x41\x63\x63\x65pt\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"*\n\x07\x44\x65\x63line\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x19\n\x06\x43\x61ncel\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"\xa3\x01\n\x12SessionDescription\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x30\n\x04type\x18\x02 \x01(\x0e\x32\".tandem.v1.SessionDescription.Type\x12\x0b\n\x03sdp\x18\x03 \x01(\t\"=\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0e\n\nTYPE_OFFER\x10\x01\x12\x0f\n\x0bTYPE_ANSWER\x10\x02\"\xa1\x01\n\x0cIceCandidate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\tcandidate\x18\x02 \x01(\t\x12\x0f\n\x07sdp_mid\x18\x03 \x01(\t\x12&\n\x0fsdp_mline_index\x18\x04 \x01(\rR\rsdpMLineIndex\x12\x19\n\x11\x65nd_of_candidates\x18\x05 \x01(\x08\x12\x19\n\x11username_fragment\x18\x06 \x01(\t\"?\n\x06Hangup\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12$\n\x06reason\x18\x02 \x01(\x0e\x32\x14.tandem.v1.EndReason\"\xb6\x01\n\nCallUpdate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.tandem.v1.CallState\x12$\n\x06reason\x18\x03 \x01(\x0e\x32\x14.tandem.v1.EndReason\x12\x0f\n\x07peer_id\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmedia_ready\x18\x06 \x01(\x08\"6\n\x0fPushProductCard\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\"T\n\x0bProductCard\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12#\n\x07product\x18\x02 \x01(\x0b\x32\x12.tandem.v1.Product\x12\x0f\n\x07\x63\x61rd_id\x18\x03 \x01(\t\"B\n\tAddToCart\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\r\"b\n\nCartUpdate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\"\n\x05lines\x18\x02 \x03(\x0b\x32\x13.tandem.v1.CartLine\x12\x1f\n\x05total\x18\x03 \x01(\x0b\x32\x10.tandem.v1.Money\"4\n\x08\x43heckout\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"u\n\x0e\x43heckoutResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x1f\n\x05total\x18\x03 \x01(\x0b\x32\x10.tandem.v1.Money\x12\x1f\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.tandem.v1.Error\".\n\x0bRenegotiate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1a\n\x04Ping\x12\x12\n\nsent_at_ms\x18\x01 \x01(\x04\"\x1a\n\x04Pong\x12\x12\n\nsent_at_ms\x18\x01 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,51 +34,55 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tandem.v1.client_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENVELOPE']._serialized_start=95
-  _globals['_ENVELOPE']._serialized_end=1195
-  _globals['_HELLO']._serialized_start=1197
-  _globals['_HELLO']._serialized_end=1259
-  _globals['_WELCOME']._serialized_start=1262
-  _globals['_WELCOME']._serialized_end=1396
-  _globals['_HOSTAVAILABILITY']._serialized_start=1398
-  _globals['_HOSTAVAILABILITY']._serialized_end=1510
-  _globals['_CONSULTREQUEST']._serialized_start=1512
-  _globals['_CONSULTREQUEST']._serialized_end=1600
-  _globals['_QUEUEUPDATE']._serialized_start=1602
-  _globals['_QUEUEUPDATE']._serialized_end=1676
-  _globals['_INVITE']._serialized_start=1679
-  _globals['_INVITE']._serialized_end=1849
-  _globals['_ACCEPT']._serialized_start=1851
-  _globals['_ACCEPT']._serialized_end=1876
-  _globals['_DECLINE']._serialized_start=1878
-  _globals['_DECLINE']._serialized_end=1920
-  _globals['_CANCEL']._serialized_start=1922
-  _globals['_CANCEL']._serialized_end=1947
-  _globals['_SESSIONDESCRIPTION']._serialized_start=1950
-  _globals['_SESSIONDESCRIPTION']._serialized_end=2113
-  _globals['_SESSIONDESCRIPTION_TYPE']._serialized_start=2052
-  _globals['_SESSIONDESCRIPTION_TYPE']._serialized_end=2113
-  _globals['_ICECANDIDATE']._serialized_start=2116
-  _globals['_ICECANDIDATE']._serialized_end=2277
-  _globals['_HANGUP']._serialized_start=2279
-  _globals['_HANGUP']._serialized_end=2342
-  _globals['_CALLUPDATE']._serialized_start=2345
-  _globals['_CALLUPDATE']._serialized_end=2527
-  _globals['_PUSHPRODUCTCARD']._serialized_start=2529
-  _globals['_PUSHPRODUCTCARD']._serialized_end=2583
-  _globals['_PRODUCTCARD']._serialized_start=2585
-  _globals['_PRODUCTCARD']._serialized_end=2669
-  _globals['_ADDTOCART']._serialized_start=2671
-  _globals['_ADDTOCART']._serialized_end=2737
-  _globals['_CARTUPDATE']._serialized_start=2739
-  _globals['_CARTUPDATE']._serialized_end=2837
-  _globals['_CHECKOUT']._serialized_start=2839
-  _globals['_CHECKOUT']._serialized_end=2891
-  _globals['_CHECKOUTRESULT']._serialized_start=2893
-  _globals['_CHECKOUTRESULT']._serialized_end=3010
-  _globals['_RENEGOTIATE']._serialized_start=3012
-  _globals['_RENEGOTIATE']._serialized_end=3058
-  _globals['_PING']._serialized_start=3060
-  _globals['_PING']._serialized_end=3086
-  _globals['_PONG']._serialized_start=3088
-  _globals['_PONG']._serialized_end=3114
+  _globals['_ENVELOPE']._serialized_end=1241
+  _globals['_HELLO']._serialized_start=1243
+  _globals['_HELLO']._serialized_end=1305
+  _globals['_WELCOME']._serialized_start=1308
+  _globals['_WELCOME']._serialized_end=1486
+  _globals['_ICESERVERS']._serialized_start=1488
+  _globals['_ICESERVERS']._serialized_end=1587
+  _globals['_ICESERVER']._serialized_start=1589
+  _globals['_ICESERVER']._serialized_end=1652
+  _globals['_HOSTAVAILABILITY']._serialized_start=1654
+  _globals['_HOSTAVAILABILITY']._serialized_end=1766
+  _globals['_CONSULTREQUEST']._serialized_start=1768
+  _globals['_CONSULTREQUEST']._serialized_end=1856
+  _globals['_QUEUEUPDATE']._serialized_start=1858
+  _globals['_QUEUEUPDATE']._serialized_end=1932
+  _globals['_INVITE']._serialized_start=1935
+  _globals['_INVITE']._serialized_end=2105
+  _globals['_ACCEPT']._serialized_start=2107
+  _globals['_ACCEPT']._serialized_end=2132
+  _globals['_DECLINE']._serialized_start=2134
+  _globals['_DECLINE']._serialized_end=2176
+  _globals['_CANCEL']._serialized_start=2178
+  _globals['_CANCEL']._serialized_end=2203
+  _globals['_SESSIONDESCRIPTION']._serialized_start=2206
+  _globals['_SESSIONDESCRIPTION']._serialized_end=2369
+  _globals['_SESSIONDESCRIPTION_TYPE']._serialized_start=2308
+  _globals['_SESSIONDESCRIPTION_TYPE']._serialized_end=2369
+  _globals['_ICECANDIDATE']._serialized_start=2372
+  _globals['_ICECANDIDATE']._serialized_end=2533
+  _globals['_HANGUP']._serialized_start=2535
+  _globals['_HANGUP']._serialized_end=2598
+  _globals['_CALLUPDATE']._serialized_start=2601
+  _globals['_CALLUPDATE']._serialized_end=2783
+  _globals['_PUSHPRODUCTCARD']._serialized_start=2785
+  _globals['_PUSHPRODUCTCARD']._serialized_end=2839
+  _globals['_PRODUCTCARD']._serialized_start=2841
+  _globals['_PRODUCTCARD']._serialized_end=2925
+  _globals['_ADDTOCART']._serialized_start=2927
+  _globals['_ADDTOCART']._serialized_end=2993
+  _globals['_CARTUPDATE']._serialized_start=2995
+  _globals['_CARTUPDATE']._serialized_end=3093
+  _globals['_CHECKOUT']._serialized_start=3095
+  _globals['_CHECKOUT']._serialized_end=3147
+  _globals['_CHECKOUTRESULT']._serialized_start=3149
+  _globals['_CHECKOUTRESULT']._serialized_end=3266
+  _globals['_RENEGOTIATE']._serialized_start=3268
+  _globals['_RENEGOTIATE']._serialized_end=3314
+  _globals['_PING']._serialized_start=3316
+  _globals['_PING']._serialized_end=3342
+  _globals['_PONG']._serialized_start=3344
+  _globals['_PONG']._serialized_end=3370
 # @@protoc_insertion_point(module_scope)

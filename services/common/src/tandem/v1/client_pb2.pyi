@@ -55,6 +55,7 @@ class Envelope(_message.Message):
     PING_FIELD_NUMBER: _builtins.int
     PONG_FIELD_NUMBER: _builtins.int
     RENEGOTIATE_FIELD_NUMBER: _builtins.int
+    ICE_SERVERS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Sender-chosen unique id of this message (a UUID)."""
     correlation_id: _builtins.str
@@ -108,6 +109,8 @@ class Envelope(_message.Message):
     def pong(self) -> Global___Pong: ...
     @_builtins.property
     def renegotiate(self) -> Global___Renegotiate: ...
+    @_builtins.property
+    def ice_servers(self) -> Global___IceServers: ...
     def __init__(
         self,
         *,
@@ -138,12 +141,13 @@ class Envelope(_message.Message):
         ping: Global___Ping | None = ...,
         pong: Global___Pong | None = ...,
         renegotiate: Global___Renegotiate | None = ...,
+        ice_servers: Global___IceServers | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "add_to_cart", b"add_to_cart", "call_update", b"call_update", "cancel", b"cancel", "cart_update", b"cart_update", "checkout", b"checkout", "checkout_result", b"checkout_result", "consult_request", b"consult_request", "decline", b"decline", "error", b"error", "hangup", b"hangup", "hello", b"hello", "host_availability", b"host_availability", "ice_candidate", b"ice_candidate", "invite", b"invite", "payload", b"payload", "ping", b"ping", "pong", b"pong", "product_card", b"product_card", "push_product_card", b"push_product_card", "queue_update", b"queue_update", "renegotiate", b"renegotiate", "sdp", b"sdp", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "add_to_cart", b"add_to_cart", "call_update", b"call_update", "cancel", b"cancel", "cart_update", b"cart_update", "checkout", b"checkout", "checkout_result", b"checkout_result", "consult_request", b"consult_request", "decline", b"decline", "error", b"error", "hangup", b"hangup", "hello", b"hello", "host_availability", b"host_availability", "ice_candidate", b"ice_candidate", "ice_servers", b"ice_servers", "invite", b"invite", "payload", b"payload", "ping", b"ping", "pong", b"pong", "product_card", b"product_card", "push_product_card", b"push_product_card", "queue_update", b"queue_update", "renegotiate", b"renegotiate", "sdp", b"sdp", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "add_to_cart", b"add_to_cart", "call_update", b"call_update", "cancel", b"cancel", "cart_update", b"cart_update", "checkout", b"checkout", "checkout_result", b"checkout_result", "consult_request", b"consult_request", "correlation_id", b"correlation_id", "decline", b"decline", "error", b"error", "hangup", b"hangup", "hello", b"hello", "host_availability", b"host_availability", "ice_candidate", b"ice_candidate", "id", b"id", "invite", b"invite", "payload", b"payload", "ping", b"ping", "pong", b"pong", "product_card", b"product_card", "push_product_card", b"push_product_card", "queue_update", b"queue_update", "renegotiate", b"renegotiate", "sdp", b"sdp", "traceparent", b"traceparent", "tracestate", b"tracestate", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "add_to_cart", b"add_to_cart", "call_update", b"call_update", "cancel", b"cancel", "cart_update", b"cart_update", "checkout", b"checkout", "checkout_result", b"checkout_result", "consult_request", b"consult_request", "correlation_id", b"correlation_id", "decline", b"decline", "error", b"error", "hangup", b"hangup", "hello", b"hello", "host_availability", b"host_availability", "ice_candidate", b"ice_candidate", "ice_servers", b"ice_servers", "id", b"id", "invite", b"invite", "payload", b"payload", "ping", b"ping", "pong", b"pong", "product_card", b"product_card", "push_product_card", b"push_product_card", "queue_update", b"queue_update", "renegotiate", b"renegotiate", "sdp", b"sdp", "traceparent", b"traceparent", "tracestate", b"tracestate", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["hello", "welcome", "host_availability", "consult_request", "queue_update", "invite", "accept", "decline", "cancel", "sdp", "ice_candidate", "hangup", "call_update", "push_product_card", "product_card", "add_to_cart", "cart_update", "checkout", "checkout_result", "error", "ping", "pong", "renegotiate"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["hello", "welcome", "host_availability", "consult_request", "queue_update", "invite", "accept", "decline", "cancel", "sdp", "ice_candidate", "hangup", "call_update", "push_product_card", "product_card", "add_to_cart", "cart_update", "checkout", "checkout_result", "error", "ping", "pong", "renegotiate", "ice_servers"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -191,6 +195,7 @@ class Welcome(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _builtins.int
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
+    ICE_SERVERS_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     role: _common_pb2.Role.ValueType
     session_id: _builtins.str
@@ -199,6 +204,10 @@ class Welcome(_message.Message):
     """Seconds between pings the server expects."""
     max_message_bytes: _builtins.int
     """The largest frame the server accepts, in bytes."""
+    @_builtins.property
+    def ice_servers(self) -> Global___IceServers:
+        """The ICE servers to configure RTCPeerConnection with; sent again before they expire."""
+
     def __init__(
         self,
         *,
@@ -207,14 +216,74 @@ class Welcome(_message.Message):
         session_id: _builtins.str = ...,
         heartbeat_interval_s: _builtins.int = ...,
         max_message_bytes: _builtins.int = ...,
+        ice_servers: Global___IceServers | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ice_servers", b"ice_servers"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_s", b"heartbeat_interval_s", "max_message_bytes", b"max_message_bytes", "role", b"role", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_s", b"heartbeat_interval_s", "ice_servers", b"ice_servers", "max_message_bytes", b"max_message_bytes", "role", b"role", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Welcome: _TypeAlias = Welcome  # noqa: Y015
+
+@_typing.final
+class IceServers(_message.Message):
+    """Server -> client: TURN (and STUN) servers with short-lived credentials (the TURN REST API scheme:
+    username "<expiry epoch s>:<user id>", credential base64(HMAC-SHA1(secret, username))). In the
+    welcome, and again as its own message before `expires_at`; use the newest for new connections.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVERS_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___IceServer]:
+        """Shaped like WebRTC's RTCIceServer: a browser passes these as `iceServers` unchanged."""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the credentials stop working; unset when there are none."""
+
+    def __init__(
+        self,
+        *,
+        servers: _abc.Iterable[Global___IceServer] | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "servers", b"servers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IceServers: _TypeAlias = IceServers  # noqa: Y015
+
+@_typing.final
+class IceServer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URLS_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    username: _builtins.str
+    credential: _builtins.str
+    @_builtins.property
+    def urls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        urls: _abc.Iterable[_builtins.str] | None = ...,
+        username: _builtins.str = ...,
+        credential: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "urls", b"urls", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IceServer: _TypeAlias = IceServer  # noqa: Y015
 
 @_typing.final
 class HostAvailability(_message.Message):

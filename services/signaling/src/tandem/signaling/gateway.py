@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge
 
 from tandem.common import subjects
-from tandem.common.aio import TaskSet
+from tandem.common.aio import TaskSet, cancel_and_wait
 from tandem.common.bus import Bus
 from tandem.common.envelope import (
     MalformedFrameError,
@@ -51,6 +51,7 @@ from tandem.signaling.errors import (
 from tandem.signaling.presence import PresenceWriter
 from tandem.signaling.ratelimit import TokenBucket
 from tandem.signaling.settings import Settings
+from tandem.signaling.turn import ice_servers
 from tandem.signaling.validation import ClientValidator
 from tandem.v1 import calls_pb2, client_pb2, common_pb2
 
@@ -122,6 +123,7 @@ class Gateway:
         self.coordinator = coordinator
         self.presence = presence
         self.validator = ClientValidator(settings.client_limits)
+        self.turn = settings.turn_config
         self.sockets: collections.Counter[str] = collections.Counter()
         self._open: set[ClientSocket] = set()
         self.tasks = TaskSet("gateway")
@@ -159,6 +161,7 @@ class Gateway:
             subjects.join(subjects.SIGNALING_DELIVER, conn.identity.user_id), client_pb2.Envelope, deliver
         )
         logger.info("client connected", extra={"user_id": conn.identity.user_id, "session_id": conn.session_id})
+        refresher: asyncio.Task[None] | None = None
         try:
             await conn.send(
                 new_envelope(
@@ -167,9 +170,12 @@ class Gateway:
                         user_id=conn.identity.user_id, role=conn.identity.role, session_id=conn.session_id,
                         heartbeat_interval_s=int(self.settings.heartbeat_interval_s),
                         max_message_bytes=self.settings.max_message_bytes,
+                        ice_servers=ice_servers(self.turn, conn.identity.user_id, time.time()),
                     ),
                 )
             )  # fmt: skip
+            if self.turn.urls:
+                refresher = self.tasks.spawn(self._refresh_ice_servers(conn), name=f"turn-{conn.session_id}")
             if hello is not None and hello.hello.resume_call_id:
                 # A reconnecting client: the call's owner sends its state, cart and last card again.
                 await self._answer(conn, hello.id, self.route(conn.identity, hello))
@@ -179,8 +185,16 @@ class Gateway:
                 await self._on_frame(conn, msg)
         finally:
             CONNECTIONS.labels(role).dec()
+            if refresher is not None:
+                await cancel_and_wait(refresher)
             await self._closed(conn, sub)
         return ws
+
+    async def _refresh_ice_servers(self, conn: Connection) -> None:
+        """New TURN credentials before the last ones expire, for as long as the socket is open."""
+        while True:
+            await asyncio.sleep(self.turn.refresh_after_s)
+            await conn.send(new_envelope(ice_servers=ice_servers(self.turn, conn.identity.user_id, time.time())))
 
     async def _authenticate(
         self, ws: ClientSocket, authorization: str

@@ -4,6 +4,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tandem.common.settings import ServiceSettings
+from tandem.signaling.turn import TurnConfig
 from tandem.signaling.validation import ClientLimits
 
 
@@ -68,6 +69,17 @@ class Settings(ServiceSettings):
         default=3.0, gt=0, le=60, description="A message for a call being taken over waits this long for its owner."
     )
 
+    turn_urls: list[str] = Field(
+        default_factory=list,
+        description='TURN (and STUN) URLs handed to clients, as a JSON list, e.g. ["turn:turn.example.com:3478"].',
+    )
+    turn_secret: SecretStr = Field(
+        default=SecretStr(""), description="The TURN server's shared secret (coturn's static-auth-secret)."
+    )
+    turn_ttl_s: int = Field(
+        default=3600, ge=10, le=7 * 86400, description="How long a client's TURN credentials last; renewed at 3/4."
+    )
+
     @model_validator(mode="after")
     def _key_required(self) -> "Settings":
         if len(self.jwt_key.get_secret_value()) < 32:
@@ -76,7 +88,17 @@ class Settings(ServiceSettings):
             raise ValueError("TANDEM_SIGNALING_LEASE_RENEW_S must be at most half of TANDEM_SIGNALING_LEASE_TTL_S")
         if self.max_frame_bytes < self.max_message_bytes:
             raise ValueError("TANDEM_SIGNALING_MAX_FRAME_BYTES must be at least TANDEM_SIGNALING_MAX_MESSAGE_BYTES")
+        if any(not url.startswith(("turn:", "turns:", "stun:", "stuns:")) for url in self.turn_urls):
+            raise ValueError("TANDEM_SIGNALING_TURN_URLS must be turn:, turns:, stun: or stuns: URLs")
+        if any(url.startswith("turn") for url in self.turn_urls) and not self.turn_secret.get_secret_value():
+            raise ValueError(
+                "TANDEM_SIGNALING_TURN_SECRET must be set when TANDEM_SIGNALING_TURN_URLS has TURN servers"
+            )
         return self
+
+    @property
+    def turn_config(self) -> TurnConfig:
+        return TurnConfig(tuple(self.turn_urls), self.turn_secret.get_secret_value(), self.turn_ttl_s)
 
     @property
     def client_limits(self) -> ClientLimits:

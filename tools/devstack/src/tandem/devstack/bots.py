@@ -75,6 +75,7 @@ class Bot:
         self.media = MediaStats()
         self._pumps: list[asyncio.Task[None]] = []
         self.marks: dict[str, float] = {}
+        self.welcome: client_pb2.Welcome | None = None
 
     async def connect(self, resume_call_id: str = "") -> client_pb2.Welcome:
         """Open the socket and say hello (resuming a call, like an app after a network change)."""
@@ -86,6 +87,7 @@ class Bot:
         first = await self.expect("welcome", "error")
         if first.HasField("error"):
             raise TandemError.from_proto(first.error)
+        self.welcome = first.welcome
         return first.welcome
 
     @property
