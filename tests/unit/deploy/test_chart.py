@@ -99,6 +99,7 @@ def test_every_variable_is_a_setting_the_service_parses(
     values["mediaWorker"] = {
         "iceServers": ["turn:turn.example.com:3478"],
         "turnCredentials": {"existingSecret": "turn"},
+        "announceNodeIP": True,
     }
     for component, template in pod_templates(render(values)):
         settings = SETTINGS[component]
@@ -109,7 +110,9 @@ def test_every_variable_is_a_setting_the_service_parses(
             field = var["name"].removeprefix(prefix).lower()
             assert field in settings.model_fields, f"{component}: {var['name']} is no setting"
             # values from the downward API and Secrets arrive at run time; stand in for them
-            monkeypatch.setenv(var["name"], var.get("value", "stand-in-0123456789abcdef0123456789"))
+            field_path = var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+            stand_in = "10.0.0.7" if field_path == "status.hostIP" else "stand-in-0123456789abcdef0123456789"
+            monkeypatch.setenv(var["name"], var.get("value", stand_in))
         parsed = settings()
         assert parsed.http_port == 8080
         assert parsed.log_format == "json"

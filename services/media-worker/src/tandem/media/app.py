@@ -17,6 +17,7 @@ from tandem.common.aio import LoopLagMonitor, TaskSet
 from tandem.common.bus import Bus
 from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
+from tandem.media.announce import announce
 from tandem.media.call import CallOptions, MediaCall
 from tandem.media.dsp.pipeline import PipelineConfig, warm_up
 from tandem.media.errors import CallNotOnWorkerError, InvalidAudioProcessingError, UnknownLegError, WorkerFullError
@@ -121,7 +122,9 @@ class MediaWorkerApp(BaseApp):
         if offer.leg not in (media_pb2.LEG_SHOPPER, media_pb2.LEG_HOST):
             raise UnknownLegError(offer.leg)
         sdp = await self._call(offer.call_id).answer(offer.leg, offer.sdp)
-        return media_pb2.MediaAnswer(call_id=offer.call_id, leg=offer.leg, sdp=sdp)
+        return media_pb2.MediaAnswer(
+            call_id=offer.call_id, leg=offer.leg, sdp=announce(sdp, self.settings.announced_address)
+        )
 
     async def candidate(self, message: media_pb2.MediaCandidate) -> empty_pb2.Empty:
         await self._call(message.call_id).add_candidate(message.leg, message.candidate)

@@ -1,5 +1,7 @@
 """Settings of the media worker (environment variables `TANDEM_MEDIA_*`)."""
 
+import ipaddress
+
 from aiortc import RTCConfiguration, RTCIceServer
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -32,6 +34,10 @@ class Settings(ServiceSettings):
     )
     offer_timeout_s: float = Field(
         default=30.0, gt=0, description="A call whose legs have not both offered this long after it opened is released."
+    )
+    announced_address: str = Field(
+        default="",
+        description="The IP address to announce instead of its own (a pod behind its node's IP); empty: its own.",
     )
     hold_timeout_s: float = Field(
         default=300.0,
@@ -88,6 +94,13 @@ class Settings(ServiceSettings):
         if rate not in SAMPLE_RATES:
             raise ValueError("must be 16000 or 48000")
         return rate
+
+    @field_validator("announced_address")
+    @classmethod
+    def _an_ip_address(cls, address: str) -> str:
+        if address:
+            ipaddress.ip_address(address)  # ValueError names what is wrong
+        return address
 
     @model_validator(mode="after")
     def _credentials_go_with_turn(self) -> "Settings":
