@@ -262,6 +262,8 @@ async def _answers(socket: Socket, frame_id: str, sentinel: str, *, wait_for_ans
     return received
 
 
+# Hundreds of frame sequences through the whole stack: minutes on a busy machine.
+@pytest.mark.timeout(600)
 @settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -77,7 +77,7 @@ def test_every_client_message_round_trips_binary_and_json(envelope: client_pb2.E
 
 
 def test_the_property_covers_every_payload() -> None:
-    assert len(PAYLOADS) == 23
+    assert len(PAYLOADS) == 24
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,9 @@ S = common_pb2
 CALLS_ENDED = Counter("tandem_signaling_calls_ended_total", "Calls ended, by reason", ["reason"])
 CALLS_TAKEN_OVER = Counter("tandem_signaling_calls_taken_over_total", "Calls adopted from another instance")
 MEDIA_MOVED = Counter("tandem_signaling_media_moved_total", "Calls whose media moved to another worker")
+WORKER_GIVE_UP_FACTOR = 4
+"""A call whose worker has been silent this many times `WORKER_SILENCE_S`, with no other worker to
+take it, ends with MEDIA_FAILURE."""
 STAGE_SECONDS = Histogram(
     "tandem_signaling_stage_seconds",
     "Time spent between call stages",
@@ -111,6 +114,8 @@ class OwnedCall:
         self.subscriptions: list[Subscription] = []
         self.timer: asyncio.Task[None] | None = None
         self.matching: asyncio.Task[None] | None = None
+        self.move_after = 0.0
+        """Monotonic time before which a failed move of the call's media is not tried again."""
 
     def cancel_timer(self) -> None:
         if self.timer is not None and self.timer is not asyncio.current_task():
@@ -243,7 +248,8 @@ class CallCoordinator:
             for owned in list(self.calls.values()):
                 call = owned.call
                 live = call.state in (S.CALL_STATE_RINGING, S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
-                if live and call.worker_id and self.workers.lost(call.worker_id):
+                due = time.monotonic() >= owned.move_after
+                if live and due and call.worker_id and self.workers.lost(call.worker_id):
                     try:
                         await self._move_media(owned)
                     except (TandemError, nats.errors.Error) as exc:
@@ -264,6 +270,13 @@ class CallCoordinator:
         try:
             worker_id = await self.media.allocate(call, held=call.state == S.CALL_STATE_RINGING)
         except TandemError as exc:
+            # Workers too busy to answer may recover (the call's own among them): the call stays
+            # where it is and the move is tried again, until its worker has been silent too long.
+            silent_s = self.workers.silent_for(lost)
+            if silent_s < self.settings.worker_silence_s * WORKER_GIVE_UP_FACTOR:
+                logger.warning("no worker to move to yet", extra={"call_id": call.call_id, "error": str(exc)})
+                owned.move_after = time.monotonic() + self.settings.worker_silence_s
+                return
             logger.error("no worker to move to", extra={"call_id": call.call_id, "error": str(exc)})
             await self._end(owned, S.END_REASON_MEDIA_FAILURE)
             return

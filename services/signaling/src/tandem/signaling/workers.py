@@ -28,7 +28,11 @@ class WorkerWatch:
     def reported(self, worker_id: str) -> None:
         self._last_report[worker_id] = time.monotonic()
 
+    def silent_for(self, worker_id: str) -> float:
+        """Seconds since the worker's last report; 0 for one never heard of."""
+        last = self._last_report.get(worker_id)
+        return 0.0 if last is None else time.monotonic() - last
+
     def lost(self, worker_id: str) -> bool:
         """True once a worker that has reported has been silent for `silence_s`."""
-        last = self._last_report.get(worker_id)
-        return last is not None and time.monotonic() - last > self.silence_s
+        return self.silent_for(worker_id) > self.silence_s
