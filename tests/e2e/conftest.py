@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from google.protobuf import json_format
+from prometheus_client.parser import text_string_to_metric_families
 
 from tandem.devstack.bots import Bot, dev_token
 from tandem.devstack.nats import NatsServer
@@ -47,6 +48,17 @@ class Tandem:
 
     def tracebacks(self) -> int:
         return self.log.read_text().count("Traceback")
+
+    async def worker_metric(self, name: str, **labels: str) -> float:
+        """A sample of the media worker's /metrics (summed over the labels not given)."""
+        async with aiohttp.ClientSession() as http, http.get(f"{self.services['media-worker']}/metrics") as response:
+            text = await response.text()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
 
     async def bot(self, role: str, user: str, *, instance: int = 0, binary: bool = False) -> Bot:
         url = self.signaling_urls[instance]

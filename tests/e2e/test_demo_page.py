@@ -143,6 +143,7 @@ async def test_a_consultation_from_availability_to_order_in_two_browser_pages(
 ) -> None:
     base = tandem.signaling_urls[0]
     screens = Screens(tmp_path / "screens", SIZES[size][0])
+    decoded_before = await tandem.worker_metric("tandem_media_frames_decoded_total", kind="video")
     host = await open_page(browser, f"{base}/demo?role=host&user=host-{size}", size)
     shopper = await open_page(browser, f"{base}/demo?role=shopper&user=shopper-{size}", size)
     try:
@@ -185,6 +186,9 @@ async def test_a_consultation_from_availability_to_order_in_two_browser_pages(
             await eventually(page, SEEN_AND_HEARD)
             assert await page.locator("#local-video").evaluate("v => v.muted"), "the self-view must not echo"
             await screens.shoot(page, f"{role}-call")
+        # Both browsers see each other's video, forwarded: the worker decoded none of it.
+        assert await tandem.worker_metric("tandem_media_frames_decoded_total", kind="video") == decoded_before
+        await expect(host.locator("#connect-time")).to_contain_text("ms after you accepted")
         await expect(host.locator("#peer-label")).to_have_text("Shopper shopper-" + size)
         await expect(host.locator("#customer")).to_contain_text("Wireless earbuds")
         await expect(host.locator("#customer-customer")).to_have_text("New customer")

@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 import pytest_asyncio
-from prometheus_client.parser import text_string_to_metric_families
 
 from tandem.devstack.bots import Bot
 from tandem.devstack.nats import NatsServer
@@ -37,12 +35,6 @@ async def tandem(
         module_nats, module_database, tmp_path_factory.mktemp("logs"), {**FAST, "signaling": signaling}
     ) as stack:
         yield stack
-
-
-async def worker_metric(t: Tandem, name: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(f"{t.services['media-worker']}/metrics") as response:
-        text = await response.text()
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
 
 
 async def connected(bot: Bot, timeout_s: float = 30.0) -> None:
@@ -105,7 +97,7 @@ async def test_a_preconnected_call_carries_nothing_before_the_accept_and_is_live
 
 async def test_a_decline_frees_the_hosts_leg_and_the_next_host_reuses_the_shoppers(tandem_bots: Tandem) -> None:
     t = tandem_bots
-    calls_before = await worker_metric(t, "tandem_media_calls_total")
+    calls_before = await t.worker_metric("tandem_media_calls_total")
     first, shopper, call_id = await preconnected_call(t, "host-declines", "shopper-reringing", "et")
     shopper_pc = shopper.pc
 
@@ -126,16 +118,16 @@ async def test_a_decline_frees_the_hosts_leg_and_the_next_host_reuses_the_shoppe
     await asyncio.wait_for(asyncio.gather(second.media.first_video.wait(), shopper.media.first_video.wait()), 20)
     assert first.media.frames == {"audio": 0, "video": 0}, "the host who declined saw the call"
     # One worker slot for the whole call, however many hosts it rang.
-    assert await worker_metric(t, "tandem_media_calls_total") == calls_before + 1
+    assert await t.worker_metric("tandem_media_calls_total") == calls_before + 1
     await shopper.send(hangup=client_pb2.Hangup(call_id=call_id))
     await second.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED)
 
 
 async def test_a_ring_timeout_frees_the_hosts_leg_and_a_cancel_frees_the_worker(tandem_bots: Tandem) -> None:
     t = tandem_bots
-    active_before = await worker_metric(t, "tandem_media_calls_active")
+    active_before = await t.worker_metric("tandem_media_calls_active")
     host, shopper, call_id = await preconnected_call(t, "host-asleep", "shopper-waits", "lv")
-    assert await worker_metric(t, "tandem_media_calls_active") == active_before + 1
+    assert await t.worker_metric("tandem_media_calls_active") == active_before + 1
 
     update = await host.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED, timeout_s=RING_TIMEOUT_S + 10)
     assert update.call_update.reason == S.END_REASON_RING_TIMEOUT
@@ -149,5 +141,5 @@ async def test_a_ring_timeout_frees_the_hosts_leg_and_a_cancel_frees_the_worker(
     await shopper.send(cancel=client_pb2.Cancel(call_id=call_id))
     await shopper.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED)
     async with asyncio.timeout(10):
-        while await worker_metric(t, "tandem_media_calls_active") != active_before:
+        while await t.worker_metric("tandem_media_calls_active") != active_before:
             await asyncio.sleep(0.1)
