@@ -140,4 +140,6 @@ async def test_instant_connect_in_chromium(browser: Browser, tmp_path: Path) -> 
     if (why := netem_unavailable()) is not None:
         print(f"emulated network (60 ms RTT, 2 % loss) not run: {why}")
     assert all(len(p.accept_to_frame_ms) == CALLS for p in pairs)
-    assert speedup >= TARGET_SPEEDUP, f"pre-connected is {speedup:.1f}x the naive path at p50, not {TARGET_SPEEDUP:.0f}x"
+    assert speedup >= TARGET_SPEEDUP, (
+        f"pre-connected is {speedup:.1f}x the naive path at p50, not {TARGET_SPEEDUP:.0f}x"
+    )
