@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -65,4 +66,34 @@ async def test_capacity_drain_release_and_load_reports(bus: Bus) -> None:
     assert reports[-1].worker_id == "w1"
     assert reports[-1].capacity == 1
     assert reports[-1].draining
+    await worker.stop()
+
+
+async def test_a_worker_whose_loop_lags_takes_no_new_calls_until_it_recovers(bus: Bus) -> None:
+    worker = MediaWorkerApp(Settings(capacity=5, region="eu", report_interval_s=0.1, overload_lag_ms=300), "w1")
+    reports: list[media_pb2.WorkerLoadReport] = []
+
+    async def collect(report: media_pb2.WorkerLoadReport, _: str) -> None:
+        reports.append(report)
+
+    await bus.subscribe(f"{subjects.MEDIA_LOAD}.eu.>", media_pb2.WorkerLoadReport, collect)
+    await worker.start(bus, HttpServer("127.0.0.1", 0))
+    assert (await allocate(bus, "kept")).worker.worker_id == "w1"
+
+    time.sleep(0.6)  # CPU work blocking the worker's event loop (the test shares the loop)
+    async with asyncio.timeout(5):
+        while not reports or reports[-1].accepting:
+            await asyncio.sleep(0.02)
+    assert reports[-1].loop_lag_ms > 300
+    with pytest.raises(NoRespondersError):  # it left the allocation queue group
+        await allocate(bus, "new")
+    assert "kept" in worker.calls  # the calls it has stay
+
+    async with asyncio.timeout(5):  # calm periods: it takes calls again
+        while not reports[-1].accepting:
+            await asyncio.sleep(0.02)
+    assert (await allocate(bus, "after")).worker.worker_id == "w1"
+    for call_id in ("kept", "after"):
+        release = media_pb2.MediaRelease(call_id=call_id, reason=common_pb2.END_REASON_HANGUP)
+        await bus.request(subjects.join(subjects.MEDIA_WORKER, "w1", "release"), release, media_pb2.MediaRelease)
     await worker.stop()

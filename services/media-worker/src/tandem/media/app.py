@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 CALLS_ACTIVE = Gauge("tandem_media_calls_active", "Calls on this worker")
 CALLS_TOTAL = Counter("tandem_media_calls_total", "Calls taken by this worker")
+OVERLOADED = Gauge("tandem_media_overloaded", "1 while the worker takes no new calls because its event loop lags")
 MAX_NOISE_ATTENUATION_DB = 60.0
 
 
@@ -40,6 +41,9 @@ class MediaWorkerApp(BaseApp):
         self.worker_id = instance
         self.calls: dict[str, MediaCall] = {}
         self.draining = False
+        self.overloaded = False
+        """Its event loop lagged over `overload_lag_ms`: it keeps its calls and takes no new ones."""
+        self._lag_ms = 0.0
         self.tasks = TaskSet("media-worker")
         self.lag = LoopLagMonitor()
         self.quality = QualityReporter(instance, QualityConfig.from_settings(settings))
@@ -75,7 +79,7 @@ class MediaWorkerApp(BaseApp):
 
     @property
     def accepting(self) -> bool:
-        return not self.draining and len(self.calls) < self.settings.capacity
+        return not self.draining and not self.overloaded and len(self.calls) < self.settings.capacity
 
     async def _update_intake(self) -> None:
         if self.accepting and self._allocate_sub is None:
@@ -220,14 +224,26 @@ class MediaWorkerApp(BaseApp):
             capacity=self.settings.capacity,
             accepting=self.accepting,
             draining=self.draining,
-            loop_lag_ms=self.lag.take_max_ms(),
+            loop_lag_ms=self._lag_ms,
         )
         report.reported_at.FromDatetime(datetime.now(UTC))
         return report
 
+    def _judge_load(self, lag_ms: float) -> None:
+        """Protect the calls it has: over the lag limit, stop taking calls; back under half, resume."""
+        self._lag_ms = lag_ms
+        limit = self.settings.overload_lag_ms
+        overloaded = bool(limit) and (lag_ms > limit or (self.overloaded and lag_ms > limit / 2))
+        if overloaded != self.overloaded:
+            self.overloaded = overloaded
+            OVERLOADED.set(int(overloaded))
+            logger.warning("overloaded" if overloaded else "load back to normal", extra={"loop_lag_ms": round(lag_ms)})
+
     async def _report_load_forever(self) -> None:
         subject = subjects.join(subjects.MEDIA_LOAD, self.settings.region, self.worker_id)
         while True:
+            self._judge_load(self.lag.take_max_ms())
+            await self._update_intake()
             if self.bus.connected:
                 await self.bus.publish(subject, self.load_report())
             await asyncio.sleep(self.settings.report_interval_s)

@@ -39,6 +39,12 @@ class Settings(ServiceSettings):
         default="",
         description="The IP address to announce instead of its own (a pod behind its node's IP); empty: its own.",
     )
+    overload_lag_ms: float = Field(
+        default=500.0,
+        ge=0,
+        description="A report period whose event loop ran this late makes the worker take no new calls, until "
+        "a period runs under half of it (0: never).",
+    )
     hold_timeout_s: float = Field(
         default=300.0,
         gt=0,
