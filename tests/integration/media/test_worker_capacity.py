@@ -85,6 +85,8 @@ async def test_a_worker_whose_loop_lags_takes_no_new_calls_until_it_recovers(bus
         while not reports or reports[-1].accepting:
             await asyncio.sleep(0.02)
     assert reports[-1].loop_lag_ms > 300
+    assert reports[-1].overloaded
+    assert reports[-1].cpu_seconds > 0
     with pytest.raises(NoRespondersError):  # it left the allocation queue group
         await allocate(bus, "new")
     assert "kept" in worker.calls  # the calls it has stay

@@ -319,18 +319,26 @@ class WorkerLoadReport(_message.Message):
     LOOP_LAG_MS_FIELD_NUMBER: _builtins.int
     REPORTED_AT_FIELD_NUMBER: _builtins.int
     POD_FIELD_NUMBER: _builtins.int
+    CPU_SECONDS_FIELD_NUMBER: _builtins.int
+    OVERLOADED_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     region: _builtins.str
     pool: _builtins.str
     calls_active: _builtins.int
     capacity: _builtins.int
     accepting: _builtins.bool
-    """False while draining or overloaded."""
+    """False while draining, full or overloaded."""
     draining: _builtins.bool
     loop_lag_ms: _builtins.float
-    """Event-loop lag, milliseconds, p99 over the report interval."""
+    """Event-loop lag, milliseconds: the worst over the report interval."""
     pod: _builtins.str
     """The pod name, when running in Kubernetes."""
+    cpu_seconds: _builtins.float
+    """CPU time the worker process has used since it started, seconds (its per-call cost is the
+    difference between two reports over the calls it carried meanwhile).
+    """
+    overloaded: _builtins.bool
+    """True while it takes no new calls because its event loop lags (OVERLOAD_LAG_MS)."""
     @_builtins.property
     def reported_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -346,10 +354,12 @@ class WorkerLoadReport(_message.Message):
         loop_lag_ms: _builtins.float = ...,
         reported_at: _timestamp_pb2.Timestamp | None = ...,
         pod: _builtins.str = ...,
+        cpu_seconds: _builtins.float = ...,
+        overloaded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["reported_at", b"reported_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting", b"accepting", "calls_active", b"calls_active", "capacity", b"capacity", "draining", b"draining", "loop_lag_ms", b"loop_lag_ms", "pod", b"pod", "pool", b"pool", "region", b"region", "reported_at", b"reported_at", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting", b"accepting", "calls_active", b"calls_active", "capacity", b"capacity", "cpu_seconds", b"cpu_seconds", "draining", b"draining", "loop_lag_ms", b"loop_lag_ms", "overloaded", b"overloaded", "pod", b"pod", "pool", b"pool", "region", b"region", "reported_at", b"reported_at", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

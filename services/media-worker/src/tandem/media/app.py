@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -225,6 +226,8 @@ class MediaWorkerApp(BaseApp):
             accepting=self.accepting,
             draining=self.draining,
             loop_lag_ms=self._lag_ms,
+            cpu_seconds=time.process_time(),
+            overloaded=self.overloaded,
         )
         report.reported_at.FromDatetime(datetime.now(UTC))
         return report
