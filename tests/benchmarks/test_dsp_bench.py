@@ -1,7 +1,7 @@
 """Call-audio benchmark: cost per 10 ms frame and quality against the peers, in one run.
 
 Run with ``make bench``. It synthesizes its own material deterministically (speech from Debian's
-``codec2-examples`` recordings and ``espeak-ng`` voices, rooms from ``pyroomacoustics``, seeded
+``codec2-examples`` recordings and ``espeak-ng`` voices, rooms from ``pyroomacoustics`` (its randomized image sources seeded too), seeded
 noise; the echo scenes are described in :mod:`tests.benchmarks.call_audio_scenes`), runs the peers
 frame by frame through small adapters (converting to the int16 they speak, which is part of their
 measured cost, as it would be in the worker), prints one table per question with ratios against the
