@@ -152,6 +152,7 @@ def room(rate: int, rt60_s: float, seed: int) -> tuple[Signal, Signal]:
     rng = np.random.default_rng(seed)
     dims = np.array([rng.uniform(3.0, 7.0), rng.uniform(3.0, 6.0), rng.uniform(2.5, 3.2)])
     absorption, max_order = pra.inverse_sabine(rt60_s, dims)
+    pra.random.seed(seed)  # the randomized image sources draw from pyroomacoustics' own generators
     shoebox = pra.ShoeBox(
         dims, fs=rate, materials=pra.Material(absorption), max_order=min(max_order, 40), use_rand_ism=True
     )

@@ -1,13 +1,14 @@
 """Call-audio benchmark: cost per 10 ms frame and quality against the peers, in one run.
 
 Run with ``make bench``. It synthesizes its own material deterministically (speech from Debian's
-``codec2-examples`` recordings and ``espeak-ng`` voices, rooms from ``pyroomacoustics``, seeded
-noise; the echo scenes are described in :mod:`tests.benchmarks.call_audio_scenes`), runs the peers
-frame by frame through small adapters (converting to the int16 they speak, which is part of their
-measured cost, as it would be in the worker), prints one table per question with ratios against the
-baselines measured in the same run, draws ERLE versus delay to ``docs/dsp-erle-vs-delay.png`` and
-finally asserts the targets. Echo figures are reported on the tuning set and on the held-out set
-(other rooms, voices, languages and seeds, never tuned on); the targets hold on both.
+``codec2-examples`` recordings and ``espeak-ng`` voices, rooms from ``pyroomacoustics`` with its
+randomized image sources seeded too, seeded noise; the echo scenes are described in
+:mod:`tests.benchmarks.call_audio_scenes`), runs the peers frame by frame through small adapters
+(converting to the int16 they speak, which is part of their measured cost, as it would be in the
+worker), prints one table per question with ratios against the baselines measured in the same run,
+draws ERLE versus delay to ``docs/dsp-erle-vs-delay.png`` and finally asserts the targets. Echo
+figures are reported on the tuning set and on the held-out set (other rooms, voices, languages and
+seeds, never tuned on); the targets hold on both.
 """
 
 from __future__ import annotations

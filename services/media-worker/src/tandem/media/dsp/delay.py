@@ -6,8 +6,16 @@ delay estimator does: the lag with the smallest smoothed Hamming distance wins. 
 covers the canceller's two-frame window; the near-end band powers of the last two frames are added so
 that both sides span the same 20 ms and only the true lag lines them up (a one-frame near end matches
 two lags equally). A new lag is adopted
-only after it has won for ``confirm_frames`` consecutive frames, so the estimate re-locks within about
-half a second of a delay jump and follows clock drift one frame at a time.
+only after it has won for ``confirm_frames`` consecutive frames, so the estimate follows clock drift one
+frame at a time without jitter.
+
+A jump of the echo path (a new device route, a jitter buffer that grew) must be followed faster than
+that: a second set of distances, smoothed over about five frames, proposes a lag (``fast_ready``) when
+it wins them by ``_FAST_MARGIN_BITS`` over the locked lag for ``_FAST_CONFIRM_FRAMES`` frames in a row,
+lies more than ``_FAST_MIN_STEP`` frames away and matches better than the locked lag did over the slow
+distances' memory. The canceller verifies a proposal (its converged filter must cancel the echo
+there) and then adopts it with :func:`adopt_lag`; band patterns alone are fooled too often by a
+near-end talker.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tandem.media.dsp._fft import Complex, Index, Real
-from tandem.media.dsp._jit import FASTMATH
+from tandem.media.dsp._jit import FASTMATH, Record
 
 BANDS = 32
 """Number of one-bit bands; the band spectrum of one frame fits an int64."""
@@ -28,6 +36,9 @@ DELAY_STATE = np.dtype(
         ("delay", np.int64),  # the locked lag, frames
         ("candidate", np.int64),  # the lag that won the last frames...
         ("candidate_run", np.int64),  # ...for this many frames in a row
+        ("fast_candidate", np.int64),  # the same for the fast distances
+        ("fast_run", np.int64),
+        ("fast_ready", np.bool_),  # the fast distances propose fast_candidate
         ("locked", np.bool_),  # a lag has been confirmed since the start
         ("confidence", np.float64),  # mean distance minus the best, bits
     ]
@@ -37,6 +48,11 @@ DELAY_STATE = np.dtype(
 _SMOOTHING = 0.015
 _MEAN_SMOOTHING = 0.03
 _MARGIN_BITS = 1.0
+_FAST_SMOOTHING = 0.2
+_FAST_MARGIN_BITS = 4.0
+_FAST_CONFIRM_FRAMES = 4
+_FAST_MIN_STEP = 2
+_FAST_MATCH_BITS = 1.0
 _ACTIVE_POWER = 1e-7
 """Mean band power per bin below which a frame counts as silent (about -70 dBFS)."""
 
@@ -61,6 +77,7 @@ class DelayEstimator:
         self.bands: Real = np.zeros(BANDS)
         self.near_previous: Real = np.zeros(BANDS)
         self.distance: Real = np.full(lags, BANDS / 2.0)
+        self.fast: Real = np.full(lags, BANDS / 2.0)
         self.state = np.zeros(1, dtype=DELAY_STATE)
 
     @property
@@ -116,6 +133,43 @@ def _band_bits(bands: Real, mean: Real) -> tuple[np.int64, bool]:
 
 
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _run(best: int, candidate: int, run: int) -> int:
+    """Frames in a row that ``best`` has won, given the last winner ``candidate`` and its run."""
+    return run + 1 if best == candidate else 1
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _fast_proposal(fast: Real, distance: Real, st: Record) -> None:
+    """Propose the fast distances' lag when it has clearly and steadily beaten the locked one and
+    matches better than the locked lag did over the slow distances' memory."""
+    best = int(np.argmin(fast))
+    st.fast_run = _run(best, st.fast_candidate, st.fast_run)
+    st.fast_candidate = best
+    current = int(st.delay)
+    st.fast_ready = (
+        st.locked
+        and abs(best - current) > _FAST_MIN_STEP
+        and st.fast_run >= _FAST_CONFIRM_FRAMES
+        and fast[best] < fast[current] - _FAST_MARGIN_BITS
+        and fast[best] < distance[current] - _FAST_MATCH_BITS
+    )
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def adopt_lag(lag: int, distance: Real, fast: Real, state: npt.NDArray[np.void], confirm_frames: int) -> None:
+    """Lock ``lag`` (frames), verified by the canceller; the slow distances restart from the fast ones
+    when it is a jump."""
+    st = state[0]
+    if lag != st.delay:
+        distance[:] = fast
+    st.delay = lag
+    st.candidate = lag
+    st.candidate_run = confirm_frames
+    st.locked = True
+    st.fast_ready = False
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def update_delay(
     far: Complex,
     near: Complex,
@@ -127,6 +181,7 @@ def update_delay(
     bands: Real,
     near_previous: Real,
     distance: Real,
+    fast: Real,
     state: npt.NDArray[np.void],
     confirm_frames: int,
 ) -> int:
@@ -153,16 +208,15 @@ def update_delay(
         if far_active[idx]:
             d = _popcount(far_bits[idx] ^ nbits)
             distance[lag] += _SMOOTHING * (d - distance[lag])
+            fast[lag] += _FAST_SMOOTHING * (d - fast[lag])
             updated = True
     if not updated:
         return int(st.delay)
+    _fast_proposal(fast, distance, st)
     best = int(np.argmin(distance))
     st.confidence = np.mean(distance) - distance[best]
-    if best == st.candidate:
-        st.candidate_run += 1
-    else:
-        st.candidate = best
-        st.candidate_run = 1
+    st.candidate_run = _run(best, st.candidate, st.candidate_run)
+    st.candidate = best
     current = int(st.delay)
     if (
         best != current

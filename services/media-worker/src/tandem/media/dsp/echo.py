@@ -28,6 +28,16 @@ corrupting the filter, and it is normalized by the far-end power the whole windo
 burst after a quiet spell cannot blow the filter up. A canceller whose state still goes non-finite
 (hostile input) resets itself and passes the capture through for that frame; it never raises.
 
+Delay jumps. The estimator's fast distances propose a new lag within about a tenth of a second of a
+jump (see :mod:`tandem.media.dsp.delay`); the canceller verifies it by probing: the last converged
+filter (kept as the room's shape, ``room_weights``) is run at the bases around the proposal for a few
+frames, and the base that cancels is taken by both filters at once (the room did not change, only
+the delay). Until then, a frame whose cancelled output would carry more energy than the capture is
+passed through uncancelled, and while the far end talks the residual-echo suppressor holds such
+frames, and the next ``_MOVED_FRAMES``, at its floor, so the echo of a moved path is not heard while
+the filter is placed again. A near-end talker over a converged filter keeps the error below the
+capture, so double talk does not trigger it.
+
 A residual-echo suppressor then computes a spectral gain from the leakage estimate and a nonlinear
 term (a loudspeaker's harmonics are not in the linear estimate), applied by the noise suppressor's
 STFT (see :mod:`tandem.media.dsp.noise`).
@@ -45,7 +55,7 @@ import numpy.typing as npt
 
 from tandem.media.dsp._fft import Complex, FftPlan, FftTables, Index, Real, Single, irfft, rfft
 from tandem.media.dsp._jit import FASTMATH, Record
-from tandem.media.dsp.delay import BANDS, DelayEstimator, update_delay
+from tandem.media.dsp.delay import BANDS, DelayEstimator, adopt_lag, update_delay
 
 ECHO_STATE = np.dtype(
     [
@@ -56,6 +66,13 @@ ECHO_STATE = np.dtype(
         ("lag", np.int64),  # the estimator's lag the background was last placed for, frames
         ("lead", np.int64),  # how far the window last started before the estimator's lag, frames
         ("grace", np.int64),  # frames left before a newly placed background may be backed out
+        ("probe", np.bool_),  # a delay jump's exact lag is being probed (see _probe_jump)
+        ("probe_seen", np.int64),  # far-end-active frames probed so far
+        ("probe_lo", np.int64),  # the first candidate base of the probe, frames
+        ("probe_near", np.float64),  # the capture's energy over the probed frames
+        ("probe_lag", np.int64),  # the estimator's lag the probe is for, frames
+        ("probe_hold", np.int64),  # frames before a rejected proposal may be probed again
+        ("moved", np.int64),  # frames left of full residual-echo suppression after the path moved
         ("constrain", np.int64),  # next partition to constrain (round robin)
         ("sweep", np.int64),  # partitions constrained since the last coarse placement
         ("adapted", np.bool_),  # the filter has left its initial fixed-step phase
@@ -111,6 +128,28 @@ the estimator's own jitter (its band patterns move with drift and reverberation)
 _PLACEMENT_GRACE_FRAMES = 50
 """A background filter placed at a new lag is not compared for backing out for this many frames: it
 starts from taps that belonged to another lag and needs time to converge before it can be judged."""
+_PROBE_SPREAD = 4
+"""After a delay jump the converged filter is tried at this many frames either side of its placement
+(the estimator's lag may be off by a few frames after a jump; the room's shape is the same)..."""
+_PROBE_FRAMES = 4
+"""...over this many frames with far-end activity..."""
+_PROBE_NEAR_POWER = 1e-6
+"""...where the capture carries sound (mean squared sample above -60 dBFS)..."""
+_PROBE_ACCEPT = 0.3
+"""...and the best base is taken by both filters when its error has at most this share of the
+capture's energy (5 dB of cancellation: the echo path moved, the room did not)."""
+_PROBE_HOLD_FRAMES = 50
+"""A proposal of the fast delay distances that the probe rejected is not probed again for this long."""
+_ROOM_ERLE = 8.0
+"""The foreground's coefficients are kept as the room's shape while its smoothed ERLE exceeds this
+power ratio (9 dB); a delay jump drops the ERLE below it within a few frames."""
+_ADDING_ENERGY = 1.5
+"""A frame whose cancelled output would carry this many times the capture's energy is passed through
+uncancelled (a near-end talker over a good filter keeps the error below the capture)."""
+_MOVED_FRAMES = 20
+"""When such a frame comes while the far end talks over a converged filter, the echo path has moved:
+the residual-echo suppressor holds the capture at its floor for this many frames after the last such
+frame, or until the probe has placed the filter again."""
 _ONSET_FRACTION = 0.5
 """The direct path is the first partition whose peak tap reaches this share of the largest peak."""
 _MEASURE_ERLE = 2.0
@@ -196,12 +235,16 @@ class EchoCanceller:
         self.near_spectrum: Complex = np.zeros(bins, dtype=np.complex128)
         self.bg_weights: Single = np.zeros((2, self.partitions, bins), dtype=np.float32)
         self.fg_weights: Single = np.zeros((2, self.partitions, bins), dtype=np.float32)
+        # the foreground's last converged coefficients: the room's shape, kept for a delay jump
+        self.room_weights: Single = np.zeros((2, self.partitions, bins), dtype=np.float32)
         self.accumulator: Single = np.zeros((2, bins), dtype=np.float32)
         self.spectrum: Complex = np.zeros(bins, dtype=np.complex128)
         self.time: Real = np.zeros(fft_size)
         self.near: Real = np.zeros(frame)
         self.bg_echo: Real = np.zeros(frame)
         self.fg_echo: Real = np.zeros(frame)
+        self.probe_echo: Real = np.zeros(frame)
+        self.probe_error: Real = np.zeros(2 * _PROBE_SPREAD)
         # per bin: smoothed aligned far-end power, step size, error and echo powers (leak
         # regression), the suppressor's error and echo powers and its gain
         self.power: Real = np.zeros(bins)
@@ -220,20 +263,20 @@ class EchoCanceller:
         self.tap_index: Real = self.taps[1, :, 0]
         self.suppression_floor = 10.0 ** (suppression_floor_db / 20.0)
         self.state = np.zeros(1, dtype=ECHO_STATE)
-        _reset(self.state[0], self.bg_weights, self.fg_weights, self.taps, 0)
+        _reset(self.state[0], self.bg_weights, self.fg_weights, self.room_weights, self.taps, 0)
         d = self.delay
         p = self.plan
         # the kernel's arguments after the frames and the state, grouped by what they are, built once
         self._arrays = (
             (self.far_history, self.interpolator, self.far_window, self.far_spectra, self.near_spectrum),
-            (self.bg_weights, self.fg_weights, self.accumulator, self.spectrum, self.time),
-            (self.near, self.bg_echo, self.fg_echo),
+            (self.bg_weights, self.fg_weights, self.room_weights, self.accumulator, self.spectrum, self.time),
+            (self.near, self.bg_echo, self.fg_echo, self.probe_echo, self.probe_error),
             (self.power, self.step, self.err_smooth, self.echo_smooth, self.res_error, self.res_echo,
              self.late_echo, self.residual_gain),
             (self.prop, self.taps),
             (p.work, p.order, p.twiddle, p.split),
             (d.band_edges, d.far_bits, d.far_active, d.far_mean, d.near_mean, d.bands, d.near_previous,
-             d.distance, d.state),
+             d.distance, d.fast, d.state),
             d.confirm_frames,
         )  # fmt: skip
 
@@ -264,15 +307,17 @@ class EchoCanceller:
 
 
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _reset(s: Record, bg_w: Single, fg_w: Single, taps: Real, base: int) -> None:
+def _reset(s: Record, bg_w: Single, fg_w: Single, room_w: Single, taps: Real, base: int) -> None:
     """Start over with empty filters at ``base`` (construction, and after going non-finite)."""
     bg_w[:, :, :] = 0.0
     fg_w[:, :, :] = 0.0
+    room_w[:, :, :] = 0.0
     taps[:, :, :] = 0.0
     s.bg_base = s.fg_base = base
     s.lag = -1
     s.lead = _COARSE_MARGIN_FRAMES
     s.grace = 0
+    s.probe = False
     s.sweep = 0
     s.adapted = False
     s.sum_adapt = 0.0
@@ -490,6 +535,7 @@ def _place_filters(lag: int, s: Record, bg_w: Single, fg_w: Single, taps: Real) 
                 taps[0, :, :] = 0.0
             s.bg_base = base
             s.grace = _PLACEMENT_GRACE_FRAMES
+            _start_probe(s, lag, base)
             s.direct_valid = False
             s.sweep = 0
             _forget_drift_measurements(s)
@@ -503,6 +549,53 @@ def _place_filters(lag: int, s: Record, bg_w: Single, fg_w: Single, taps: Real) 
             _shift_partitions(taps, shift)
             s.bg_base = s.fg_base = target
         s.lead = min(max(s.lag - s.bg_base, 0), 2 * _COARSE_MARGIN_FRAMES)
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _start_probe(s: Record, lag: int, base: int) -> None:
+    s.probe = True
+    s.probe_seen = 0
+    s.probe_lag = lag
+    s.probe_lo = max(0, base - _PROBE_SPREAD)
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _probe_jump(
+    near: Real, room_w: Single, fg_w: Single, bg_w: Single, far_spectra: Single, newest: int, acc: Single,
+    spec: Complex, time: Real, echo: Real, errors: Real, fft: FftTables, s: Record,
+) -> bool:  # fmt: skip
+    """After a delay jump: the last converged filter (the room's shape, from before the jump) at each
+    candidate base, its error energy summed over frames with far-end activity and sound in the capture;
+    the best base, if it cancels, is taken by both filters with those coefficients. Returns whether
+    the probe ended so."""
+    work, order, tw, split = fft
+    if s.probe_seen == 0:
+        errors[:] = 0.0
+        s.probe_near = 0.0
+    frame = near.shape[0]
+    top = far_spectra.shape[1] - fg_w.shape[1] - 1
+    for c in range(errors.shape[0]):
+        _filter_output(
+            room_w, far_spectra, newest, min(s.probe_lo + c, top), acc, spec, time, echo, work, order, tw, split
+        )
+        for i in range(frame):
+            errors[c] += (near[i] - echo[i]) ** 2
+    for i in range(frame):
+        s.probe_near += near[i] * near[i]
+    s.probe_seen += 1
+    if s.probe_seen < _PROBE_FRAMES:
+        return False
+    s.probe = False
+    best = int(np.argmin(errors))
+    if errors[best] < _PROBE_ACCEPT * s.probe_near:
+        bg_w[:, :, :] = room_w
+        fg_w[:, :, :] = room_w
+        s.moved = 0
+        s.bg_base = s.fg_base = min(s.probe_lo + best, top)
+        s.davg1 = s.davg2 = s.dvar1 = s.dvar2 = 0.0
+        return True
+    s.probe_hold = _PROBE_HOLD_FRAMES
+    return False
 
 
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -814,20 +907,21 @@ def _meter(near: Real, out: Real, sdd: float, echo_sum: float, far_active: bool,
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def cancel_frame(
     near_in: Real, far_in: Real, out: Real, state: npt.NDArray[np.void], floor: float,
-    far: tuple[Real, Real, Real, Single, Complex], filters: tuple[Single, Single, Single, Complex, Real],
-    frames: tuple[Real, Real, Real], per_bin: tuple[Real, Real, Real, Real, Real, Real, Real, Real],
+    far: tuple[Real, Real, Real, Single, Complex],
+    filters: tuple[Single, Single, Single, Single, Complex, Real],
+    frames: tuple[Real, Real, Real, Real, Real], per_bin: tuple[Real, Real, Real, Real, Real, Real, Real, Real],
     per_partition: tuple[Real, Real], fft: FftTables, delay: tuple[Any, ...], confirm: int,
 ) -> None:  # fmt: skip
     """One 10 ms frame of the canceller; see :meth:`EchoCanceller.process`."""
     far_history, interpolator, far_window, far_spectra, near_spec = far
-    bg_w, fg_w, acc, spec, time = filters
-    near, bg_echo, fg_echo = frames
+    bg_w, fg_w, room_w, acc, spec, time = filters
+    near, bg_echo, fg_echo, probe_echo, probe_error = frames
     power, step, err_smooth, echo_smooth, res_error, res_echo, late, res_gain = per_bin
     prop, taps = per_partition
     tap_peak = taps[0, :, 0]
     tap_index = taps[1, :, 0]
     work, order, tw, split = fft
-    edges, far_bits, far_active_lags, far_mean, near_mean, bands, near_previous, distance, delay_state = delay
+    edges, far_bits, far_active_lags, far_mean, near_mean, bands, near_previous, distance, fast, delay_state = delay
     s = state[0]
     s.frames += 1
     frame = near_in.shape[0]
@@ -843,9 +937,14 @@ def cancel_frame(
     _padded_spectrum(near, near_spec, time, work, order, tw, split)
     lag = update_delay(
         spec, near_spec, edges, far_bits, far_active_lags, far_mean, near_mean, bands, near_previous,
-        distance, delay_state, confirm,
+        distance, fast, delay_state, confirm,
     )  # fmt: skip
     _place_filters(lag, s, bg_w, fg_w, taps)
+    if s.probe_hold > 0:
+        s.probe_hold -= 1
+    elif delay_state[0].fast_ready and not s.probe:
+        proposed = int(delay_state[0].fast_candidate)
+        _start_probe(s, proposed, max(0, proposed - s.lead))
     base = s.bg_base
 
     # Aligned far-end energy (Parseval on the newest aligned window, scaled to one frame).
@@ -857,6 +956,21 @@ def cancel_frame(
         power[k] = 0.98 * power[k] + 0.02 * x_pow
     sxx *= frame / (n * n)
     far_active = sxx > _FAR_ACTIVE_POWER * frame
+    if moved != 0:
+        s.probe_lo += moved
+    sdd_frame = 0.0
+    for i in range(frame):
+        sdd_frame += near[i] * near[i]
+    if s.probe and far_active and sdd_frame > _PROBE_NEAR_POWER * frame:
+        if _probe_jump(near, room_w, fg_w, bg_w, far_spectra, newest, acc, spec, time, probe_echo, probe_error, fft, s):
+            adopt_lag(s.probe_lag, distance, fast, delay_state, confirm)
+            s.lag = s.probe_lag
+            s.grace = _PLACEMENT_GRACE_FRAMES
+            s.direct_valid = False  # measured again on the placed filter
+            s.sweep = 0
+            taps[0, :, :] = 0.0
+            _forget_drift_measurements(s)
+        base = s.bg_base
 
     # Both filters' echo estimates, the two-path decision and the output.
     _filter_output(bg_w, far_spectra, newest, base, acc, spec, time, bg_echo, work, order, tw, split)
@@ -864,15 +978,22 @@ def cancel_frame(
     sff, see, sdd, healthy = _compare_paths(near, bg_echo, fg_echo, bg_w, fg_w, s)
     if not healthy:
         s.resets += 1
-        _reset(s, bg_w, fg_w, taps, max(0, lag - _COARSE_MARGIN_FRAMES))
+        _reset(s, bg_w, fg_w, room_w, taps, max(0, lag - _COARSE_MARGIN_FRAMES))
         power[:] = 0.0
         late[:] = 0.0
         res_gain[:] = 1.0
         out[:] = near
         return
     base = s.bg_base
-    for i in range(frame):
-        out[i] = near[i] - fg_echo[i]
+    if sff < _ADDING_ENERGY * sdd:
+        for i in range(frame):
+            out[i] = near[i] - fg_echo[i]
+    else:  # the filter's estimate is not in the capture (the echo path moved): pass the capture through
+        out[:] = near
+        if far_active and sdd > _PROBE_NEAR_POWER * frame and s.erle_num > _ROOM_ERLE * s.erle_den:
+            s.moved = _MOVED_FRAMES
+    if far_active and s.grace == 0 and s.bg_base == s.fg_base and s.erle_num > _ROOM_ERLE * s.erle_den:
+        room_w[:, :, :] = fg_w
 
     # Background error spectrum, leakage, residual-echo gain, step sizes, adaptation.
     syy = 0.0
@@ -887,6 +1008,9 @@ def cancel_frame(
     far_only = far_active and s.direct_valid and sff < 0.1 * sdd
     _late_reverberation(tap_peak, res_echo, late)
     _residual_gain(res_error, res_echo, late, power, res_gain, floor, far_only, s)
+    if s.moved > 0:
+        s.moved -= 1
+        res_gain[:] = floor
     if far_active:
         _partition_shares(bg_w, prop)
         _step_sizes(spec, step, power, far_spectra, newest, base, prop, acc, sxx, see, syy, sey, s)
