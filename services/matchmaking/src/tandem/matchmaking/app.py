@@ -8,6 +8,7 @@ shard's `ShardMatcher`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 
@@ -60,6 +61,8 @@ class MatchmakingApp(BaseApp):
         self.matchers: dict[str, ShardMatcher] = {}
         self._shard_tasks: dict[str, tuple[asyncio.Task[None], Subscription]] = {}
         self._languages: dict[str, set[str]] = {}
+        # Hosts per language, kept with `_languages`: the shards there are, without a scan per round.
+        self._speakers: collections.Counter[str] = collections.Counter()
 
     async def start(self, bus: Bus, http: HttpServer) -> None:
         self.bus = bus
@@ -134,10 +137,10 @@ class MatchmakingApp(BaseApp):
     def _on_presence(self, host_id: str, revision: Revision | None) -> None:
         entry = None if revision is None else PresenceEntry(decode(HostPresence, revision.value), revision.revision)
         languages = languages_of(entry.record) if entry is not None else set()
+        self._speakers.subtract(self._languages.pop(host_id, set()))
         if languages:
             self._languages[host_id] = languages
-        else:
-            self._languages.pop(host_id, None)
+            self._speakers.update(languages)
         for matcher in self.matchers.values():
             matcher.on_presence(host_id, entry, languages)
 
@@ -148,8 +151,8 @@ class MatchmakingApp(BaseApp):
     # --- shards -----------------------------------------------------------------------------
 
     def _shards(self) -> set[str]:
-        languages = set().union(*self._languages.values()) if self._languages else set()
-        return {subjects.match_shard(self.settings.region, language) for language in languages}
+        spoken = (language for language, hosts in self._speakers.items() if hosts > 0)
+        return {subjects.match_shard(self.settings.region, language) for language in spoken}
 
     def _lease(self, shard: str) -> tuple[ShardLease | None, int | None]:
         assert self.leases is not None

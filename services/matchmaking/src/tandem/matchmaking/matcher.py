@@ -119,6 +119,8 @@ class ShardMatcher:
         self._sent: dict[str, tuple[Standing, float]] = {}
         self._new = 0
         self._wake = asyncio.Event()
+        # The batch loop waits for a request, not for its window (nothing queued, held or recent).
+        self._idle = False
 
     # --- presence ---------------------------------------------------------------------------
 
@@ -172,8 +174,8 @@ class ShardMatcher:
         self._held[call_id] = held
         heapq.heappush(self._holds, (held.until, held.seq, call_id))
         self._new += 1
-        if self._new >= self.policy.flush_size:
-            self._wake.set()
+        if self._new >= self.policy.flush_size or self._idle:
+            self._wake.set()  # a full batch, or the first request for an idle loop
 
     async def close(self) -> None:
         """The shard is no longer ours: answer every held request so its caller asks the next matcher."""
@@ -186,11 +188,15 @@ class ShardMatcher:
 
     async def run(self) -> None:
         while True:
-            timeout = self.policy.window_s
-            if self._holds:
-                timeout = min(timeout, max(0.0, self._holds[0][0] - self.clock()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._idle = not self.queue and not self._holds and not self._assigned
+            if self._idle:
+                await self._wake.wait()  # nothing to do until a request comes
+            else:
+                timeout = self.policy.window_s
+                if self._holds:
+                    timeout = min(timeout, max(0.0, self._holds[0][0] - self.clock()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
             await asyncio.sleep(0)  # let requests that arrived together join the batch
             self._new = 0
@@ -276,9 +282,12 @@ class ShardMatcher:
         (their request had ended) and never asked again."""
         for ticket in self.queue.lapsed(now, self.policy.lapse_s):
             self._sent.pop(ticket.call_id, None)
-        stale = [c for c, (_, at, _) in self._assigned.items() if now - at > self.policy.lapse_s]
-        for call_id in stale:
-            result, _, told = self._assigned.pop(call_id)
+        # Oldest first (matched in time order), so a batch looks only at the ones that lapsed.
+        while self._assigned:
+            call_id, (result, at, told) = next(iter(self._assigned.items()))
+            if now - at <= self.policy.lapse_s:
+                break
+            del self._assigned[call_id]
             if not told:
                 release = matchmaking_pb2.HostRelease(
                     host_id=result.host.host_id, call_id=call_id, outcome=matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED
