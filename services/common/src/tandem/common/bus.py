@@ -140,7 +140,9 @@ def decode(msg_type: type[M], data: bytes) -> M:
 
 
 class Reply:
-    """Where the answer to one served request goes; nowhere when the requester wants none."""
+    """Where the answer to one served request goes; nowhere when the requester wants none. An answer
+    the connection cannot take is logged and dropped (the requester's deadline covers it), so a
+    loop answering many requests never stops at one."""
 
     def __init__(self, bus: Bus, subject: str) -> None:
         self._bus = bus
@@ -152,14 +154,18 @@ class Reply:
         except MessageTooLargeError as exc:
             await self.fail(exc)
             return
-        if self.subject:
-            await self._bus.client.publish(self.subject, payload)
+        await self._publish(payload, None)
 
     async def fail(self, error: TandemError) -> None:
-        if self.subject:
-            await self._bus.client.publish(
-                self.subject, error.to_proto().SerializeToString(), headers={ERROR_HEADER: error.code_name}
-            )
+        await self._publish(error.to_proto().SerializeToString(), {ERROR_HEADER: error.code_name})
+
+    async def _publish(self, payload: bytes, headers: dict[str, str] | None) -> None:
+        if not self.subject:
+            return
+        try:
+            await self._bus.client.publish(self.subject, payload, headers=headers)
+        except nats.errors.Error as exc:
+            logger.warning("reply not sent", extra={"error": repr(exc)})
 
 
 class Bus:
