@@ -11,12 +11,13 @@ import pytest
 
 from tandem.common import subjects
 from tandem.common.bus import Bus
+from tandem.common.errors import TandemError
 from tandem.common.http import HttpServer
 from tandem.matchmaking.app import MatchmakingApp
 from tandem.matchmaking.presence import PresenceBook, PresenceEntry
 from tandem.matchmaking.settings import Settings
 from tandem.matchmaking.shards import FencedOut
-from tandem.v1 import client_pb2, matchmaking_pb2, orders_pb2
+from tandem.v1 import client_pb2, common_pb2, matchmaking_pb2, orders_pb2
 
 from .helpers import announce, answer, eventually, match_request, release, wait_for_host
 
@@ -149,3 +150,32 @@ async def test_asking_again_without_the_host_that_declined_finds_another(bus: Bu
     request.excluded_host_ids.append(first.host_id)
     again = await answer(bus, request)
     assert again.host.host_id not in ("", first.host_id)
+
+
+async def test_a_release_from_a_stale_mirrored_record_reads_the_bucket_and_frees_the_host(bus: Bus) -> None:
+    kv = await bus.key_value(subjects.PRESENCE_BUCKET)
+    book = PresenceBook(kv, pause_after_misses=3)
+    update = matchmaking_pb2.PresenceUpdate(
+        host_id="h1", availability=client_pb2.HostAvailability(available=True, languages=["en"], markets=["US"])
+    )
+    free = await book.announce(update, time.time_ns())
+    entry = await kv.get("h1")
+    stale = PresenceEntry(free, entry.revision or 0)  # the mirror before it saw the reservation
+    assert await book.reserve(stale, "c1", "local.en", 1, time.time_ns()) is not None
+
+    written = await book.release(matchmaking_pb2.HostRelease(host_id="h1", call_id="c1"), time.time_ns(), stale)
+    assert written is not None
+    assert written.status == matchmaking_pb2.HOST_STATUS_AVAILABLE
+    after = await kv.get("h1")
+    assert matchmaking_pb2.HostPresence.FromString(after.value or b"").status == matchmaking_pb2.HOST_STATUS_AVAILABLE
+
+
+async def test_a_match_request_with_an_invalid_call_id_is_refused_at_once(bus: Bus, start_matchmaking: Start) -> None:
+    await start_matchmaking()
+    await announce(bus, "h1")
+    await wait_for_host(bus, "c-ok")  # the shard has its matcher
+    request = match_request("bad id!", "s1", "en", "US", 5.0)
+    subject = f"{subjects.MATCH_REQUEST}.{subjects.match_shard('local', 'en')}"
+    with pytest.raises(TandemError) as refused:  # a held request would be answered with a queue position
+        await bus.request(subject, request, matchmaking_pb2.MatchResult, timeout_s=5)
+    assert refused.value.code == common_pb2.ERROR_CODE_INVALID_ARGUMENT

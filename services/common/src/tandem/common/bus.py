@@ -47,6 +47,7 @@ tracer = trace.get_tracer("tandem.bus")
 
 M = TypeVar("M", bound=Message)
 R = TypeVar("R", bound=Message)
+T = TypeVar("T")
 
 ERROR_HEADER = "Tandem-Error"
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -136,6 +137,35 @@ def decode(msg_type: type[M], data: bytes) -> M:
     except (DecodeError, RuntimeError) as exc:
         raise MalformedMessageError(f"undecodable {msg_type.DESCRIPTOR.name}: {exc}") from None
     return message
+
+
+class Reply:
+    """Where the answer to one served request goes; nowhere when the requester wants none. An answer
+    the connection cannot take is logged and dropped (the requester's deadline covers it), so a
+    loop answering many requests never stops at one."""
+
+    def __init__(self, bus: Bus, subject: str) -> None:
+        self._bus = bus
+        self.subject = subject
+
+    async def send(self, message: Message) -> None:
+        try:
+            payload = self._bus._encode(message)
+        except MessageTooLargeError as exc:
+            await self.fail(exc)
+            return
+        await self._publish(payload, None)
+
+    async def fail(self, error: TandemError) -> None:
+        await self._publish(error.to_proto().SerializeToString(), {ERROR_HEADER: error.code_name})
+
+    async def _publish(self, payload: bytes, headers: dict[str, str] | None) -> None:
+        if not self.subject:
+            return
+        try:
+            await self._bus.client.publish(self.subject, payload, headers=headers)
+        except nats.errors.Error as exc:
+            logger.warning("reply not sent", extra={"error": repr(exc)})
 
 
 class Bus:
@@ -304,24 +334,49 @@ class Bus:
                 await handle(msg)
 
         async def handle(msg: Msg) -> None:
-            with tracer.start_as_current_span(
-                f"serve {msg.subject}", context=extract_context(msg.headers), kind=SpanKind.SERVER
-            ) as span:
-                try:
-                    reply = await handler(decode(request_type, msg.data))
-                    payload, headers = self._encode(reply), None
-                except TandemError as exc:
-                    span.set_status(Status(StatusCode.ERROR, exc.code_name))
-                    payload, headers = exc.to_proto().SerializeToString(), {ERROR_HEADER: exc.code_name}
-                except Exception:
-                    logger.exception("request handler failed", extra={"subject": msg.subject})
-                    span.set_status(Status(StatusCode.ERROR, "internal"))
-                    error = common_pb2.Error(code=common_pb2.ERROR_CODE_INTERNAL, message="internal error")
-                    payload, headers = error.SerializeToString(), {ERROR_HEADER: "ERROR_CODE_INTERNAL"}
-                if msg.reply:
-                    await self._nc.publish(msg.reply, payload, headers=headers)
+            reply = Reply(self, msg.reply)
+            answer = await self._handled(msg, reply, handler, request_type)
+            if answer is not None:
+                await reply.send(answer)
 
         return await self._nc.subscribe(_checked(subject), queue=queue, cb=on_message)
+
+    async def serve_held(
+        self,
+        subject: str,
+        request_type: type[M],
+        handler: Callable[[M, Reply], Awaitable[None]],
+        *,
+        queue: str,
+    ) -> Subscription:
+        """Take requests on `subject` in a queue group and answer them later, without a task per
+        request: `handler` is awaited in order as each request arrives, keeps the `Reply` and sends
+        it when it has the answer (long polls answered by a batch). A `TandemError` it raises is
+        answered as a typed error at once; any other exception is logged and answered as INTERNAL."""
+
+        async def on_message(msg: Msg) -> None:
+            reply = Reply(self, msg.reply)
+            await self._handled(msg, reply, lambda request: handler(request, reply), request_type)
+
+        return await self._nc.subscribe(_checked(subject), queue=queue, cb=on_message)
+
+    async def _handled(
+        self, msg: Msg, reply: Reply, call: Callable[[M], Awaitable[T]], request_type: type[M]
+    ) -> T | None:
+        """`call` on the decoded request in a server span; its errors answered on `reply` (None then)."""
+        with tracer.start_as_current_span(
+            f"serve {msg.subject}", context=extract_context(msg.headers), kind=SpanKind.SERVER
+        ) as span:
+            try:
+                return await call(decode(request_type, msg.data))
+            except TandemError as exc:
+                span.set_status(Status(StatusCode.ERROR, exc.code_name))
+                await reply.fail(exc)
+            except Exception:
+                logger.exception("request handler failed", extra={"subject": msg.subject})
+                span.set_status(Status(StatusCode.ERROR, "internal"))
+                await reply.fail(TandemError("internal error", code=common_pb2.ERROR_CODE_INTERNAL))
+            return None
 
     async def subscribe(
         self,

@@ -16,21 +16,40 @@ from tandem.v1 import common_pb2
 M = TypeVar("M", bound=Message)
 
 
+async def _read(kv: KeyValue, key: str, record_type: type[M]) -> tuple[M | None, int | None]:
+    try:
+        entry = await kv.get(key)
+    except nats.js.errors.KeyNotFoundError:
+        return None, None
+    return (decode(record_type, entry.value) if entry.value else None), entry.revision
+
+
 async def modify(
-    kv: KeyValue, key: str, record_type: type[M], change: Callable[[M | None], M | None], *, attempts: int = 5
+    kv: KeyValue,
+    key: str,
+    record_type: type[M],
+    change: Callable[[M | None], M | None],
+    *,
+    attempts: int = 5,
+    known: tuple[M, int] | None = None,
 ) -> M | None:
     """Apply `change` to the current record (None when absent) and write the result if nobody wrote
     in between, retrying on conflict. `change` returning None leaves the record as it is.
-    Returns what was written, or None."""
+    Returns what was written, or None. `known`: a record and revision believed current (a mirror
+    of the bucket), tried first without reading the bucket; when it is stale or `change` declines
+    it, the bucket is read."""
+    current: M | None
+    revision: int | None
     for _ in range(attempts):
-        try:
-            entry = await kv.get(key)
-            current = decode(record_type, entry.value) if entry.value else None
-            revision: int | None = entry.revision
-        except nats.js.errors.KeyNotFoundError:
-            current, revision = None, None
+        guessed = known is not None
+        if known is not None:
+            (current, revision), known = known, None
+        else:
+            current, revision = await _read(kv, key, record_type)
         updated = change(current)
         if updated is None:
+            if guessed:
+                continue  # perhaps only the guess is stale: read the bucket
             return None
         try:
             if revision is None:

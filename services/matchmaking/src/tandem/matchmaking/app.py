@@ -8,6 +8,7 @@ shard's `ShardMatcher`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 
@@ -60,6 +61,8 @@ class MatchmakingApp(BaseApp):
         self.matchers: dict[str, ShardMatcher] = {}
         self._shard_tasks: dict[str, tuple[asyncio.Task[None], Subscription]] = {}
         self._languages: dict[str, set[str]] = {}
+        # Hosts per language, kept with `_languages`: the shards there are, without a scan per round.
+        self._speakers: collections.Counter[str] = collections.Counter()
 
     async def start(self, bus: Bus, http: HttpServer) -> None:
         self.bus = bus
@@ -97,18 +100,18 @@ class MatchmakingApp(BaseApp):
 
     async def on_update(self, update: matchmaking_pb2.PresenceUpdate) -> HostPresence:
         assert self.book is not None
-        return await self.book.announce(update, time.time_ns())
+        return await self.book.announce(update, time.time_ns(), self._known(update.host_id))
 
     async def on_gone(self, gone: matchmaking_pb2.PresenceGone) -> HostPresence:
         assert self.book is not None
-        await self.book.gone(gone, time.time_ns())
+        await self.book.gone(gone, time.time_ns(), self._known(gone.host_id))
         return HostPresence(host_id=gone.host_id)
 
     async def on_release(self, release: matchmaking_pb2.HostRelease) -> HostPresence:
         """Free a call's host; pause it (with a notice to its app) after too many missed calls."""
         assert self.book is not None
         assert self.bus is not None
-        written = await self.book.release(release, time.time_ns())
+        written = await self.book.release(release, time.time_ns(), self._known(release.host_id))
         if written is None:
             return HostPresence(host_id=release.host_id)
         if written.status == AWAY:
@@ -123,13 +126,23 @@ class MatchmakingApp(BaseApp):
             )
         return written
 
+    def _known(self, host_id: str) -> PresenceEntry | None:
+        """The host's record as the presence mirror shows it (None: unknown or not synced yet)."""
+        assert self.presence is not None
+        known = self.presence.entries.get(host_id)
+        if known is None or not self.presence.synced.is_set():
+            return None
+        return PresenceEntry(decode(HostPresence, known.value), known.revision)
+
     def _on_presence(self, host_id: str, revision: Revision | None) -> None:
         entry = None if revision is None else PresenceEntry(decode(HostPresence, revision.value), revision.revision)
-        self._languages[host_id] = languages_of(entry.record) if entry is not None else set()
-        if not self._languages[host_id]:
-            del self._languages[host_id]
+        languages = languages_of(entry.record) if entry is not None else set()
+        self._speakers.subtract(self._languages.pop(host_id, set()))
+        if languages:
+            self._languages[host_id] = languages
+            self._speakers.update(languages)
         for matcher in self.matchers.values():
-            matcher.on_presence(host_id, entry)
+            matcher.on_presence(host_id, entry, languages)
 
     async def on_order(self, order: orders_pb2.OrderPlaced) -> None:
         assert self.affinity is not None
@@ -138,8 +151,8 @@ class MatchmakingApp(BaseApp):
     # --- shards -----------------------------------------------------------------------------
 
     def _shards(self) -> set[str]:
-        languages = set().union(*self._languages.values()) if self._languages else set()
-        return {subjects.match_shard(self.settings.region, language) for language in languages}
+        spoken = (language for language, hosts in self._speakers.items() if hosts > 0)
+        return {subjects.match_shard(self.settings.region, language) for language in spoken}
 
     def _lease(self, shard: str) -> tuple[ShardLease | None, int | None]:
         assert self.leases is not None
@@ -228,12 +241,13 @@ class MatchmakingApp(BaseApp):
         assert self.presence is not None
         matcher = ShardMatcher(shard, token, self.policy, self.book, self.affinity)
         for host_id, known in self.presence.entries.items():
-            matcher.on_presence(host_id, PresenceEntry(decode(HostPresence, known.value), known.revision))
+            record = decode(HostPresence, known.value)
+            matcher.on_presence(host_id, PresenceEntry(record, known.revision), languages_of(record))
         matcher.valid_until = t0 + self.settings.lease_ttl_s - self.settings.lease_renew_s
         self.matchers[shard] = matcher
         subject = f"{subjects.MATCH_REQUEST}.{shard}"
-        subscription = await self.bus.serve(
-            subject, matchmaking_pb2.MatchRequest, matcher.request, queue="matcher", concurrent=True
+        subscription = await self.bus.serve_held(
+            subject, matchmaking_pb2.MatchRequest, matcher.request, queue="matcher"
         )
         self._shard_tasks[shard] = (self.tasks.spawn(matcher.run(), name=f"matcher-{shard}"), subscription)
         logger.info("shard taken", extra={"shard": shard, "token": token, "hosts": len(matcher.index)})
@@ -247,7 +261,7 @@ class MatchmakingApp(BaseApp):
         matcher.valid_until = 0.0
         await subscription.unsubscribe()
         await cancel_and_wait(task)
-        matcher.close()
+        await matcher.close()
         logger.info("shard dropped", extra={"shard": shard, "token": matcher.token})
 
     async def _hand_over(self, shard: str) -> None:

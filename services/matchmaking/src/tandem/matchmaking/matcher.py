@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -18,11 +20,12 @@ from dataclasses import dataclass, replace
 
 from prometheus_client import Counter, Histogram
 
+from tandem.common.bus import Reply
 from tandem.matchmaking.affinity import AffinityStore
 from tandem.matchmaking.assignment import assign, scipy_solver
 from tandem.matchmaking.fairness import Relaxation
 from tandem.matchmaking.index import ShardIndex
-from tandem.matchmaking.presence import PresenceBook, PresenceEntry, card_of, languages_of, valid_id
+from tandem.matchmaking.presence import PresenceBook, PresenceEntry, card_of, valid_id
 from tandem.matchmaking.queue import ServiceRate, ShardQueue, Standing, Ticket
 from tandem.matchmaking.scoring import Weights, score_batch
 from tandem.matchmaking.settings import Settings
@@ -69,6 +72,15 @@ class MatchPolicy:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Held:
+    """A request held open: where its answer goes, and until when (clock seconds)."""
+
+    reply: Reply
+    until: float
+    seq: int
+
+
 def queued(call_id: str, standing: Standing) -> matchmaking_pb2.MatchResult:
     position = matchmaking_pb2.QueuePosition(position=standing.position, estimated_wait_s=standing.estimated_wait_s)
     return matchmaking_pb2.MatchResult(call_id=call_id, queued=position)
@@ -97,40 +109,47 @@ class ShardMatcher:
         self.entries: dict[str, PresenceEntry] = {}
         # Monotonic time until which the lease is surely ours (set by the lease loop).
         self.valid_until = 0.0
-        self._held: dict[str, asyncio.Future[matchmaking_pb2.MatchResult]] = {}
+        self._held: dict[str, Held] = {}
+        # (until, seq, call_id) of every hold, earliest first; entries of answered holds stay until due.
+        self._holds: list[tuple[float, int, str]] = []
+        self._hold_seq = itertools.count()
         # Recently matched calls: the result, when, and whether a held request carried it.
         self._assigned: dict[str, tuple[matchmaking_pb2.MatchResult, float, bool]] = {}
         self._standings: dict[str, Standing] = {}
         self._sent: dict[str, tuple[Standing, float]] = {}
         self._new = 0
         self._wake = asyncio.Event()
+        # The batch loop waits for a request, not for its window (nothing queued, held or recent).
+        self._idle = False
 
     # --- presence ---------------------------------------------------------------------------
 
-    def on_presence(self, host_id: str, entry: PresenceEntry | None) -> None:
-        """A host's record changed (None: deleted)."""
-        if entry is None or self.language not in languages_of(entry.record):
-            self.entries.pop(host_id, None)
-            self.index.remove(host_id)
+    def on_presence(self, host_id: str, entry: PresenceEntry | None, languages: set[str]) -> None:
+        """A host's record changed (None: deleted); `languages`: the record's `languages_of`. A host
+        come free waits for the next batch: waking the loop per host would cost a batch per release."""
+        if entry is None or self.language not in languages:
+            if self.entries.pop(host_id, None) is not None:
+                self.index.remove(host_id)
             return
         known = self.entries.get(host_id)
-        if known is not None and known.revision > entry.revision:
-            return
+        if known is not None and known.revision >= entry.revision:
+            return  # seen already (this matcher's own reservation, then its echo on the watch)
         self.entries[host_id] = entry
         self.index.put(card_of(entry.record))
-        if self.index.free[self.index.slot_of(host_id, default=0)]:
-            self._wake.set()
 
     # --- requests ---------------------------------------------------------------------------
 
-    async def request(self, request: matchmaking_pb2.MatchRequest) -> matchmaking_pb2.MatchResult:
-        """A shopper's (repeated) request: the host once matched, else where they stand."""
+    async def request(self, request: matchmaking_pb2.MatchRequest, reply: Reply) -> None:
+        """A shopper's (repeated) request: answered with the host once matched, else with where
+        they stand, by the batch loop or at once. Costs no task and no timer: the batch loop answers
+        a held request whose hold is over."""
         call_id = valid_id("call_id", request.call_id)
         now = self.clock()
         done = self._assigned.get(call_id)
         if done is not None and done[0].host.host_id not in request.excluded_host_ids:
             self._assigned[call_id] = (done[0], done[1], True)
-            return done[0]  # asked again before hearing of its match
+            await reply.send(done[0])  # asked again before hearing of its match
+            return
         self._assigned.pop(call_id, None)  # that host declined or rang out: a new search
         ticket = self.queue.get(call_id)
         if ticket is None:
@@ -145,37 +164,39 @@ class ShardMatcher:
         self.queue.upsert(replace(ticket, excluded_host_ids=frozenset(request.excluded_host_ids), last_seen_s=now))
         standing = self._standings.get(call_id)
         if standing is not None and self._due(call_id, standing, now):
-            return queued(call_id, standing)  # it changed while no request was held
-        held = asyncio.get_running_loop().create_future()
-        previous = self._held.get(call_id)
-        if previous is not None and not previous.done():
-            previous.set_result(queued(call_id, self._standings.get(call_id, Standing(0, 0))))
-        self._held[call_id] = held
-        self._new += 1
-        if self._new >= self.policy.flush_size:
-            self._wake.set()
+            await reply.send(queued(call_id, standing))  # it changed while no request was held
+            return
+        previous = self._held.pop(call_id, None)
+        if previous is not None:
+            await previous.reply.send(queued(call_id, self._standings.get(call_id, Standing(0, 0))))
         hold_s = HOLD_SHARE * (request.wait_ms / 1000 if request.wait_ms else 2 * self.policy.window_s)
-        try:
-            return await asyncio.wait_for(asyncio.shield(held), hold_s)
-        except TimeoutError:
-            return queued(call_id, self._standings.get(call_id, Standing(0, 0)))
-        finally:
-            if self._held.get(call_id) is held:
-                del self._held[call_id]
+        held = Held(reply, now + hold_s, next(self._hold_seq))
+        self._held[call_id] = held
+        heapq.heappush(self._holds, (held.until, held.seq, call_id))
+        self._new += 1
+        if self._new >= self.policy.flush_size or self._idle:
+            self._wake.set()  # a full batch, or the first request for an idle loop
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """The shard is no longer ours: answer every held request so its caller asks the next matcher."""
-        for call_id, held in list(self._held.items()):
-            if not held.done():
-                held.set_result(queued(call_id, self._standings.get(call_id, Standing(0, 0))))
-        self._held.clear()
+        held, self._held = self._held, {}
+        self._holds.clear()
+        for call_id, one in held.items():
+            await one.reply.send(queued(call_id, self._standings.get(call_id, Standing(0, 0))))
 
     # --- batches ----------------------------------------------------------------------------
 
     async def run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.policy.window_s)
+            self._idle = not self.queue and not self._holds and not self._assigned
+            if self._idle:
+                await self._wake.wait()  # nothing to do until a request comes
+            else:
+                timeout = self.policy.window_s
+                if self._holds:
+                    timeout = min(timeout, max(0.0, self._holds[0][0] - self.clock()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
             await asyncio.sleep(0)  # let requests that arrived together join the batch
             self._new = 0
@@ -190,7 +211,8 @@ class ShardMatcher:
         if time.monotonic() < self.valid_until and len(self.queue):
             matched = await self._assign(now)
         self._standings = self.queue.standings(now)
-        self._push_standings(now)
+        await self._push_standings(now)
+        await self._end_holds(self.clock())
         return matched
 
     async def _assign(self, now: float) -> int:
@@ -217,7 +239,7 @@ class ShardMatcher:
                 logger.error("reservation failed", extra={"shard": self.shard, "error": repr(outcome)})
             elif outcome:
                 matched += 1
-                self._matched(ticket, slot, points, now)
+                await self._matched(ticket, slot, points, now)
         MATCHES.labels(self.shard).inc(matched)
         return matched
 
@@ -231,10 +253,10 @@ class ShardMatcher:
         record.CopyFrom(entry.record)
         record.status, record.call_id = matchmaking_pb2.HOST_STATUS_BUSY, ticket.call_id
         record.fences[self.shard] = self.token
-        self.on_presence(host_id, PresenceEntry(record, revision))
+        self.on_presence(host_id, PresenceEntry(record, revision), {self.language})
         return True
 
-    def _matched(self, ticket: Ticket, slot: int, points: float, now: float) -> None:
+    async def _matched(self, ticket: Ticket, slot: int, points: float, now: float) -> None:
         host_id = self.index.card(slot).host_id
         record = self.entries[host_id].record
         returning = host_id in ticket.previous_host_ids
@@ -249,11 +271,10 @@ class ShardMatcher:
         self.queue.remove(ticket.call_id)
         self.queue.rate.record(ticket.market, now)
         self._sent.pop(ticket.call_id, None)
-        held = self._held.get(ticket.call_id)
-        told = held is not None and not held.done()
-        if held is not None and told:
-            held.set_result(result)
-        self._assigned[ticket.call_id] = (result, now, told)
+        held = self._held.pop(ticket.call_id, None)
+        self._assigned[ticket.call_id] = (result, now, held is not None)
+        if held is not None:
+            await held.reply.send(result)
         logger.debug("host matched", extra={"call_id": ticket.call_id, "host_id": host_id, "shard": self.shard})
 
     async def _forget_lapsed(self, now: float) -> None:
@@ -261,9 +282,12 @@ class ShardMatcher:
         (their request had ended) and never asked again."""
         for ticket in self.queue.lapsed(now, self.policy.lapse_s):
             self._sent.pop(ticket.call_id, None)
-        stale = [c for c, (_, at, _) in self._assigned.items() if now - at > self.policy.lapse_s]
-        for call_id in stale:
-            result, _, told = self._assigned.pop(call_id)
+        # Oldest first (matched in time order), so a batch looks only at the ones that lapsed.
+        while self._assigned:
+            call_id, (result, at, told) = next(iter(self._assigned.items()))
+            if now - at <= self.policy.lapse_s:
+                break
+            del self._assigned[call_id]
             if not told:
                 release = matchmaking_pb2.HostRelease(
                     host_id=result.host.host_id, call_id=call_id, outcome=matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED
@@ -278,8 +302,16 @@ class ShardMatcher:
         self._sent[call_id] = (standing, now)
         return True
 
-    def _push_standings(self, now: float) -> None:
-        for call_id, held in self._held.items():
-            standing = self._standings.get(call_id)
-            if standing is not None and not held.done() and self._due(call_id, standing, now):
-                held.set_result(queued(call_id, standing))
+    async def _push_standings(self, now: float) -> None:
+        due = [c for c in self._held if (s := self._standings.get(c)) is not None and self._due(c, s, now)]
+        for call_id in due:
+            await self._held.pop(call_id).reply.send(queued(call_id, self._standings[call_id]))
+
+    async def _end_holds(self, now: float) -> None:
+        """Answer the held requests whose hold is over with where their shopper stands."""
+        while self._holds and self._holds[0][0] <= now:
+            _, seq, call_id = heapq.heappop(self._holds)
+            held = self._held.get(call_id)
+            if held is not None and held.seq == seq:
+                del self._held[call_id]
+                await held.reply.send(queued(call_id, self._standings.get(call_id, Standing(0, 0))))

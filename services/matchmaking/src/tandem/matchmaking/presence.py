@@ -150,6 +150,10 @@ class PresenceEntry:
     revision: int
 
 
+def _pair(entry: PresenceEntry | None) -> tuple[HostPresence, int] | None:
+    return None if entry is None else (entry.record, entry.revision)
+
+
 class PresenceBook:
     """The writes to the presence bucket."""
 
@@ -157,22 +161,31 @@ class PresenceBook:
         self.kv = kv
         self.pause_after_misses = pause_after_misses
 
-    async def announce(self, update: matchmaking_pb2.PresenceUpdate, now_ns: int) -> HostPresence:
+    async def announce(
+        self, update: matchmaking_pb2.PresenceUpdate, now_ns: int, known: PresenceEntry | None = None
+    ) -> HostPresence:
+        """Apply a host's update. `known`, here and below: the record as the bucket's mirror shows
+        it, tried first instead of reading the bucket (the write is a compare-and-set either way)."""
         valid_id("host_id", update.host_id)
-        written = await modify(self.kv, update.host_id, HostPresence, lambda r: announced(r, update, now_ns))
+        written = await modify(
+            self.kv, update.host_id, HostPresence, lambda r: announced(r, update, now_ns), known=_pair(known)
+        )
         assert written is not None
         return written
 
-    async def gone(self, gone: matchmaking_pb2.PresenceGone, now_ns: int) -> None:
+    async def gone(self, gone: matchmaking_pb2.PresenceGone, now_ns: int, known: PresenceEntry | None = None) -> None:
         valid_id("host_id", gone.host_id)
-        await modify(self.kv, gone.host_id, HostPresence, lambda r: went(r, gone, now_ns))
+        await modify(self.kv, gone.host_id, HostPresence, lambda r: went(r, gone, now_ns), known=_pair(known))
 
-    async def release(self, release: matchmaking_pb2.HostRelease, now_ns: int) -> HostPresence | None:
+    async def release(
+        self, release: matchmaking_pb2.HostRelease, now_ns: int, known: PresenceEntry | None = None
+    ) -> HostPresence | None:
         """Apply a release; returns the record written (None when there was nothing to release)."""
         valid_id("host_id", release.host_id)
         return await modify(
-            self.kv, release.host_id, HostPresence, lambda r: released(r, release, now_ns, self.pause_after_misses)
-        )
+            self.kv, release.host_id, HostPresence,
+            lambda r: released(r, release, now_ns, self.pause_after_misses), known=_pair(known),
+        )  # fmt: skip
 
     async def reserve(self, entry: PresenceEntry, call_id: str, shard: str, token: int, now_ns: int) -> int | None:
         """Reserve the host as `entry` shows it; the new revision, or None when the record changed
