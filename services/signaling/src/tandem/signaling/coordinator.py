@@ -153,7 +153,7 @@ class CallCoordinator:
         slow_request_s = max(settings.request_timeout_s, 5.0)
         self.matcher = Matcher(bus, settings.region, release_attempts=settings.host_release_attempts)
         self.media = MediaSession(
-            bus, settings.region, allocate_attempts=settings.media_allocate_attempts, offer_timeout_s=slow_request_s
+            bus, settings.region, allocate_attempts=settings.media_allocate_attempts, worker_timeout_s=slow_request_s
         )
         self.commerce = InCallCommerce(bus, checkout_timeout_s=slow_request_s)
         self.workers = WorkerWatch(settings.worker_silence_s)

@@ -17,11 +17,11 @@ logger = logging.getLogger(__name__)
 
 
 class MediaSession:
-    def __init__(self, bus: Bus, region: str, *, allocate_attempts: int, offer_timeout_s: float) -> None:
+    def __init__(self, bus: Bus, region: str, *, allocate_attempts: int, worker_timeout_s: float) -> None:
         self.bus = bus
         self.region = region
         self.allocate_attempts = allocate_attempts
-        self.offer_timeout_s = offer_timeout_s
+        self.worker_timeout_s = worker_timeout_s
 
     async def allocate(self, call: Call, *, held: bool = False) -> str:
         """A worker for the call (its id), trying the region's workers up to `allocate_attempts` times;
@@ -44,7 +44,7 @@ class MediaSession:
             subjects.join(subjects.MEDIA_WORKER, call.worker_id, "offer"),
             media_pb2.MediaOffer(call_id=call.call_id, leg=leg, sdp=sdp),
             media_pb2.MediaAnswer,
-            timeout_s=self.offer_timeout_s,
+            timeout_s=self.worker_timeout_s,
         )
         return answer.sdp
 
@@ -53,6 +53,7 @@ class MediaSession:
             subjects.join(subjects.MEDIA_WORKER, call.worker_id, "candidate"),
             media_pb2.MediaCandidate(call_id=call.call_id, leg=leg, candidate=candidate),
             empty_pb2.Empty,
+            timeout_s=self.worker_timeout_s,  # a worker busy starting a call's media answers late
         )
 
     async def open(self, call: Call) -> None:
@@ -61,6 +62,7 @@ class MediaSession:
             subjects.join(subjects.MEDIA_WORKER, call.worker_id, "open"),
             media_pb2.MediaOpen(call_id=call.call_id),
             empty_pb2.Empty,
+            timeout_s=self.worker_timeout_s,
         )
 
     async def release(
