@@ -610,7 +610,12 @@ class CallCoordinator:
                 self._stage(owned, "accept_to_gates_open", call.accepted_at, self.clock())
             except TandemError as exc:
                 logger.warning("pre-connected worker lost", extra={"call_id": call.call_id, "error": str(exc)})
+                held_by = call.worker_id
                 await self._replace_worker(owned)
+                if call.worker_id == held_by and not call.ended:
+                    # It was only slow (or is the only one left): ask again; opening is idempotent.
+                    with contextlib.suppress(TandemError):
+                        await self.media.open(call)
         else:
             try:
                 call.worker_id = await self.media.allocate(call)
