@@ -24,8 +24,9 @@ async def allocate(bus: Bus, call_id: str) -> media_pb2.MediaAllocated:
     )
 
 
-async def test_capacity_drain_release_and_load_reports(bus: Bus) -> None:
-    worker = MediaWorkerApp(Settings(capacity=1, region="eu", report_interval_s=0.1), "w1")
+async def started_worker(bus: Bus, settings: Settings) -> tuple[MediaWorkerApp, list[media_pb2.WorkerLoadReport]]:
+    """A worker "w1" taking calls, and the load reports it publishes as they arrive."""
+    worker = MediaWorkerApp(settings, "w1")
     reports: list[media_pb2.WorkerLoadReport] = []
 
     async def collect(report: media_pb2.WorkerLoadReport, _: str) -> None:
@@ -33,6 +34,11 @@ async def test_capacity_drain_release_and_load_reports(bus: Bus) -> None:
 
     await bus.subscribe(f"{subjects.MEDIA_LOAD}.eu.>", media_pb2.WorkerLoadReport, collect)
     await worker.start(bus, HttpServer("127.0.0.1", 0))
+    return worker, reports
+
+
+async def test_capacity_drain_release_and_load_reports(bus: Bus) -> None:
+    worker, reports = await started_worker(bus, Settings(capacity=1, region="eu", report_interval_s=0.1))
 
     assert (await allocate(bus, "c1")).worker.worker_id == "w1"
     with pytest.raises(NoRespondersError):  # full: the worker left the allocation queue group
@@ -70,14 +76,8 @@ async def test_capacity_drain_release_and_load_reports(bus: Bus) -> None:
 
 
 async def test_a_worker_whose_loop_lags_takes_no_new_calls_until_it_recovers(bus: Bus) -> None:
-    worker = MediaWorkerApp(Settings(capacity=5, region="eu", report_interval_s=0.1, overload_lag_ms=300), "w1")
-    reports: list[media_pb2.WorkerLoadReport] = []
-
-    async def collect(report: media_pb2.WorkerLoadReport, _: str) -> None:
-        reports.append(report)
-
-    await bus.subscribe(f"{subjects.MEDIA_LOAD}.eu.>", media_pb2.WorkerLoadReport, collect)
-    await worker.start(bus, HttpServer("127.0.0.1", 0))
+    settings = Settings(capacity=5, region="eu", report_interval_s=0.1, overload_lag_ms=300)
+    worker, reports = await started_worker(bus, settings)
     assert (await allocate(bus, "kept")).worker.worker_id == "w1"
 
     time.sleep(0.6)  # CPU work blocking the worker's event loop (the test shares the loop)

@@ -124,7 +124,7 @@ class MediaWorkerApp(BaseApp):
         return call
 
     async def offer(self, offer: media_pb2.MediaOffer) -> media_pb2.MediaAnswer:
-        if offer.leg not in (media_pb2.LEG_SHOPPER, media_pb2.LEG_HOST):
+        if offer.leg not in LEGS:
             raise UnknownLegError(offer.leg)
         sdp = await self._call(offer.call_id).answer(offer.leg, offer.sdp)
         return media_pb2.MediaAnswer(

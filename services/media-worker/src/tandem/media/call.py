@@ -134,13 +134,9 @@ class MediaCall:
         self.legs = {leg: LegState() for leg in LEGS}
         # relays[(from_leg, kind)] carries leg from_leg's decoded media to the other leg.
         self.relays = {(leg, kind): RelayTrack(kind, options.frame_queue) for leg in LEGS for kind in KINDS}
-        self.held = options.held
-        for relay in self.relays.values():
-            relay.held = self.held
         self.opened = asyncio.Event()
-        """Set once media may flow between the parties (at once, unless the call starts held)."""
-        if not self.held:
-            self.opened.set()
+        """Set while media may flow between the parties (at once, unless the call starts held)."""
+        self._gate(held=options.held)
         self.directions: dict[tuple[Leg, str], Direction] = {}
         """(from_leg, kind) -> its forwarding, for the directions that are forwarded."""
         self.transcoded: set[tuple[Leg, str]] = set()
@@ -308,12 +304,22 @@ class MediaCall:
         await first.wait()
         self._on_event(leg, media_pb2.MediaEvent.KIND_FIRST_MEDIA, "")
 
+    @property
+    def held(self) -> bool:
+        """Pre-connect: nothing of one party reaches the other until :meth:`open`."""
+        return not self.opened.is_set()
+
+    def _gate(self, *, held: bool) -> None:
+        if held:
+            self.opened.clear()
+        else:
+            self.opened.set()
+        for relay in self.relays.values():
+            relay.held = held
+
     def open(self) -> None:
         """The host accepted: forward both parties' media from now on (idempotent)."""
-        self.held = False
-        self.opened.set()
-        for relay in self.relays.values():
-            relay.held = False
+        self._gate(held=False)
         for direction in self.directions.values():
             direction.open()
 
@@ -332,9 +338,7 @@ class MediaCall:
         kept = self.legs[other(leg)]
         kept.rtp.incoming.clear()
         kept.rtp.outgoing.clear()
-        self.held = True
-        for relay in self.relays.values():
-            relay.held = True
+        self._gate(held=True)
         await cancel_and_wait(*state.tasks)
         await state.pc.close()
 

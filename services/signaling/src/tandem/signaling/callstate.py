@@ -25,6 +25,10 @@ TRANSITIONS: dict[int, frozenset[int]] = {
 }
 
 
+MEDIA_STATES = (S.CALL_STATE_RINGING, S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
+"""The states in which a call's media worker holds its legs (ringing: pre-connected, held)."""
+
+
 class InvalidTransitionError(TandemError):
     code = common_pb2.ERROR_CODE_INVALID_STATE
 
@@ -93,6 +97,13 @@ class Call:
     def expect(self, *states: common_pb2.CallState.ValueType) -> None:
         if self.state not in states:
             raise InvalidTransitionError(self.state, states)
+
+    def forget_legs(self, *legs: int) -> None:
+        """Drop what the call knew of these legs' negotiation: their worker released them or is gone."""
+        for leg in legs:
+            self.offered_legs.discard(leg)
+            self.legs_connected.discard(leg)
+            self.early_candidates.pop(leg, None)
 
     @property
     def ended(self) -> bool:

@@ -34,7 +34,7 @@ from tandem.common.envelope import new_envelope
 from tandem.common.errors import BusTimeoutError, TandemError
 from tandem.common.telemetry import TRACEPARENT, TRACESTATE, extract_context, inject_headers
 from tandem.signaling.auth import Identity
-from tandem.signaling.callstate import Call, Timeouts
+from tandem.signaling.callstate import MEDIA_STATES, Call, Timeouts
 from tandem.signaling.callstore import CallStore, Leases
 from tandem.signaling.commerce import InCallCommerce
 from tandem.signaling.errors import (
@@ -247,7 +247,7 @@ class CallCoordinator:
             await asyncio.sleep(self.settings.takeover_check_s)
             for owned in list(self.calls.values()):
                 call = owned.call
-                live = call.state in (S.CALL_STATE_RINGING, S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
+                live = call.state in MEDIA_STATES
                 due = time.monotonic() >= owned.move_after
                 if live and due and call.worker_id and self.workers.lost(call.worker_id):
                     try:
@@ -287,9 +287,7 @@ class CallCoordinator:
         call.worker_id = worker_id
         MEDIA_MOVED.inc()
         logger.info("call media moved", extra={"call_id": call.call_id, "from": lost, "to": call.worker_id})
-        call.legs_connected.clear()
-        call.offered_legs.clear()
-        call.early_candidates.clear()
+        call.forget_legs(media_pb2.LEG_SHOPPER, media_pb2.LEG_HOST)
         renegotiate = client_pb2.Renegotiate(call_id=call.call_id, reason="media worker lost")
         for user_id in (call.shopper_id, call.host_id):
             if user_id:
@@ -361,11 +359,7 @@ class CallCoordinator:
     ) -> None:
         """Send one party a call update (answering their message, when it caused it)."""
         peer_id = call.shopper_id if user_id == call.host_id else call.host_id
-        media_ready = bool(call.worker_id) and state in (
-            S.CALL_STATE_RINGING,
-            S.CALL_STATE_CONNECTING,
-            S.CALL_STATE_CONNECTED,
-        )
+        media_ready = bool(call.worker_id) and state in MEDIA_STATES
         update = client_pb2.CallUpdate(
             call_id=call.call_id, state=state, reason=reason, peer_id=peer_id, media_ready=media_ready
         )
@@ -589,9 +583,7 @@ class CallCoordinator:
         call.host_id = ""
         # The host's leg goes; the shopper's stays connected for the next host.
         await self.media.release(call, reason, leg=media_pb2.LEG_HOST)
-        call.offered_legs.discard(media_pb2.LEG_HOST)
-        call.legs_connected.discard(media_pb2.LEG_HOST)
-        call.early_candidates.pop(media_pb2.LEG_HOST, None)
+        call.forget_legs(media_pb2.LEG_HOST)
         await self._enqueue(owned, reason)
         self.matcher.release(call, host_id, MISSED.get(reason, matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED))
 
@@ -605,17 +597,7 @@ class CallCoordinator:
         call.move(S.CALL_STATE_CONNECTING, self.clock())
         call.accepted_at = call.state_entered_at
         if call.worker_id:
-            try:
-                await self.media.open(call)  # pre-connected: the gates open, media flows now
-                self._stage(owned, "accept_to_gates_open", call.accepted_at, self.clock())
-            except TandemError as exc:
-                logger.warning("pre-connected worker lost", extra={"call_id": call.call_id, "error": str(exc)})
-                held_by = call.worker_id
-                await self._replace_worker(owned)
-                if call.worker_id == held_by and not call.ended:
-                    # It was only slow (or is the only one left): ask again; opening is idempotent.
-                    with contextlib.suppress(TandemError):
-                        await self.media.open(call)
+            await self._open_gates(owned)
         else:
             try:
                 call.worker_id = await self.media.allocate(call)
@@ -631,6 +613,22 @@ class CallCoordinator:
             await self._connected(owned)
         await self._save(owned)
         self._arm(owned)
+
+    async def _open_gates(self, owned: OwnedCall) -> None:
+        """Pre-connected: the worker forwards both parties' media from now on. A worker that does
+        not answer is replaced, or, if it was only slow (or is the only one), asked again."""
+        call = owned.call
+        try:
+            await self.media.open(call)
+        except TandemError as exc:
+            logger.warning("pre-connected worker lost", extra={"call_id": call.call_id, "error": str(exc)})
+            held_by = call.worker_id
+            await self._replace_worker(owned)
+            if call.worker_id == held_by and not call.ended:
+                with contextlib.suppress(TandemError):  # opening is idempotent
+                    await self.media.open(call)
+            return
+        self._stage(owned, "accept_to_gates_open", call.accepted_at, self.clock())
 
     async def _decline(self, owned: OwnedCall, who: Identity, envelope: client_pb2.Envelope) -> None:
         if who.user_id != owned.call.host_id:
@@ -660,7 +658,8 @@ class CallCoordinator:
 
     async def _sdp(self, owned: OwnedCall, who: Identity, envelope: client_pb2.Envelope) -> None:
         call = owned.call
-        if not (call.state == S.CALL_STATE_RINGING and call.worker_id):  # ringing: pre-connect
+        call.expect(*MEDIA_STATES)
+        if not call.worker_id:  # ringing without a worker: offers come at the accept
             call.expect(S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
         leg = self._leg(call, who)
         answer = await self.media.offer(call, leg, envelope.sdp.sdp)

@@ -170,7 +170,7 @@ class Gateway:
                         user_id=conn.identity.user_id, role=conn.identity.role, session_id=conn.session_id,
                         heartbeat_interval_s=int(self.settings.heartbeat_interval_s),
                         max_message_bytes=self.settings.max_message_bytes,
-                        ice_servers=ice_servers(self.turn, conn.identity.user_id, time.time()),
+                        ice_servers=self._ice_servers(conn),
                     ),
                 )
             )  # fmt: skip
@@ -194,7 +194,10 @@ class Gateway:
         """New TURN credentials before the last ones expire, for as long as the socket is open."""
         while True:
             await asyncio.sleep(self.turn.refresh_after_s)
-            await conn.send(new_envelope(ice_servers=ice_servers(self.turn, conn.identity.user_id, time.time())))
+            await conn.send(new_envelope(ice_servers=self._ice_servers(conn)))
+
+    def _ice_servers(self, conn: Connection) -> client_pb2.IceServers:
+        return ice_servers(self.turn, conn.identity.user_id, time.time())
 
     async def _authenticate(
         self, ws: ClientSocket, authorization: str
