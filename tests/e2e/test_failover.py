@@ -122,6 +122,51 @@ async def test_killing_the_owner_of_live_calls_ends_none_of_them(tandem_bots: Ta
     await t.supervisor.restart(INSTANCE_NAMES[OWNER])
 
 
+async def test_an_owner_stalled_past_its_lease_wakes_to_do_nothing_for_the_calls_it_lost(
+    tandem_bots: Tandem,
+) -> None:
+    """A live instance that stalls (a long pause, a starved CPU) loses its calls like a dead one;
+    when it wakes it tells nobody anything on their behalf, and a message it took meanwhile is
+    handled once, by the new owner."""
+    t = tandem_bots
+    host, shopper, call_id = await live_call(t, "stalled", "hy")
+    await host.send(push_product_card=client_pb2.PushProductCard(call_id=call_id, product_id="sku-serum-30ml"))
+    await shopper.expect("product_card", call_id=call_id)
+    await shopper.send(add_to_cart=client_pb2.AddToCart(call_id=call_id, product_id="sku-serum-30ml", quantity=1))
+    await shopper.expect("cart_update", call_id=call_id)
+    bus = Bus(BusConfig(servers=[t.nats.url], name="stall-check"))
+    await bus.connect()
+    try:
+        store = CallStore(await bus.key_value(subjects.CALLS_BUCKET))
+        with t.supervisor.paused(INSTANCE_NAMES[OWNER]):
+            owner = INSTANCE_NAMES[OWNER]
+            for _ in range(round(t_lease_and_wait() / 0.05)):
+                record = await store.load(call_id)
+                owner = record.owner if record is not None else ""
+                if owner != INSTANCE_NAMES[OWNER]:
+                    break
+                await asyncio.sleep(0.05)
+            assert owner == INSTANCE_NAMES[OTHER]
+            # The shopper's socket is on the stalled instance, which still believes it runs the call.
+            checkout_id = await shopper.send(checkout=client_pb2.Checkout(call_id=call_id, idempotency_key="stalled"))
+        result = await shopper.expect("checkout_result", call_id=call_id, timeout_s=15)
+    finally:
+        await bus.close()
+    assert (result.correlation_id, bool(result.checkout_result.order_id)) == (checkout_id, True)
+    await shopper.send(ping=client_pb2.Ping())
+    await shopper.expect("pong")
+    assert [e.error for e in shopper.inbox if e.HasField("error")] == []
+    assert [e for e in shopper.inbox if e.HasField("checkout_result")] == []  # answered once
+    conn = await asyncpg.connect(t.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM orders WHERE call_id = $1", call_id) == 1
+    finally:
+        await conn.close()
+    await shopper.send(hangup=client_pb2.Hangup(call_id=call_id))
+    await host.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED, reason=S.END_REASON_HANGUP)
+    assert ended_updates(host, shopper) == [f"{shopper.name}: END_REASON_HANGUP"]
+
+
 def t_lease_and_wait() -> float:
     """The longest a resume may take: the lease lapses (1.2 s), then a takeover check (0.2 s);
     with a generous margin for a loaded machine (the measured figures are printed)."""

@@ -31,7 +31,7 @@ from tandem.common import subjects
 from tandem.common.aio import TaskSet, cancel_and_wait
 from tandem.common.bus import Bus
 from tandem.common.envelope import new_envelope
-from tandem.common.errors import BusTimeoutError, TandemError
+from tandem.common.errors import BusTimeoutError, NoRespondersError, TandemError
 from tandem.common.telemetry import TRACEPARENT, TRACESTATE, extract_context, inject_headers
 from tandem.signaling.auth import Identity
 from tandem.signaling.callstate import MEDIA_STATES, Call, Timeouts
@@ -41,6 +41,7 @@ from tandem.signaling.errors import (
     AlreadyInCallError,
     CallEndedError,
     CallMovedError,
+    CallMovingError,
     CallNotFoundError,
     NotACallMessageError,
     NotAPartyError,
@@ -72,6 +73,9 @@ STAGE_SECONDS = Histogram(
 )
 
 Clock = Callable[[], float]
+
+# Call messages whose owner may take a while to answer (a media worker or orders is asked).
+SLOW_CALL_PAYLOADS = frozenset({"accept", "sdp", "checkout"})
 
 # Envelope payloads about an existing call (`hello` when it resumes one).
 CALL_PAYLOADS = frozenset(
@@ -116,6 +120,11 @@ class OwnedCall:
         self.matching: asyncio.Task[None] | None = None
         self.move_after = 0.0
         """Monotonic time before which a failed move of the call's media is not tried again."""
+        self.outbox: list[Callable[[], Awaitable[object]]] = []
+        """What the parties and the call's history are to be told once the call's new state is
+        stored: an owner that finds the call taken over meanwhile tells nobody anything."""
+        self.gone: asyncio.Task[None] | None = None
+        """Letting the call go, once another instance has taken it over."""
 
     def cancel_timer(self) -> None:
         if self.timer is not None and self.timer is not asyncio.current_task():
@@ -147,6 +156,8 @@ class CallCoordinator:
         self.instance = leases.instance
         self.clock = clock
         self.calls: dict[str, OwnedCall] = {}
+        self._moved: dict[str, asyncio.Task[None]] = {}
+        """Calls taken over by another instance whose subscriptions here are closing."""
         self.timeouts = Timeouts(
             queue_s=settings.queue_timeout_s, ring_s=settings.ring_timeout_s, connect_s=settings.connect_timeout_s
         )
@@ -291,8 +302,8 @@ class CallCoordinator:
         renegotiate = client_pb2.Renegotiate(call_id=call.call_id, reason="media worker lost")
         for user_id in (call.shopper_id, call.host_id):
             if user_id:
-                await self.deliver(user_id, new_envelope(renegotiate=renegotiate))
-        await self._emit(call)
+                self._send(owned, user_id, new_envelope(renegotiate=renegotiate))
+        self._emit(owned)
         await self._save(owned)
 
     async def _own(self, call: Call, trace_context: otel_context.Context) -> OwnedCall:
@@ -300,7 +311,7 @@ class CallCoordinator:
         owned.subscriptions = [
             await self.bus.serve(
                 subjects.join(subjects.SIGNALING_CALL, call.call_id), calls_pb2.CallCommand, self.handle,
-                queue="owner",
+                queue="owner", concurrent=True,
             ),
             await self.bus.subscribe(
                 subjects.join(subjects.MEDIA_EVENTS, call.call_id), media_pb2.MediaEvent, self._on_media_event
@@ -310,18 +321,32 @@ class CallCoordinator:
         return owned
 
     async def _save(self, owned: OwnedCall) -> None:
-        """Store the call; if another instance has taken it over meanwhile, stop running it here."""
+        """Store the call, then tell what its outbox holds. If another instance has taken the call
+        over meanwhile, tell nothing and stop running it here (`CallMovedError`)."""
         try:
             await self.store.save(owned.call)
         except CallMovedError:
             logger.warning("call moved away", extra={"call_id": owned.call.call_id})
-            self._tasks.spawn(self._let_go(owned), name=f"let-go-{owned.call.call_id}")
+            owned.outbox.clear()
+            self._let_go(owned, moved=True)
             raise
+        outbox, owned.outbox = owned.outbox, []
+        for effect in outbox:
+            await effect()
 
-    async def _let_go(self, owned: OwnedCall) -> None:
-        if self.calls.get(owned.call.call_id) is owned:
-            del self.calls[owned.call.call_id]
-        await owned.close()
+    def _let_go(self, owned: OwnedCall, *, moved: bool = False) -> None:
+        """Stop running the call here at once; its subscriptions close in the background (this may
+        be running in one of their callbacks). Messages for a call that `moved` and that still
+        reach this instance meanwhile are passed on to the new owner."""
+        call_id = owned.call.call_id
+        if self.calls.get(call_id) is owned:
+            del self.calls[call_id]
+        if owned.gone is not None:
+            return
+        owned.gone = self._tasks.spawn(owned.close(), name=f"let-go-{call_id}")
+        if moved:
+            self._moved[call_id] = owned.gone
+            owned.gone.add_done_callback(lambda _: self._moved.pop(call_id, None))
 
     async def hand_over_all(self) -> None:
         """On shutdown: stop running every call and leave it to the other instances (nobody is
@@ -350,14 +375,19 @@ class CallCoordinator:
     async def deliver(self, user_id: str, envelope: client_pb2.Envelope) -> None:
         await self.bus.publish(subjects.join(subjects.SIGNALING_DELIVER, user_id), envelope)
 
-    async def _tell(
+    def _send(self, owned: OwnedCall, user_id: str, envelope: client_pb2.Envelope) -> None:
+        """Deliver a frame about the call once its new state is stored (`_save`)."""
+        owned.outbox.append(lambda: self.deliver(user_id, envelope))
+
+    def _tell(
         self,
-        call: Call,
+        owned: OwnedCall,
         user_id: str,
         state: common_pb2.CallState.ValueType,
         reason: common_pb2.EndReason.ValueType,
     ) -> None:
         """Send one party a call update (answering their message, when it caused it)."""
+        call = owned.call
         peer_id = call.shopper_id if user_id == call.host_id else call.host_id
         media_ready = bool(call.worker_id) and state in MEDIA_STATES
         update = client_pb2.CallUpdate(
@@ -366,16 +396,19 @@ class CallCoordinator:
         update.at.FromDatetime(datetime.now(UTC))
         answering = _ANSWERING.get()
         correlation_id = answering[1] if answering is not None and answering[0] == user_id else ""
-        await self.deliver(user_id, new_envelope(correlation_id, call_update=update))
+        self._send(owned, user_id, new_envelope(correlation_id, call_update=update))
 
-    async def _update(self, call: Call, *, to_host: bool = True) -> None:
+    def _update(self, owned: OwnedCall, *, to_host: bool = True) -> None:
         """Tell both parties the call's state."""
-        await self._tell(call, call.shopper_id, call.state, call.reason)
+        call = owned.call
+        self._tell(owned, call.shopper_id, call.state, call.reason)
         if to_host and call.host_id:
-            await self._tell(call, call.host_id, call.state, call.reason)
+            self._tell(owned, call.host_id, call.state, call.reason)
 
-    async def _emit(self, call: Call) -> None:
-        """Publish the call's state as a fact (JetStream, de-duplicated by call and sequence)."""
+    def _emit(self, owned: OwnedCall) -> None:
+        """Publish the call's state as a fact once stored (JetStream, de-duplicated by call and
+        sequence)."""
+        call = owned.call
         call.event_seq += 1
         request = call.request
         event = calls_pb2.CallEvent(
@@ -385,10 +418,14 @@ class CallCoordinator:
             market=request.market, worker_id=call.worker_id,
         )  # fmt: skip
         event.at.FromDatetime(datetime.now(UTC))
+        owned.outbox.append(lambda: self._publish_event(event))
+
+    async def _publish_event(self, event: calls_pb2.CallEvent) -> None:
         try:
-            await self.bus.publish_fact(subjects.join(subjects.CALL_EVENTS, call.call_id), event, msg_id=event.event_id)
+            subject = subjects.join(subjects.CALL_EVENTS, event.call_id)
+            await self.bus.publish_fact(subject, event, msg_id=event.event_id)
         except TandemError as exc:
-            logger.error("call event not published", extra={"call_id": call.call_id, "error": str(exc)})
+            logger.error("call event not published", extra={"call_id": event.call_id, "error": str(exc)})
 
     # --- entry points --------------------------------------------------------------------------
 
@@ -405,7 +442,7 @@ class CallCoordinator:
         )  # fmt: skip
         owned = await self._own(call, otel_context.get_current())  # known before it is stored
         await self.store.create(call)
-        await self._emit(call)
+        self._emit(owned)
         async with owned.lock:
             await self._enqueue(owned, S.END_REASON_UNSPECIFIED, correlation_id=envelope.id)
 
@@ -415,6 +452,9 @@ class CallCoordinator:
         kind = envelope.WhichOneof("payload")
         call_id = call_id_of(envelope)
         owned = self.calls.get(call_id)
+        if owned is None and kind is not None and call_id in self._moved:
+            await self._pass_on(call_id, command)
+            return empty_pb2.Empty()
         if owned is None or kind is None:
             raise CallNotFoundError(call_id)
         call = owned.call
@@ -437,9 +477,49 @@ class CallCoordinator:
                     if call.ended:
                         raise CallEndedError(call_id)
                     await self._handlers[kind](owned, identity, envelope)
+        except CallMovedError:
+            # Taken over while being handled: nothing of it went out; the new owner handles it.
+            await self._pass_on(call_id, command)
         finally:
             _ANSWERING.reset(answering)  # the socket's next frame answers for itself
         return empty_pb2.Empty()
+
+    async def _pass_on(self, call_id: str, command: calls_pb2.CallCommand) -> None:
+        """Hand a message for a call another instance has taken over to it, once this instance's
+        subscriptions for the call are closed (so that it cannot come back here)."""
+        closing = self._moved.get(call_id)
+        if closing is not None:
+            await asyncio.wait([closing])
+        await self.to_owner(command)
+
+    async def to_owner(self, command: calls_pb2.CallCommand) -> None:
+        """Hand a client's message about a call to the call's owner: this instance, or another
+        over NATS. While the call changes owner nobody answers for it: wait for the new owner, up
+        to `takeover_wait_s`."""
+        envelope = command.envelope
+        call_id = call_id_of(envelope)
+        slow = envelope.WhichOneof("payload") in SLOW_CALL_PAYLOADS
+        timeout_s = max(self.settings.request_timeout_s, 10.0) if slow else self.settings.request_timeout_s
+        deadline = time.monotonic() + self.settings.takeover_wait_s
+        while True:
+            if call_id in self.calls:
+                await self.handle(command)
+                return
+            try:
+                await self.bus.request(
+                    subjects.join(subjects.SIGNALING_CALL, call_id), command, empty_pb2.Empty, timeout_s=timeout_s
+                )
+                return
+            except (NoRespondersError, BusTimeoutError) as exc:
+                call = await self.store.load(call_id)
+                if call is None or call.ended:
+                    raise CallNotFoundError(call_id) from None
+                # No answer from an owner that still holds its lease is a slow owner, not a move.
+                if isinstance(exc, BusTimeoutError) and call.owner in await self.leases.alive(time.time()):
+                    raise
+                if time.monotonic() > deadline:
+                    raise CallMovingError(call_id) from None
+            await asyncio.sleep(0.1)
 
     # --- timeouts ------------------------------------------------------------------------------
 
@@ -476,11 +556,12 @@ class CallCoordinator:
         call = owned.call
         call.move(S.CALL_STATE_QUEUED, self.clock(), reason)
         # Position 0: the shard's matcher has not placed the shopper yet; its figures follow.
-        await self.deliver(
+        self._send(
+            owned,
             call.shopper_id,
             new_envelope(correlation_id, queue_update=client_pb2.QueueUpdate(call_id=call.call_id, position=0)),
         )
-        await self._update(call, to_host=False)
+        self._update(owned, to_host=False)
         await self._save(owned)
         self._arm(owned)
         self._start_matching(owned)
@@ -527,7 +608,15 @@ class CallCoordinator:
                     # Cancelled or moved meanwhile: the host is not needed.
                     self.matcher.release(call, answer.host_id, matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED)
                     return
-                await self._ring(owned, answer)
+                had_worker = bool(call.worker_id)
+                try:
+                    await self._ring(owned, answer)
+                except CallMovedError:
+                    # Taken over before the ring was stored: the new owner matches again.
+                    if call.worker_id and not had_worker:
+                        await self.media.release(call, S.END_REASON_UNSPECIFIED)
+                    self.matcher.release(call, answer.host_id, matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED)
+                    raise
             return
         async with owned.lock:
             if call.state == S.CALL_STATE_QUEUED and len(call.hosts_tried) >= self.settings.max_hosts_tried:
@@ -545,9 +634,9 @@ class CallCoordinator:
         call.move(S.CALL_STATE_RINGING, self.clock())
         self._stage(owned, "matched_to_ringing", matched_at, call.state_entered_at)
         self._stage(owned, "tap_to_ringing", call.requested_at, call.state_entered_at)
-        await self.deliver(call.host_id, new_envelope(invite=self._invite(call)))
-        await self._update(call, to_host=False)
-        await self._emit(call)
+        self._send(owned, call.host_id, new_envelope(invite=self._invite(call)))
+        self._update(owned, to_host=False)
+        self._emit(owned)
         await self._save(owned)
         self._arm(owned)
 
@@ -579,12 +668,12 @@ class CallCoordinator:
         """The ringing host did not take the call: tell them, free them, and try the next host."""
         call = owned.call
         host_id = call.host_id
-        await self._tell(call, host_id, S.CALL_STATE_ENDED, reason)
+        self._tell(owned, host_id, S.CALL_STATE_ENDED, reason)
         call.host_id = ""
-        # The host's leg goes; the shopper's stays connected for the next host.
-        await self.media.release(call, reason, leg=media_pb2.LEG_HOST)
         call.forget_legs(media_pb2.LEG_HOST)
         await self._enqueue(owned, reason)
+        # The host's leg goes; the shopper's stays connected for the next host.
+        await self.media.release(call, reason, leg=media_pb2.LEG_HOST)
         self.matcher.release(call, host_id, MISSED.get(reason, matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED))
 
     # --- host answers --------------------------------------------------------------------------
@@ -607,8 +696,8 @@ class CallCoordinator:
                 return
         if call.ended:
             return
-        await self._update(call)
-        await self._emit(call)
+        self._update(owned)
+        self._emit(owned)
         if len(call.legs_connected) == 2:
             await self._connected(owned)
         await self._save(owned)
@@ -666,7 +755,7 @@ class CallCoordinator:
         reply = client_pb2.SessionDescription(
             call_id=call.call_id, type=client_pb2.SessionDescription.TYPE_ANSWER, sdp=answer
         )
-        await self.deliver(who.user_id, new_envelope(envelope.id, sdp=reply))
+        self._send(owned, who.user_id, new_envelope(envelope.id, sdp=reply))
         call.offered_legs.add(leg)
         for candidate in call.early_candidates.pop(leg, []):
             await self.media.candidate(call, leg, candidate)
@@ -715,8 +804,8 @@ class CallCoordinator:
         owned.cancel_timer()
         call.move(S.CALL_STATE_CONNECTED, self.clock())
         self._stage(owned, "accept_to_connected", call.accepted_at or call.state_entered_at, call.state_entered_at)
-        await self._update(call)
-        await self._emit(call)
+        self._update(owned)
+        self._emit(owned)
 
     # --- commerce and resuming -----------------------------------------------------------------
 
@@ -724,21 +813,21 @@ class CallCoordinator:
         call = owned.call
         shown = await self.commerce.handle(call, who, envelope)
         other = call.host_id if who.user_id == call.shopper_id else call.shopper_id
-        await self.deliver(who.user_id, shown.envelope(envelope.id))
-        await self.deliver(other, shown.envelope())
+        self._send(owned, who.user_id, shown.envelope(envelope.id))
+        self._send(owned, other, shown.envelope())
         await self._save(owned)
 
     async def _resume(self, owned: OwnedCall, who: Identity, envelope: client_pb2.Envelope) -> None:
         """A party reconnected: send them what they would have on screen."""
         call = owned.call
         call.resumed_at[who.user_id] = self.clock()
-        await self._tell(call, who.user_id, call.state, call.reason)
+        self._tell(owned, who.user_id, call.state, call.reason)
         if who.user_id == call.host_id and call.state == S.CALL_STATE_RINGING:
-            await self.deliver(who.user_id, new_envelope(invite=self._invite(call)))
+            self._send(owned, who.user_id, new_envelope(invite=self._invite(call)))
         if call.last_card is not None:
-            await self.deliver(who.user_id, new_envelope(product_card=call.last_card))
+            self._send(owned, who.user_id, new_envelope(product_card=call.last_card))
         if call.last_cart is not None:
-            await self.deliver(who.user_id, new_envelope(cart_update=call.last_cart))
+            self._send(owned, who.user_id, new_envelope(cart_update=call.last_cart))
         await self._save(owned)
 
     # --- the end -------------------------------------------------------------------------------
@@ -750,16 +839,15 @@ class CallCoordinator:
         call.move(S.CALL_STATE_ENDED, self.clock(), reason)
         CALLS_ENDED.labels(common_pb2.EndReason.Name(reason)).inc()
         logger.info("call ended", extra={"call_id": call.call_id, "reason": common_pb2.EndReason.Name(reason)})
-        await self._update(call)
-        await self._emit(call)
+        self._update(owned)
+        self._emit(owned)
+        try:
+            await self._save(owned)
+        except CallMovedError:
+            return  # the instance that took the call over runs it on, or ends it
         if call.host_id:
             outcome = matchmaking_pb2.HOST_OUTCOME_COMPLETED if accepted else matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED
             self.matcher.release(call, call.host_id, outcome)
         await self.media.release(call, reason)
-        with contextlib.suppress(CallMovedError):
-            await self._save(owned)
-        self._tasks.spawn(self._forget(owned), name=f"forget-{call.call_id}")
-
-    async def _forget(self, owned: OwnedCall) -> None:
-        await self._let_go(owned)
-        await self.store.delete(owned.call.call_id)
+        self._let_go(owned)
+        self._tasks.spawn(self.store.delete(call.call_id), name=f"forget-{call.call_id}")

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import nats.errors
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
-from google.protobuf import empty_pb2
 from nats.aio.subscription import Subscription
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -35,13 +34,11 @@ from tandem.common.envelope import (
     new_envelope,
     trace_context,
 )
-from tandem.common.errors import BusTimeoutError, NoRespondersError, TandemError
+from tandem.common.errors import TandemError
 from tandem.signaling.auth import Identity, verify_token
-from tandem.signaling.coordinator import CALL_PAYLOADS, CallCoordinator, call_id_of
+from tandem.signaling.coordinator import CALL_PAYLOADS, CallCoordinator
 from tandem.signaling.errors import (
     AlreadyAuthenticatedError,
-    CallMovingError,
-    CallNotFoundError,
     FrameOverHardLimitError,
     NotForClientsError,
     RateLimitedError,
@@ -64,10 +61,6 @@ CLIENT_ERRORS = Counter("tandem_signaling_client_errors_total", "Error envelopes
 S = common_pb2
 # Close code when the client never authenticates (RFC 6455 "policy violation").
 CLOSE_POLICY = 1008
-
-
-# Messages whose handling waits on another service (media allocation, an SDP answer, checkout).
-SLOW_CALL_PAYLOADS = frozenset({"accept", "sdp", "checkout"})
 
 
 class ClientSocket(web.WebSocketResponse):
@@ -297,34 +290,11 @@ class Gateway:
     async def route(
         self, who: Identity, envelope: client_pb2.Envelope, *, disconnected_at: float | None = None
     ) -> None:
-        """Hand a call message to the call's owner: this instance, or another over NATS. While a
-        call changes owner nobody answers for it: wait for the new owner, up to `takeover_wait_s`."""
-        call_id = call_id_of(envelope)
+        """Hand a call message to the call's owner (`CallCoordinator.to_owner`)."""
         command = calls_pb2.CallCommand(user_id=who.user_id, role=who.role, envelope=envelope)
         if disconnected_at is not None:
             command.disconnected_at.FromNanoseconds(round(disconnected_at * 1e9))
-        deadline = time.monotonic() + self.settings.takeover_wait_s
-        while True:
-            if call_id in self.coordinator.calls:
-                await self.coordinator.handle(command)
-                return
-            slow = envelope.WhichOneof("payload") in SLOW_CALL_PAYLOADS
-            try:
-                await self.bus.request(
-                    subjects.join(subjects.SIGNALING_CALL, call_id), command, empty_pb2.Empty,
-                    timeout_s=max(self.settings.request_timeout_s, 10.0) if slow else self.settings.request_timeout_s,
-                )  # fmt: skip
-                return
-            except (NoRespondersError, BusTimeoutError) as exc:
-                call = await self.coordinator.store.load(call_id)
-                if call is None or call.ended:
-                    raise CallNotFoundError(call_id) from None
-                # No answer from an owner that still holds its lease is a slow owner, not a move.
-                if isinstance(exc, BusTimeoutError) and call.owner in await self.coordinator.leases.alive(time.time()):
-                    raise
-                if time.monotonic() > deadline:
-                    raise CallMovingError(call_id) from None
-            await asyncio.sleep(0.1)
+        await self.coordinator.to_owner(command)
 
     async def _closed(self, conn: Connection, sub: Subscription) -> None:
         user_id = conn.identity.user_id

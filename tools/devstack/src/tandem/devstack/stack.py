@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,6 +144,16 @@ class Supervisor:
         proc = self.procs[name]
         proc.kill()
         await proc.wait()
+
+    @contextlib.contextmanager
+    def paused(self, name: str) -> Iterator[None]:
+        """SIGSTOP one service until the block ends (a stall: a long pause, a starved CPU)."""
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            proc.send_signal(signal.SIGCONT)
 
     async def restart(self, name: str, *, graceful: bool = True, timeout_s: float = 60.0) -> None:
         """Stop one service (SIGTERM and its drain, or at once when not `graceful`), start it again
