@@ -14,9 +14,6 @@ canceller may be tuned on) and ``HELD_OUT`` (other rooms, voices, languages and 
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import cache, lru_cache
@@ -27,6 +24,8 @@ import numpy.typing as npt
 import pyroomacoustics as pra
 import soundfile as sf
 from scipy.signal import butter, resample_poly, sosfilt
+
+from tests.unit.dsp.signals import espeak
 
 Signal = npt.NDArray[np.float64]
 
@@ -117,19 +116,6 @@ def _resample(x: Signal, rate_in: int, rate_out: int) -> Signal:
 
 
 @cache
-def _espeak(voice: str, language: str, speed_wpm: int) -> tuple[Signal, int]:
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        raise RuntimeError("espeak-ng is not installed (apt-get install espeak-ng)")
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "talker.wav"
-        text = SENTENCES[language]
-        subprocess.run([espeak, "-v", voice, "-s", str(speed_wpm), "-w", str(wav), text], check=True)
-        x, sr = sf.read(wav, dtype="float64")
-    return np.asarray(x, dtype=np.float64), int(sr)
-
-
-@cache
 def speech(talker: Talker, rate: int, seconds: float) -> Signal:
     """``seconds`` of ``talker`` at ``rate`` Hz and ``FAR_DBFS`` (repeated with short pauses)."""
     if talker.source.endswith(".wav"):
@@ -137,7 +123,7 @@ def speech(talker: Talker, rate: int, seconds: float) -> Signal:
     elif talker.source.endswith(".raw"):
         x, sr = np.fromfile(CODEC2 / talker.source, dtype=np.int16).astype(np.float64) / 32768.0, 8000
     else:
-        x, sr = _espeak(talker.source, talker.language, talker.speed_wpm)
+        x, sr = espeak(talker.source, SENTENCES[talker.language], talker.speed_wpm)
     x = _resample(np.asarray(x, dtype=np.float64), int(sr), rate)
     pause = np.zeros(int(0.4 * rate))
     n = int(seconds * rate)

@@ -98,14 +98,21 @@ class Tap:
 
 
 class Party:
-    """One aiortc peer connection sending a moving picture and a tone, counting what it plays."""
+    """One aiortc peer connection sending a moving picture and a voice (a tone unless given),
+    counting what it plays and handing the audio it hears to `on_audio`."""
 
-    def __init__(self, video_codecs: tuple[str, ...] = ("video/VP8", "video/H264")) -> None:
+    def __init__(
+        self,
+        video_codecs: tuple[str, ...] = ("video/VP8", "video/H264"),
+        voice: MediaStreamTrack | None = None,
+        on_audio: Callable[[AudioFrame], None] | None = None,
+    ) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.tap = Tap()
         self.frames: dict[str, int] = defaultdict(int)
+        self.on_audio = on_audio
         self._consumers: list[asyncio.Task[None]] = []
-        self.pc.addTransceiver(Voice(), direction="sendrecv")
+        self.pc.addTransceiver(voice or Voice(), direction="sendrecv")
         video = self.pc.addTransceiver(MovingPicture(), direction="sendrecv")
         capabilities = RTCRtpSender.getCapabilities("video").codecs
         wanted = [c for mime in video_codecs for c in capabilities if c.mimeType == mime]
@@ -118,8 +125,10 @@ class Party:
     async def _consume(self, track: MediaStreamTrack) -> None:
         try:
             while True:
-                await track.recv()
+                frame = await track.recv()
                 self.frames[track.kind] += 1
+                if self.on_audio is not None and isinstance(frame, AudioFrame):
+                    self.on_audio(frame)
         except MediaStreamError:
             return
 

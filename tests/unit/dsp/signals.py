@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
+import wave
+from functools import cache
+from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
+from scipy.signal import resample_poly
 
 Signal = npt.NDArray[np.float64]
 
@@ -29,3 +37,26 @@ def talker(seconds: float, seed: int, rate: int = 16000, rolloff_hz: float | Non
             pos += int(rng.uniform(0.3, 0.8) * rate)
     x = coloured * envelope
     return np.asarray(x * 0.05 / np.sqrt(np.mean(x**2)), dtype=np.float64)
+
+
+@cache
+def espeak(voice: str, text: str, speed_wpm: int = 175) -> tuple[Signal, int]:
+    """`text` said by an espeak-ng voice (Debian ``espeak-ng``): the samples and their rate."""
+    program = shutil.which("espeak-ng")
+    if program is None:
+        raise RuntimeError("espeak-ng is not installed (apt-get install espeak-ng)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "spoken.wav"
+        subprocess.run([program, "-v", voice, "-s", str(speed_wpm), "-w", str(path), text], check=True)
+        with wave.open(str(path)) as wav:
+            rate = wav.getframerate()
+            x = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).astype(np.float64) / 32768.0
+    return x, rate
+
+
+def spoken(voice: str, text: str, rate: int) -> Signal:
+    """`text` said by an espeak-ng voice at ``rate`` Hz, about -26 dBFS."""
+    x, made_at = espeak(voice, text)
+    g = np.gcd(made_at, rate)
+    y = resample_poly(x, rate // g, made_at // g)
+    return np.asarray(y * 0.05 / np.sqrt(np.mean(y**2)), dtype=np.float64)

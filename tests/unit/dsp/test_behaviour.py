@@ -179,6 +179,29 @@ def test_agc_brings_quiet_and_loud_talkers_to_the_target() -> None:
     assert abs(levels[0] - levels[1]) < 4.0
 
 
+def test_what_is_left_of_the_echo_neither_counts_as_talk_nor_raises_the_agc_gain() -> None:
+    """Only the far end talks; the capture is its echo and a quiet room. However well the canceller
+    does, the AGC must not turn the left-over echo up, nor the meters call it the party's talk;
+    when the party then talks (the far end quiet), the AGC does its work."""
+    pipeline = AudioPipeline(PipelineConfig())
+    far = talker(12.0, seed=31)
+    quiet_room = np.random.default_rng(32).standard_normal(far.shape[0]) * 10 ** (-75 / 20)
+    mic = echo_of(far, 120, room(33)) * 0.5 + quiet_room
+    out = np.zeros(FRAME)
+    talk = []
+    for i in range(mic.shape[0] // FRAME):
+        s = slice(i * FRAME, (i + 1) * FRAME)
+        talk.append(pipeline.process(mic[s], far[s], out))
+    assert pipeline.agc.gain_db <= 0.5
+    converged = talk[2 * RATE // FRAME :]  # the canceller has found the echo
+    print(f"far end only: {np.mean(talk):.1%} of frames taken for talk, {np.mean(converged):.1%} once converged")
+    assert np.mean(converged) < 0.02
+    quiet_talker = talker(8.0, seed=34) * 0.1  # about -46 dBFS
+    for i in range(quiet_talker.shape[0] // FRAME):
+        pipeline.process(quiet_talker[i * FRAME : (i + 1) * FRAME], np.zeros(FRAME), out)
+    assert pipeline.agc.gain_db > 10.0
+
+
 def _peak_bytes_per_frame(rate: int) -> tuple[int, int]:
     """(bytes still held, peak bytes above the start) while a warm pipeline processes 30 frames."""
     frame = rate // 100

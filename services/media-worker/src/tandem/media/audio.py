@@ -6,14 +6,13 @@ received 20 ms Opus packet becomes one processed packet with the same sequence n
 timestamp, so the receiving party sees the sender's timing and losses (its own jitter buffer and
 loss concealment do the rest) and the worker adds no jitter buffer of its own.
 The echo canceller of a direction takes as reference the audio the worker sent to that party,
-aligned by send time: :class:`EchoReference` holds it until the party's next capture frame.
+paired with the party's capture by the two streams' RTP timestamps (:class:`EchoReference`).
 """
 
 from __future__ import annotations
 
 import fractions
 import math
-from collections import deque
 
 import av
 import numpy as np
@@ -67,40 +66,80 @@ class OpusDecoder:
         return pcm
 
 
-class EchoReference:
-    """The audio sent to a party, waiting to be paired with that party's capture.
+class RtpClock:
+    """A stream's 32-bit RTP timestamps unwrapped into one ever-growing count."""
 
-    Holds at most ``max_ms``: what was sent longer ago is dropped so the reference stays aligned to
-    the send time; the canceller's delay estimator covers the rest (network, jitter buffer, device).
+    def __init__(self) -> None:
+        self._last: int | None = None
+        self._unwrapped = 0
+
+    def unwrap(self, timestamp: int) -> int:
+        if self._last is not None:
+            self._unwrapped += (timestamp - self._last + (1 << 31)) % (1 << 32) - (1 << 31)
+        self._last = timestamp
+        return self._unwrapped
+
+
+class EchoReference:
+    """The audio sent to a party, on its own timeline, to be paired with that party's capture.
+
+    Both streams are timed by their senders' clocks (RTP timestamps): what the party's loudspeaker
+    played at a moment and what its microphone took at that moment sit a steady distance apart on
+    the two timelines (the network, the party's jitter buffer and device). Pairing follows the
+    timestamps, so packets arriving in bursts on either leg never shift the reference against the
+    capture; the echo canceller's delay estimator sees only the party's own delay and its changes.
+    The distance is set by arrival over the first ``settle_ms`` of capture: a capture frame is
+    paired with no reference newer than what had been sent when it arrived (the distance lowered
+    whenever one arrives earlier than that), and then kept, so a pause in what is sent (the other
+    party muted) does not move it. What was not sent (lost, not yet, or older than ``span_ms``) is
+    silence.
     """
 
-    def __init__(self, rate: int, max_ms: int = 60) -> None:
-        self._samples: deque[np.ndarray] = deque()
-        self._held = 0
-        self._max = rate * max_ms // 1000
+    def __init__(self, rate: int, span_ms: int = 2000, settle_ms: int = 1000) -> None:
         self._frame = rate // 100
+        self._settle_frames = settle_ms // 10
+        self._ticks_per_frame = OPUS_RATE // 100  # RTP runs at 48 kHz for Opus
+        slots = span_ms // 10
+        self._audio = np.zeros((slots, self._frame))
+        self._index = np.full(slots, -1, dtype=np.int64)
+        self._sent = RtpClock()
+        self._captured = RtpClock()
+        self._first_sent: int | None = None
+        self._newest = -1
+        self._first_captured: int | None = None
+        self._offset: int | None = None
 
-    def push(self, pcm: np.ndarray) -> None:
-        """Audio sent to the party (float64 at full scale 1.0)."""
-        self._samples.append(pcm)
-        self._held += len(pcm)
-        while self._held - len(self._samples[0]) >= self._max:
-            self._held -= len(self._samples.popleft())
+    def push(self, pcm: np.ndarray, timestamp: int) -> None:
+        """Audio sent to the party (float64 at full scale 1.0) with its RTP timestamp."""
+        ticks = self._sent.unwrap(timestamp)
+        if self._first_sent is None:
+            self._first_sent = ticks
+        first = round((ticks - self._first_sent) / self._ticks_per_frame)
+        for k in range(len(pcm) // self._frame):
+            index = first + k
+            slot = index % len(self._index)
+            self._audio[slot] = pcm[k * self._frame : (k + 1) * self._frame]
+            self._index[slot] = index
+            self._newest = max(self._newest, index)
 
-    def take(self, out: np.ndarray) -> None:
-        """The oldest ``len(out)`` samples into ``out``; silence where nothing was sent."""
-        filled = 0
-        while filled < len(out) and self._samples:
-            head = self._samples[0]
-            n = min(len(head), len(out) - filled)
-            out[filled : filled + n] = head[:n]
-            filled += n
-            if n == len(head):
-                self._samples.popleft()
-            else:
-                self._samples[0] = head[n:]
-            self._held -= n
-        out[filled:] = 0.0
+    def take(self, out: np.ndarray, timestamp: int) -> None:
+        """The reference for the capture frame with RTP timestamp ``timestamp`` into ``out``."""
+        ticks = self._captured.unwrap(timestamp)
+        if self._first_captured is None:
+            self._first_captured = ticks
+        captured = round((ticks - self._first_captured) / self._ticks_per_frame)
+        if self._newest < 0:
+            out[:] = 0.0
+            return
+        offset = self._offset
+        if offset is None or (captured < self._settle_frames and captured + offset > self._newest):
+            offset = self._offset = self._newest - captured
+        index = captured + offset
+        slot = index % len(self._index)
+        if self._index[slot] == index:
+            out[:] = self._audio[slot]
+        else:
+            out[:] = 0.0
 
 
 class ReferenceDecoder:
@@ -110,10 +149,10 @@ class ReferenceDecoder:
         self._decoder = OpusDecoder(rate)
         self.reference = reference
 
-    def observe(self, payload: bytes) -> None:
-        pcm = self._decoder.decode(payload)
+    def observe(self, packet: RtpPacket) -> None:
+        pcm = self._decoder.decode(packet.payload)
         if len(pcm):
-            self.reference.push(pcm)
+            self.reference.push(pcm, packet.timestamp)
 
 
 class AudioProcessor:
@@ -149,13 +188,13 @@ class AudioProcessor:
         if len(pcm) != self._packet_samples:
             AUDIO_PACKETS_UNPROCESSED.inc()
             return packet
-        for start in range(0, self._packet_samples, self._frame):
+        for k, start in enumerate(range(0, self._packet_samples, self._frame)):
             self._near[:] = pcm[start : start + self._frame]
-            self.reference.take(self._far)
+            self.reference.take(self._far, packet.timestamp + k * OPUS_RATE // 100)
             self.pipeline.process(self._near, self._far, self._out[start : start + self._frame])
         AUDIO_FRAMES_PROCESSED.inc(self._packet_samples // self._frame)
         if self.sent_to_other is not None:
-            self.sent_to_other.push(self._out.copy())
+            self.sent_to_other.push(self._out.copy(), packet.timestamp)
         samples = np.clip(self._out * FULL_SCALE, -FULL_SCALE, FULL_SCALE - 1).astype(np.int16)
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self._encoder.sample_rate

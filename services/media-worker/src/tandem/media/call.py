@@ -393,7 +393,7 @@ def observing(decoder: ReferenceDecoder) -> Callable[[RtpPacket], RtpPacket]:
     """A transform that passes packets unchanged and decodes them into an echo reference."""
 
     def observe(packet: RtpPacket) -> RtpPacket:
-        decoder.observe(packet.payload)
+        decoder.observe(packet)
         return packet
 
     return observe

@@ -33,10 +33,20 @@ _HIGH_BAND_FROM = 0.75
 """The top quarter of the 16 kHz band (6-8 kHz) sets the gain of the band above 8 kHz."""
 
 
+_MOSTLY_REMOVED = 0.1
+"""A frame of which processing kept less than this fraction of the energy was echo or noise."""
+
+
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
     """Per-call settings. Levels in dB re full scale, times in ms; ``vad_threshold`` is the mean log
-    likelihood ratio above which a frame is speech.
+    likelihood ratio above which a frame is speech. A frame is never speech when what is left of it
+    after the echo and noise are removed is quieter than ``vad_floor_dbfs`` or than a tenth of what
+    was captured: left-over echo in a quiet room has a high SNR, but it must neither count as the
+    party's talk nor pull the AGC's gain up. With the echo canceller on, the AGC learns the
+    party's level only while the far end has been quiet (below ``vad_floor_dbfs``) for as long as
+    an echo lasts (``max_delay_ms`` + ``tail_ms``), and holds its gain otherwise: what is left of
+    the echo is never what it adapts to.
 
     Each stage can be turned off: ``echo_cancellation=False`` skips the canceller (and its residual-echo
     suppressor); ``residual_echo_suppression=False`` keeps the linear canceller but applies no
@@ -56,6 +66,7 @@ class PipelineConfig:
     gain_control: bool = True
     target_level_dbfs: float = -23.0
     vad_threshold: float = 0.3
+    vad_floor_dbfs: float = -55.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +95,10 @@ class AudioPipeline:
         self.agc = GainControl(config.target_level_dbfs)
         self.meters = AudioMeters()
         self.speech = False
+        self._echo_frames = (config.max_delay_ms + config.tail_ms) // 10
+        self._echo_frames_left = 0
+        """Frames until the far end's last sound can no longer be echoing in the capture."""
+        self._vad_floor = core * 10.0 ** (config.vad_floor_dbfs / 10.0)  # a frame's energy
         self._unity: Real = np.ones(self.noise.plan.bins)
         use_residual = config.echo_cancellation and config.residual_echo_suppression
         self._echo_gain: Real = self.echo.residual_gain if use_residual else self._unity
@@ -143,11 +158,17 @@ class AudioPipeline:
             self.noise.process(self._linear, self._clean, self._echo_gain)
         else:
             self.noise.process(near, self._clean, self._unity)
-        self.speech = self.vad.process(self.noise.prior_snr, self.noise.post_snr)
+        voiced = self.vad.process(self.noise.prior_snr, self.noise.post_snr)
+        kept = float(np.dot(self._clean, self._clean))
+        self.speech = voiced and kept > self._vad_floor and kept > _MOSTLY_REMOVED * float(np.dot(near, near))
+        if self.config.echo_cancellation and float(np.dot(far, far)) > self._vad_floor:
+            self._echo_frames_left = self._echo_frames
+        else:
+            self._echo_frames_left = max(0, self._echo_frames_left - 1)
 
     def _finish(self, signal: Real, out: Real) -> None:
         if self.config.gain_control:
-            self.agc.process(signal, out, self.speech)
+            self.agc.process(signal, out, self.speech and self._echo_frames_left == 0)
         else:
             out[:] = signal
 
