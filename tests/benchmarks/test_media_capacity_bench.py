@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from tandem.devstack.nats import NatsServer
+from tandem.devstack.ports import free_port
 
 HERE = Path(__file__).parent
 LOAD = HERE / "media_load.py"
@@ -48,12 +48,6 @@ CONFIGURATIONS = {
         [5, 10, 15, 20, 25, 30, 35, 40],
     ),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pinned(core: int) -> list[str]:

@@ -143,3 +143,38 @@ async def test_a_ring_timeout_frees_the_hosts_leg_and_a_cancel_frees_the_worker(
     async with asyncio.timeout(10):
         while await t.worker_metric("tandem_media_calls_active") != active_before:
             await asyncio.sleep(0.1)
+
+
+async def test_a_party_whose_network_changed_offers_a_new_transport_and_the_call_goes_on(tandem_bots: Tandem) -> None:
+    t = tandem_bots
+    host, shopper, call_id = await preconnected_call(t, "host-steady", "shopper-on-the-move", "hu")
+    await host.send(accept=client_pb2.Accept(call_id=call_id))
+    for bot in (host, shopper):
+        await bot.expect("call_update", call_id=call_id, state=S.CALL_STATE_CONNECTED, timeout_s=10)
+    await asyncio.wait_for(asyncio.gather(host.media.first_video.wait(), shopper.media.first_video.wait()), 20)
+    restarts = await t.worker_metric("tandem_media_leg_restarts_total")
+
+    # Wi-Fi to mobile: the shopper's old transport is gone; a new peer connection offers with restart.
+    await shopper.restart_media(call_id, tone_hz=440, shade=40, restart=True)
+    before = {bot.name: dict(bot.media.frames) for bot in (host, shopper)}
+    # A second of video each way after the restart, the host doing nothing.
+    await asyncio.wait_for(_frames_beyond(before, host, shopper, video=30, audio=50), 20)
+    assert await t.worker_metric("tandem_media_leg_restarts_total") == restarts + 1
+    unexpected = [
+        e
+        for bot in (host, shopper)
+        for e in bot.inbox
+        if e.HasField("error") or e.HasField("renegotiate") or e.call_update.state == S.CALL_STATE_ENDED
+    ]
+    assert unexpected == []
+    await shopper.send(hangup=client_pb2.Hangup(call_id=call_id))
+    await host.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED, reason=S.END_REASON_HANGUP)
+
+
+async def _frames_beyond(before: dict[str, dict[str, int]], *bots: Bot, video: int, audio: int) -> None:
+    while any(
+        bot.media.frames["video"] < before[bot.name]["video"] + video
+        or bot.media.frames["audio"] < before[bot.name]["audio"] + audio
+        for bot in bots
+    ):
+        await asyncio.sleep(0.05)

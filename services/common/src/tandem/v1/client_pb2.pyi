@@ -520,19 +520,26 @@ class SessionDescription(_message.Message):
     CALL_ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     SDP_FIELD_NUMBER: _builtins.int
+    RESTART_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     type: Global___SessionDescription.Type.ValueType
     sdp: _builtins.str
+    restart: _builtins.bool
+    """An offer from a new peer connection for a party whose media already negotiated (its network
+    changed): the media worker replaces the party's transport and the call goes on. See
+    docs/protocol.md, *When the network changes*.
+    """
     def __init__(
         self,
         *,
         call_id: _builtins.str = ...,
         type: Global___SessionDescription.Type.ValueType = ...,
         sdp: _builtins.str = ...,
+        restart: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "sdp", b"sdp", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "restart", b"restart", "sdp", b"sdp", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

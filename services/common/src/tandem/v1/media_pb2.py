@@ -27,7 +27,7 @@ from tandem.v1 import client_pb2 as tandem_dot_v1_dot_client__pb2
 from tandem.v1 import common_pb2 as tandem_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tandem/v1/media.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/client.proto\x1a\x16tandem/v1/common.proto\"\xa1\x01\n\rMediaAllocate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x31\n\rshopper_audio\x18\x03 \x01(\x0b\x32\x1a.tandem.v1.AudioProcessing\x12.\n\nhost_audio\x18\x04 \x01(\x0b\x32\x1a.tandem.v1.AudioProcessing\x12\x0c\n\x04held\x18\x05 \x01(\x08\"\x1c\n\tMediaOpen\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"q\n\x0f\x41udioProcessing\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x19\n\x11\x65\x63ho_cancellation\x18\x02 \x01(\x08\x12\x14\n\x0cgain_control\x18\x03 \x01(\x08\x12\x1c\n\x14noise_attenuation_db\x18\x04 \x01(\x01\"}\n\x0eMediaAllocated\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12,\n\x06worker\x18\x02 \x01(\x0b\x32\x1a.tandem.v1.AllocatedWorkerH\x00\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x10.tandem.v1.ErrorH\x00\x42\t\n\x07outcome\"4\n\x0f\x41llocatedWorker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\"G\n\nMediaOffer\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.tandem.v1.Leg\x12\x0b\n\x03sdp\x18\x03 \x01(\t\"x\n\x0bMediaAnswer\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.tandem.v1.Leg\x12\r\n\x03sdp\x18\x03 \x01(\tH\x00\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.tandem.v1.ErrorH\x00\x42\t\n\x07outcome\"j\n\x0eMediaCandidate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.tandem.v1.Leg\x12*\n\tcandidate\x18\x03 \x01(\x0b\x32\x17.tandem.v1.IceCandidate\"b\n\x0cMediaRelease\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12$\n\x06reason\x18\x02 \x01(\x0e\x32\x14.tandem.v1.EndReason\x12\x1b\n\x03leg\x18\x03 \x01(\x0e\x32\x0e.tandem.v1.Leg\"\x8c\x02\n\x10WorkerLoadReport\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04pool\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61lls_active\x18\x04 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\r\x12\x11\n\taccepting\x18\x06 \x01(\x08\x12\x10\n\x08\x64raining\x18\x07 \x01(\x08\x12\x13\n\x0bloop_lag_ms\x18\x08 \x01(\x01\x12/\n\x0breported_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03pod\x18\n \x01(\t\x12\x13\n\x0b\x63pu_seconds\x18\x0b \x01(\x01\x12\x12\n\noverloaded\x18\x0c \x01(\x08\"/\n\x0bWorkerDrain\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05\x64rain\x18\x02 \x01(\x08\"\xb4\x02\n\nMediaEvent\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.tandem.v1.Leg\x12(\n\x04kind\x18\x03 \x01(\x0e\x32\x1a.tandem.v1.MediaEvent.Kind\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\x95\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12KIND_LEG_CONNECTED\x10\x01\x12\x13\n\x0fKIND_LEG_FAILED\x10\x02\x12\x14\n\x10KIND_FIRST_MEDIA\x10\x03\x12\x19\n\x15KIND_VIDEO_TRANSCODED\x10\x04\x12\x19\n\x15KIND_FIRST_FRAME_SENT\x10\x05\"\xcd\x02\n\x0eRegionCapacity\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x12\n\nfree_calls\x18\x03 \x01(\r\x12\x16\n\x0e\x63\x61pacity_calls\x18\x04 \x01(\r\x12\x16\n\x0eheadroom_calls\x18\x05 \x01(\r\x12\x1e\n\x16spillover_demand_calls\x18\x06 \x01(\r\x12\x12\n\nneighbours\x18\x07 \x03(\t\x12@\n\x0cspillover_to\x18\x08 \x03(\x0b\x32*.tandem.v1.RegionCapacity.SpilloverToEntry\x12/\n\x0breported_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x32\n\x10SpilloverToEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01*9\n\x03Leg\x12\x13\n\x0fLEG_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLEG_SHOPPER\x10\x01\x12\x0c\n\x08LEG_HOST\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tandem/v1/media.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/client.proto\x1a\x16tandem/v1/common.proto\"\xa1\x01\n\rMediaAllocate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x31\n\rshopper_audio\x18\x03 \x01(\x0b\x32\x1a.tandem.v1.AudioProcessing\x12.\n\nhost_audio\x18\x04 \x01(\x0b\x32\x1a.tandem.v1.AudioProcessing\x12\x0c\n\x04held\x18\x05 \x01(\x08\"\x1c\n\tMediaOpen\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"q\n\x0f\x41udioProcessing\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x19\n\x11\x65\x63ho_cancellation\x18\x02 \x01(\x08\x12\x14\n\x0cgain_control\x18\x03 \x01(\x08\x12\x1c\n\x14noise_attenuation_db\x18\x04 \x01(\x01\"}\n\x0eMediaAllocated\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12,\n\x06worker\x18\x02 \x01(\x0b\x32\x1a.tandem.v1.AllocatedWorkerH\x00\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x10.tandem.v1.ErrorH\x00\x42\t\n\x07outcome\"4\n\x0f\x41llocatedWorker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\"X\n\nMediaOffer\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.tandem.v1.Leg\x12\x0b\n\x03sdp\x18\x03 \x01(\t\x12\x0f\n\x07restart\x18\x04 \x01(\x08\"x\n\x0bMediaAnswer\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.tandem.v1.Leg\x12\r\n\x03sdp\x18\x03 \x01(\tH\x00\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.tandem.v1.ErrorH\x00\x42\t\n\x07outcome\"j\n\x0eMediaCandidate\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.tandem.v1.Leg\x12*\n\tcandidate\x18\x03 \x01(\x0b\x32\x17.tandem.v1.IceCandidate\"b\n\x0cMediaRelease\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12$\n\x06reason\x18\x02 \x01(\x0e\x32\x14.tandem.v1.EndReason\x12\x1b\n\x03leg\x18\x03 \x01(\x0e\x32\x0e.tandem.v1.Leg\"\x8c\x02\n\x10WorkerLoadReport\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04pool\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61lls_active\x18\x04 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\r\x12\x11\n\taccepting\x18\x06 \x01(\x08\x12\x10\n\x08\x64raining\x18\x07 \x01(\x08\x12\x13\n\x0bloop_lag_ms\x18\x08 \x01(\x01\x12/\n\x0breported_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03pod\x18\n \x01(\t\x12\x13\n\x0b\x63pu_seconds\x18\x0b \x01(\x01\x12\x12\n\noverloaded\x18\x0c \x01(\x08\"/\n\x0bWorkerDrain\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05\x64rain\x18\x02 \x01(\x08\"\xb4\x02\n\nMediaEvent\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.tandem.v1.Leg\x12(\n\x04kind\x18\x03 \x01(\x0e\x32\x1a.tandem.v1.MediaEvent.Kind\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\x95\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12KIND_LEG_CONNECTED\x10\x01\x12\x13\n\x0fKIND_LEG_FAILED\x10\x02\x12\x14\n\x10KIND_FIRST_MEDIA\x10\x03\x12\x19\n\x15KIND_VIDEO_TRANSCODED\x10\x04\x12\x19\n\x15KIND_FIRST_FRAME_SENT\x10\x05\"\xcd\x02\n\x0eRegionCapacity\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x12\n\nfree_calls\x18\x03 \x01(\r\x12\x16\n\x0e\x63\x61pacity_calls\x18\x04 \x01(\r\x12\x16\n\x0eheadroom_calls\x18\x05 \x01(\r\x12\x1e\n\x16spillover_demand_calls\x18\x06 \x01(\r\x12\x12\n\nneighbours\x18\x07 \x03(\t\x12@\n\x0cspillover_to\x18\x08 \x03(\x0b\x32*.tandem.v1.RegionCapacity.SpilloverToEntry\x12/\n\x0breported_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x32\n\x10SpilloverToEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01*9\n\x03Leg\x12\x13\n\x0fLEG_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLEG_SHOPPER\x10\x01\x12\x0c\n\x08LEG_HOST\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGIONCAPACITY_SPILLOVERTOENTRY']._loaded_options = None
   _globals['_REGIONCAPACITY_SPILLOVERTOENTRY']._serialized_options = b'8\001'
-  _globals['_LEG']._serialized_start=1977
-  _globals['_LEG']._serialized_end=2034
+  _globals['_LEG']._serialized_start=1994
+  _globals['_LEG']._serialized_end=2051
   _globals['_MEDIAALLOCATE']._serialized_start=118
   _globals['_MEDIAALLOCATE']._serialized_end=279
   _globals['_MEDIAOPEN']._serialized_start=281
@@ -49,23 +49,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ALLOCATEDWORKER']._serialized_start=553
   _globals['_ALLOCATEDWORKER']._serialized_end=605
   _globals['_MEDIAOFFER']._serialized_start=607
-  _globals['_MEDIAOFFER']._serialized_end=678
-  _globals['_MEDIAANSWER']._serialized_start=680
-  _globals['_MEDIAANSWER']._serialized_end=800
-  _globals['_MEDIACANDIDATE']._serialized_start=802
-  _globals['_MEDIACANDIDATE']._serialized_end=908
-  _globals['_MEDIARELEASE']._serialized_start=910
-  _globals['_MEDIARELEASE']._serialized_end=1008
-  _globals['_WORKERLOADREPORT']._serialized_start=1011
-  _globals['_WORKERLOADREPORT']._serialized_end=1279
-  _globals['_WORKERDRAIN']._serialized_start=1281
-  _globals['_WORKERDRAIN']._serialized_end=1328
-  _globals['_MEDIAEVENT']._serialized_start=1331
-  _globals['_MEDIAEVENT']._serialized_end=1639
-  _globals['_MEDIAEVENT_KIND']._serialized_start=1490
-  _globals['_MEDIAEVENT_KIND']._serialized_end=1639
-  _globals['_REGIONCAPACITY']._serialized_start=1642
-  _globals['_REGIONCAPACITY']._serialized_end=1975
-  _globals['_REGIONCAPACITY_SPILLOVERTOENTRY']._serialized_start=1925
-  _globals['_REGIONCAPACITY_SPILLOVERTOENTRY']._serialized_end=1975
+  _globals['_MEDIAOFFER']._serialized_end=695
+  _globals['_MEDIAANSWER']._serialized_start=697
+  _globals['_MEDIAANSWER']._serialized_end=817
+  _globals['_MEDIACANDIDATE']._serialized_start=819
+  _globals['_MEDIACANDIDATE']._serialized_end=925
+  _globals['_MEDIARELEASE']._serialized_start=927
+  _globals['_MEDIARELEASE']._serialized_end=1025
+  _globals['_WORKERLOADREPORT']._serialized_start=1028
+  _globals['_WORKERLOADREPORT']._serialized_end=1296
+  _globals['_WORKERDRAIN']._serialized_start=1298
+  _globals['_WORKERDRAIN']._serialized_end=1345
+  _globals['_MEDIAEVENT']._serialized_start=1348
+  _globals['_MEDIAEVENT']._serialized_end=1656
+  _globals['_MEDIAEVENT_KIND']._serialized_start=1507
+  _globals['_MEDIAEVENT_KIND']._serialized_end=1656
+  _globals['_REGIONCAPACITY']._serialized_start=1659
+  _globals['_REGIONCAPACITY']._serialized_end=1992
+  _globals['_REGIONCAPACITY_SPILLOVERTOENTRY']._serialized_start=1942
+  _globals['_REGIONCAPACITY_SPILLOVERTOENTRY']._serialized_end=1992
 # @@protoc_insertion_point(module_scope)

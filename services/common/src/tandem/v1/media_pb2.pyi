@@ -196,19 +196,23 @@ class MediaOffer(_message.Message):
     CALL_ID_FIELD_NUMBER: _builtins.int
     LEG_FIELD_NUMBER: _builtins.int
     SDP_FIELD_NUMBER: _builtins.int
+    RESTART_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     leg: Global___Leg.ValueType
     sdp: _builtins.str
+    restart: _builtins.bool
+    """The party's new peer connection replaces its leg's transport (it was negotiated before)."""
     def __init__(
         self,
         *,
         call_id: _builtins.str = ...,
         leg: Global___Leg.ValueType = ...,
         sdp: _builtins.str = ...,
+        restart: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "leg", b"leg", "sdp", b"sdp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "leg", b"leg", "restart", b"restart", "sdp", b"sdp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

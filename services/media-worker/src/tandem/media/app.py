@@ -126,7 +126,8 @@ class MediaWorkerApp(BaseApp):
     async def offer(self, offer: media_pb2.MediaOffer) -> media_pb2.MediaAnswer:
         if offer.leg not in LEGS:
             raise UnknownLegError(offer.leg)
-        sdp = await self._call(offer.call_id).answer(offer.leg, offer.sdp)
+        call = self._call(offer.call_id)
+        sdp = await (call.restart_leg if offer.restart else call.answer)(offer.leg, offer.sdp)
         return media_pb2.MediaAnswer(
             call_id=offer.call_id, leg=offer.leg, sdp=announce(sdp, self.settings.announced_address)
         )

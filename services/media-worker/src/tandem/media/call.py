@@ -55,6 +55,7 @@ VIDEO_CODECS = ("video/vp8", "video/h264")
 """Video codecs offered in the answer, in order of preference (both can be forwarded)."""
 
 DIRECTIONS = Counter("tandem_media_directions_total", "Call directions by kind and path", ["kind", "path"])
+LEG_RESTARTS = Counter("tandem_media_leg_restarts_total", "Legs whose party offered a new transport mid-call")
 
 _CANDIDATE = re.compile(
     r"(candidate:)?[A-Za-z0-9+/]{1,32} \d{1,3} (udp|tcp|UDP|TCP) \d{1,10} \S{1,255} \d{1,5} typ "
@@ -151,12 +152,7 @@ class MediaCall:
             raise MediaCallEndedError(self.call_id)
         if state.pc is not None:
             raise LegAlreadyNegotiatedError(leg)
-        try:
-            offered = {media.kind for media in SessionDescription.parse(offer_sdp).media} & set(KINDS)
-        except (ValueError, KeyError, IndexError) as exc:
-            raise invalid_offer(exc) from None
-        if not offered:
-            raise invalid_offer(ValueError("no audio or video in the offer"))
+        offered = offered_kinds(offer_sdp)
         pc = state.pc = RTCPeerConnection(self._config)
         forward = self.options.forward
         for kind in sorted(offered):
@@ -241,7 +237,10 @@ class MediaCall:
                     continue
                 inbound = Inbound(into.hooks[kind], into.negotiated[kind], sender_ssrcs(into.senders[kind])[0])
                 ssrc, rtx_ssrc = sender_ssrcs(out.senders[kind])
-                outbound = Outbound(out.hooks[kind], out.rtp.extensions, out.negotiated[kind], ssrc, rtx_ssrc)
+                # A kept leg's stream goes on where it was (its party's receiver and SRTP see one stream).
+                outbound = out.rtp.outgoing.get(ssrc) or Outbound(
+                    out.hooks[kind], out.rtp.extensions, out.negotiated[kind], ssrc, rtx_ssrc
+                )
                 direction = Direction(inbound, outbound, self.options.limits, self._tasks, held=self.held)
                 if kind == "video":
                     direction.on_first_frame = partial(
@@ -323,6 +322,19 @@ class MediaCall:
         for direction in self.directions.values():
             direction.open()
 
+    async def restart_leg(self, leg: Leg, offer_sdp: str) -> str:
+        """A party's network changed: the offer of its new peer connection replaces the leg's
+        transport (new ICE and DTLS; aiortc cannot restart ICE in place). The other party's leg
+        stays; the call stays open (or held) as it was, and asks both senders for a keyframe."""
+        offered_kinds(offer_sdp)  # a malformed offer leaves the leg as it was
+        held = self.held
+        await self.release_leg(leg)
+        LEG_RESTARTS.inc()
+        answer = await self.answer(leg, offer_sdp)
+        if not held:
+            self.open()
+        return answer
+
     async def release_leg(self, leg: Leg) -> None:
         """Close one party's leg (a ringing host who did not take the call), keeping the other's
         connected for whoever is asked next; the call is held again until then."""
@@ -336,8 +348,7 @@ class MediaCall:
         self.processors.clear()
         self.transcoded.clear()
         kept = self.legs[other(leg)]
-        kept.rtp.incoming.clear()
-        kept.rtp.outgoing.clear()
+        kept.rtp.incoming.clear()  # its streams to this party go; those it receives stay, to go on
         self._gate(held=True)
         await cancel_and_wait(*state.tasks)
         await state.pc.close()
@@ -387,6 +398,17 @@ class MediaCall:
 
 def invalid_offer(exc: Exception) -> InvalidOfferError:
     return InvalidOfferError(str(exc))
+
+
+def offered_kinds(offer_sdp: str) -> set[str]:
+    """The media kinds an offer brings that the worker handles; `InvalidOfferError` if none."""
+    try:
+        offered = {media.kind for media in SessionDescription.parse(offer_sdp).media} & set(KINDS)
+    except (ValueError, KeyError, IndexError) as exc:
+        raise invalid_offer(exc) from None
+    if not offered:
+        raise invalid_offer(ValueError("no audio or video in the offer"))
+    return offered
 
 
 def observing(decoder: ReferenceDecoder) -> Callable[[RtpPacket], RtpPacket]:

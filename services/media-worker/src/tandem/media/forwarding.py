@@ -155,6 +155,7 @@ class Outbound:
         self.rewritten = 0
         """Packets sent by rewriting the received datagram in place."""
         self.clock_rate = media.send_codec.clockRate
+        self.last_sequence: int | None = None
         self._last_timestamp: int | None = None
         self._last_sent_s = 0.0
         self.source_clock: tuple[int, int] | None = None
@@ -193,9 +194,19 @@ class Outbound:
         self._history[sequence_number % HISTORY] = packet
         self.packets += 1
         self.octets += len(packet.payload)
+        self.last_sequence = sequence_number
         self._last_timestamp = timestamp
         self._last_sent_s = time.time()
         self.hooks.send_now(datagram if datagram is not None else packet.serialize(self.extensions))
+
+    def continuing(self, sequence_number: int, timestamp: int) -> tuple[int, int]:
+        """Offsets (sequence number, timestamp) that carry a new source on where this stream left
+        off (the party's receiver and SRTP see one stream): a fresh stream starts anywhere."""
+        if self.last_sequence is None or self._last_timestamp is None:
+            return random16(), random32()
+        elapsed = max(0.0, time.time() - self._last_sent_s)
+        next_timestamp = int(self._last_timestamp + max(1.0, elapsed * self.clock_rate))
+        return (self.last_sequence + 1 - sequence_number) & 0xFFFF, (next_timestamp - timestamp) & 0xFFFFFFFF
 
     def _rewrite(
         self, raw: bytes, payload_type: int, sequence_number: int, timestamp: int, abs_send_time: int
@@ -345,8 +356,8 @@ class Direction:
             c.payloadType: pt for c in source.media.codecs if (pt := sink.media.payload_type_for(c)) is not None
         }
         self._same_extensions = source.media.extension_ids == sink.media.extension_ids
-        self._timestamp_offset = random32()
-        self._sequence_offset = random16()
+        self._offsets: tuple[int, int] | None = None
+        """(sequence number, timestamp) offsets into the sink's stream, set by the first packet."""
         self._last_keyframe_request = -limits.keyframe_request_interval_s
         self._last_nack = 0.0
         self._downstream_bitrate: int | None = None
@@ -367,13 +378,16 @@ class Direction:
         sink.feedback = self
 
     def _timestamp(self, timestamp: int) -> int:
-        return (timestamp + self._timestamp_offset) & 0xFFFFFFFF
+        assert self._offsets is not None  # set by the first packet
+        return (timestamp + self._offsets[1]) & 0xFFFFFFFF
 
     def on_packet(self, packet: RtpPacket, arrival_ms: int) -> None:
         """A decrypted packet from the sending party (any payload type of this kind)."""
         media = self.source.media_packet(packet)
         if media is None:
             return
+        if self._offsets is None:
+            self._offsets = self.sink.continuing(media.sequence_number, media.timestamp)
         # Held, media is counted (the sender's reports stay true) and video's bitrate estimated, so
         # the sender ramps up before the accept (its first keyframe then goes out fast), not sent on.
         if self.assembler is None:
@@ -400,7 +414,8 @@ class Direction:
         payload_type = self.payload_types.get(media.payload_type)
         if payload_type is None:
             return
-        sequence = (media.sequence_number + self._sequence_offset) & 0xFFFF
+        assert self._offsets is not None
+        sequence = (media.sequence_number + self._offsets[0]) & 0xFFFF
         AUDIO_FORWARDED.inc()
         self.sink.send(media, payload_type, sequence, self._timestamp(media.timestamp), self._same_extensions)
 
@@ -488,7 +503,11 @@ class Direction:
 
     def on_sender_report(self, report: RtcpSrPacket) -> None:
         self.source.sender_report(report)
-        self.sink.source_clock = (report.sender_info.ntp_timestamp, self._timestamp(report.sender_info.rtp_timestamp))
+        if self._offsets is not None:  # mapped into the sink's stream once it has one
+            self.sink.source_clock = (
+                report.sender_info.ntp_timestamp,
+                self._timestamp(report.sender_info.rtp_timestamp),
+            )
 
 
 class LegRtp:

@@ -751,7 +751,9 @@ class CallCoordinator:
         if not call.worker_id:  # ringing without a worker: offers come at the accept
             call.expect(S.CALL_STATE_CONNECTING, S.CALL_STATE_CONNECTED)
         leg = self._leg(call, who)
-        answer = await self.media.offer(call, leg, envelope.sdp.sdp)
+        # A restart replaces a negotiated leg's transport; for a leg not negotiated it is an offer.
+        restart = envelope.sdp.restart and leg in call.offered_legs
+        answer = await self.media.offer(call, leg, envelope.sdp.sdp, restart=restart)
         reply = client_pb2.SessionDescription(
             call_id=call.call_id, type=client_pb2.SessionDescription.TYPE_ANSWER, sdp=answer
         )

@@ -38,11 +38,12 @@ class MediaSession:
         assert last is not None
         raise last
 
-    async def offer(self, call: Call, leg: media_pb2.Leg.ValueType, sdp: str) -> str:
-        """The worker's answer to a party's offer."""
+    async def offer(self, call: Call, leg: media_pb2.Leg.ValueType, sdp: str, *, restart: bool = False) -> str:
+        """The worker's answer to a party's offer (`restart`: from a new peer connection, replacing
+        the leg's transport)."""
         answer = await self.bus.request(
             subjects.join(subjects.MEDIA_WORKER, call.worker_id, "offer"),
-            media_pb2.MediaOffer(call_id=call.call_id, leg=leg, sdp=sdp),
+            media_pb2.MediaOffer(call_id=call.call_id, leg=leg, sdp=sdp, restart=restart),
             media_pb2.MediaAnswer,
             timeout_s=self.worker_timeout_s,
         )

@@ -154,8 +154,9 @@ class Bot:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
         return found
 
-    async def start_media(self, call_id: str, *, tone_hz: float, shade: int) -> None:
-        """Offer audio and video to the call's media worker and apply its answer."""
+    async def start_media(self, call_id: str, *, tone_hz: float, shade: int, restart: bool = False) -> None:
+        """Offer audio and video to the call's media worker and apply its answer (`restart`: in
+        place of a transport negotiated before)."""
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
         @pc.on("track")
@@ -166,21 +167,25 @@ class Bot:
         pc.addTrack(PatternTrack(shade))
         await pc.setLocalDescription(await pc.createOffer())
         offer = client_pb2.SessionDescription(
-            call_id=call_id, type=client_pb2.SessionDescription.TYPE_OFFER, sdp=pc.localDescription.sdp
+            call_id=call_id,
+            type=client_pb2.SessionDescription.TYPE_OFFER,
+            sdp=pc.localDescription.sdp,
+            restart=restart,
         )
         request_id = await self.send(sdp=offer)
         answer = await self.expect("sdp", call_id=call_id, timeout_s=15)
         assert answer.correlation_id == request_id
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp.sdp, type="answer"))
 
-    async def restart_media(self, call_id: str, *, tone_hz: float, shade: int) -> None:
-        """After `renegotiate`: a new peer connection and a new offer on the same call."""
+    async def restart_media(self, call_id: str, *, tone_hz: float, shade: int, restart: bool = False) -> None:
+        """A new peer connection and a new offer on the same call: after `renegotiate`, or with
+        `restart` when the network changed."""
         for pump in self._pumps:
             pump.cancel()
         self._pumps.clear()
         if self.pc is not None:
             await self.pc.close()
-        await self.start_media(call_id, tone_hz=tone_hz, shade=shade)
+        await self.start_media(call_id, tone_hz=tone_hz, shade=shade, restart=restart)
 
     async def _count(self, track: MediaStreamTrack) -> None:
         kind = track.kind
