@@ -83,6 +83,36 @@ async def test_forwarded_frames_are_the_senders_bytes_and_nothing_is_decoded(med
     assert reports[-1].sender_info.packet_count > 0
 
 
+def video_bytes_sent(party: Party) -> int:
+    ssrc = party.video_sender_ssrc()
+    return sum(len(p.payload) for p in party.tap.sent if p.ssrc == ssrc)
+
+
+async def test_a_worker_shedding_load_asks_for_less_video_and_leaves_the_voice_alone(media_call: CallFactory) -> None:
+    call = await media_call()
+    await until(lambda: bool(rembs_for(call.shopper)) and call.host.frames["video"] >= 30, timeout_s=20)
+    await asyncio.sleep(2.0)  # the sender at the bitrate its link allows
+    start = video_bytes_sent(call.shopper)
+    await asyncio.sleep(2.0)
+    unlimited = video_bytes_sent(call.shopper) - start
+
+    call.call.shed_video(60_000)
+    asked = len(rembs_for(call.shopper))
+    await until(lambda: len(rembs_for(call.shopper)) > asked, timeout_s=5)
+    assert max(rembs_for(call.shopper)[asked:]) <= 60_000
+    await asyncio.sleep(1.0)  # the encoder follows
+    start, heard = video_bytes_sent(call.shopper), call.host.frames["audio"]
+    await asyncio.sleep(2.0)
+    shed = video_bytes_sent(call.shopper) - start
+    print(f"\nvideo sent in 2 s: {unlimited} bytes as the link allows, {shed} bytes shedding at 60 kbit/s")
+    assert shed < unlimited / 2
+    assert call.host.frames["audio"] - heard >= 80  # the voice goes on at its 50 frames a second
+
+    call.call.shed_video(None)
+    lifted = len(rembs_for(call.shopper))
+    await until(lambda: any(b > 60_000 for b in rembs_for(call.shopper)[lifted:]), timeout_s=10)
+
+
 async def test_a_receivers_keyframe_request_reaches_the_sender(media_call: CallFactory) -> None:
     call = await media_call()
     await until(lambda: call.host.frames["video"] >= 10, timeout_s=20)

@@ -90,11 +90,13 @@ async def test_a_worker_whose_loop_lags_takes_no_new_calls_until_it_recovers(bus
     with pytest.raises(NoRespondersError):  # it left the allocation queue group
         await allocate(bus, "new")
     assert "kept" in worker.calls  # the calls it has stay
+    assert worker.calls["kept"].video_cap == settings.overload_video_bitrate_bps  # with less video
 
     async with asyncio.timeout(5):  # calm periods: it takes calls again
         while not reports[-1].accepting:
             await asyncio.sleep(0.02)
     assert (await allocate(bus, "after")).worker.worker_id == "w1"
+    assert worker.calls["kept"].video_cap is None
     for call_id in ("kept", "after"):
         release = media_pb2.MediaRelease(call_id=call_id, reason=common_pb2.END_REASON_HANGUP)
         await bus.request(subjects.join(subjects.MEDIA_WORKER, "w1", "release"), release, media_pb2.MediaRelease)

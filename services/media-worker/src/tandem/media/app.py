@@ -234,7 +234,8 @@ class MediaWorkerApp(BaseApp):
         return report
 
     def _judge_load(self, lag_ms: float) -> None:
-        """Protect the calls it has: over the lag limit, stop taking calls; back under half, resume."""
+        """Protect the calls it has: over the lag limit, stop taking calls and ask every party for less
+        video; back under half, resume."""
         self._lag_ms = lag_ms
         limit = self.settings.overload_lag_ms
         overloaded = bool(limit) and (lag_ms > limit or (self.overloaded and lag_ms > limit / 2))
@@ -242,6 +243,9 @@ class MediaWorkerApp(BaseApp):
             self.overloaded = overloaded
             OVERLOADED.set(int(overloaded))
             logger.warning("overloaded" if overloaded else "load back to normal", extra={"loop_lag_ms": round(lag_ms)})
+            cap = self.settings.overload_video_bitrate_bps if overloaded else None
+            for call in self.calls.values():
+                call.shed_video(cap)
 
     async def _report_load_forever(self) -> None:
         subject = subjects.join(subjects.MEDIA_LOAD, self.settings.region, self.worker_id)

@@ -142,6 +142,8 @@ class MediaCall:
         """(from_leg, kind) -> its forwarding, for the directions that are forwarded."""
         self.transcoded: set[tuple[Leg, str]] = set()
         self.processors: dict[Leg, AudioProcessor] = {}
+        self.video_cap: int | None = None
+        """The most each party is asked to send of video (bit/s) while the worker sheds load."""
         self._tasks = TaskSet(f"call-{call_id}")
         self.closed = False
 
@@ -246,6 +248,7 @@ class MediaCall:
                     direction.on_first_frame = partial(
                         self._on_event, sink, media_pb2.MediaEvent.KIND_FIRST_FRAME_SENT, ""
                     )
+                    direction.cap_bitrate(self.video_cap)
                 self.directions[(source, kind)] = direction
                 into.rtp.incoming[kind] = direction
                 out.rtp.outgoing[ssrc] = outbound
@@ -321,6 +324,14 @@ class MediaCall:
         self._gate(held=False)
         for direction in self.directions.values():
             direction.open()
+
+    def shed_video(self, bitrate: int | None) -> None:
+        """Ask both parties to send at most ``bitrate`` bit/s of video (None: lift it). Audio is
+        never limited: a call under load loses picture quality first, never the voice."""
+        self.video_cap = bitrate
+        for (_, kind), direction in self.directions.items():
+            if kind == "video":
+                direction.cap_bitrate(bitrate)
 
     async def restart_leg(self, leg: Leg, offer_sdp: str) -> str:
         """A party's network changed: the offer of its new peer connection replaces the leg's

@@ -362,6 +362,7 @@ class Direction:
         self._last_nack = 0.0
         self._downstream_bitrate: int | None = None
         self._own_bitrate: int | None = None
+        self._bitrate_cap: int | None = None
         self.transform: PayloadTransform | None = None
         self.assembler: FrameAssembler | None = None
         self._estimator: RemoteBitrateEstimator | None = None
@@ -493,8 +494,15 @@ class Direction:
         self._downstream_bitrate = bitrate
         self._send_remb()
 
+    def cap_bitrate(self, bitrate: int | None) -> None:
+        """Ask the sending party to send at most ``bitrate`` bit/s (None: as its links allow) — the
+        worker shedding video when it is overloaded."""
+        self._bitrate_cap = bitrate
+        self._send_remb()
+
     def _send_remb(self) -> None:
-        estimates = [b for b in (self._downstream_bitrate, self._own_bitrate) if b is not None]
+        bitrates = (self._downstream_bitrate, self._own_bitrate, self._bitrate_cap)
+        estimates = [b for b in bitrates if b is not None]
         if not estimates or self.source.ssrc is None:
             return
         fci = pack_remb_fci(min(estimates), [self.source.ssrc])

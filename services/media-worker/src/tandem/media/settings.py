@@ -45,6 +45,13 @@ class Settings(ServiceSettings):
         description="A report period whose event loop ran this late makes the worker take no new calls, until "
         "a period runs under half of it (0: never).",
     )
+    overload_video_bitrate_bps: int = Field(
+        default=250_000,
+        ge=30_000,
+        le=10_000_000,
+        description="While overloaded, every party is asked (REMB) to send at most this much video; audio is "
+        "never limited.",
+    )
     hold_timeout_s: float = Field(
         default=300.0,
         gt=0,
