@@ -26,6 +26,24 @@ async def test_no_host_online_ends_the_call_with_no_host(tandem_bots: Tandem) ->
     assert ended.call_update.reason == S.END_REASON_NO_HOST
 
 
+async def test_one_consultation_at_a_time_holds_across_instances(tandem_bots: Tandem) -> None:
+    t = tandem_bots
+    phone = await t.bot("shopper", "shopper-two-devices", instance=0)
+    call_id = await request_consult(phone, "is")
+    tablet = await t.bot("shopper", "shopper-two-devices", instance=1)  # the same shopper, elsewhere
+    request_id = await tablet.send(
+        consult_request=client_pb2.ConsultRequest(category="beauty", language="is", market="DE")
+    )
+    refused = await tablet.expect("error")
+    assert (refused.error.code, refused.correlation_id) == (S.ERROR_CODE_INVALID_STATE, request_id)
+    await phone.send(cancel=client_pb2.Cancel(call_id=call_id))
+    await phone.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED, reason=S.END_REASON_CANCELLED)
+    # Ended means over, everywhere: the other device may start the next one at once.
+    next_call = await request_consult(tablet, "is")
+    await tablet.send(cancel=client_pb2.Cancel(call_id=next_call))
+    await tablet.expect("call_update", call_id=next_call, state=S.CALL_STATE_ENDED)
+
+
 async def test_a_declined_shopper_is_requeued_to_another_host(tandem_bots: Tandem) -> None:
     t = tandem_bots
     hosts = {

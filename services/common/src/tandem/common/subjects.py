@@ -64,6 +64,7 @@ STREAMS = (CALLS_STREAM, ORDERS_STREAM, QUALITY_STREAM)
 PRESENCE_BUCKET = "tandem_presence"  # host_id -> HostPresence
 CALLS_BUCKET = "tandem_calls"  # call_id -> CallRecord, written by the call's owner
 SIGNALING_LEASES_BUCKET = "tandem_signaling_leases"  # instance -> SignalingLease
+SHOPPER_CALLS_BUCKET = "tandem_shopper_calls"  # shopper id -> the call id of their consultation
 
 
 # Identifiers that become subject tokens, KV keys or log fields: the characters NATS subjects and KV

@@ -15,7 +15,7 @@ from tandem.common.errors import TandemError
 from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
 from tandem.signaling.auth import ROLES, issue_token
-from tandem.signaling.callstore import CallStore, Leases
+from tandem.signaling.callstore import CallStore, Leases, ShopperCalls
 from tandem.signaling.coordinator import CallCoordinator
 from tandem.signaling.gateway import Gateway
 from tandem.signaling.presence import PresenceWriter
@@ -67,8 +67,9 @@ class SignalingApp(BaseApp):
             await bus.ensure_stream(stream)
         presence = PresenceWriter(bus, self.instance, self.settings.region)
         store = CallStore(await bus.key_value(subjects.CALLS_BUCKET, ttl_s=CALL_RECORD_TTL_S))
+        shoppers = ShopperCalls(await bus.key_value(subjects.SHOPPER_CALLS_BUCKET, ttl_s=CALL_RECORD_TTL_S), store)
         leases = Leases(await bus.key_value(subjects.SIGNALING_LEASES_BUCKET), self.instance, self.settings.lease_ttl_s)
-        self.coordinator = CallCoordinator(self.settings, bus, store, leases)
+        self.coordinator = CallCoordinator(self.settings, bus, store, shoppers, leases)
         await self.coordinator.start()
         self.gateway = Gateway(self.settings, bus, self.coordinator, presence)
 

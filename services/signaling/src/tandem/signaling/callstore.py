@@ -17,7 +17,7 @@ from nats.js.kv import KeyValue
 
 from tandem.common.bus import decode
 from tandem.signaling.callstate import Call
-from tandem.signaling.errors import CallMovedError
+from tandem.signaling.errors import AlreadyInCallError, CallMovedError
 from tandem.v1 import calls_pb2
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,48 @@ class CallStore:
             return list(await self.kv.keys())
         except nats.js.errors.NoKeysError:
             return []
+
+
+CLAIM_ATTEMPTS = 3
+
+
+class ShopperCalls:
+    """The consultation each shopper is in (`tandem_shopper_calls`: shopper id -> call id), so a
+    shopper has one at a time whichever instances their sockets are on."""
+
+    def __init__(self, kv: KeyValue, calls: CallStore) -> None:
+        self.kv = kv
+        self.calls = calls
+
+    async def claim(self, shopper_id: str, call_id: str) -> None:
+        """Put the shopper in `call_id`; `AlreadyInCallError` while another of their calls runs."""
+        for _ in range(CLAIM_ATTEMPTS):  # each lost race is to a release or a claim just made
+            try:
+                await self.kv.create(shopper_id, call_id.encode())
+                return
+            except nats.js.errors.KeyWrongLastSequenceError:
+                pass
+            try:
+                entry = await self.kv.get(shopper_id)
+            except nats.js.errors.KeyNotFoundError:
+                continue  # released meanwhile
+            running = await self.calls.load((entry.value or b"").decode())
+            if running is not None and not running.ended:
+                raise AlreadyInCallError(shopper_id)
+            try:  # a call that has ended, or whose owner died before it could let the shopper go
+                await self.kv.update(shopper_id, call_id.encode(), last=entry.revision)
+                return
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyValueError):
+                continue
+        raise AlreadyInCallError(shopper_id)
+
+    async def release(self, shopper_id: str, call_id: str) -> None:
+        """The shopper's call `call_id` is over (a newer one of theirs is left alone)."""
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+            entry = await self.kv.get(shopper_id)
+            if entry.value == call_id.encode():
+                with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyValueError):
+                    await self.kv.delete(shopper_id, last=entry.revision)
 
 
 class Leases:

@@ -35,7 +35,7 @@ from tandem.common.errors import BusTimeoutError, NoRespondersError, TandemError
 from tandem.common.telemetry import TRACEPARENT, TRACESTATE, extract_context, inject_headers
 from tandem.signaling.auth import Identity
 from tandem.signaling.callstate import MEDIA_STATES, Call, Timeouts
-from tandem.signaling.callstore import CallStore, Leases
+from tandem.signaling.callstore import CallStore, Leases, ShopperCalls
 from tandem.signaling.commerce import InCallCommerce
 from tandem.signaling.errors import (
     AlreadyInCallError,
@@ -147,11 +147,19 @@ Handler = Callable[[OwnedCall, Identity, client_pb2.Envelope], Awaitable[None]]
 
 class CallCoordinator:
     def __init__(
-        self, settings: Settings, bus: Bus, store: CallStore, leases: Leases, *, clock: Clock = time.time
+        self,
+        settings: Settings,
+        bus: Bus,
+        store: CallStore,
+        shoppers: ShopperCalls,
+        leases: Leases,
+        *,
+        clock: Clock = time.time,
     ) -> None:
         self.settings = settings
         self.bus = bus
         self.store = store
+        self.shoppers = shoppers
         self.leases = leases
         self.instance = leases.instance
         self.clock = clock
@@ -440,6 +448,7 @@ class CallCoordinator:
             requested_at=self.clock(), owner=self.instance,
             traceparent=trace_carrier.get(TRACEPARENT, ""), tracestate=trace_carrier.get(TRACESTATE, ""),
         )  # fmt: skip
+        await self.shoppers.claim(shopper.user_id, call.call_id)
         owned = await self._own(call, otel_context.get_current())  # known before it is stored
         await self.store.create(call)
         self._emit(owned)
@@ -852,4 +861,8 @@ class CallCoordinator:
             self.matcher.release(call, call.host_id, outcome)
         await self.media.release(call, reason)
         self._let_go(owned)
-        self._tasks.spawn(self.store.delete(call.call_id), name=f"forget-{call.call_id}")
+        self._tasks.spawn(self._forget(call), name=f"forget-{call.call_id}")
+
+    async def _forget(self, call: Call) -> None:
+        await self.shoppers.release(call.shopper_id, call.call_id)
+        await self.store.delete(call.call_id)
