@@ -149,7 +149,9 @@ class Outbound:
         self.rtx_ssrc = rtx_ssrc
         self.sequence = random16() >> 1  # the lower half, as aiortc: far from a wrap that upsets SRTP
         self._rtx_sequence = random16() >> 1
-        self._history: dict[int, RtpPacket] = {}
+        self._history: dict[int, bytes] = {}
+        """What was sent, by sequence number, as the plain datagram: bytes are no work for the
+        garbage collector, where packet objects in every stream's history were most of its work."""
         self.packets = 0
         self.octets = 0
         self.rewritten = 0
@@ -191,13 +193,14 @@ class Outbound:
         extensions.abs_send_time = abs_send_time
         extensions.rtp_stream_id = extensions.repaired_rtp_stream_id = None
         extensions.transport_sequence_number = None
-        self._history[sequence_number % HISTORY] = packet
+        data = datagram if datagram is not None else packet.serialize(self.extensions)
+        self._history[sequence_number % HISTORY] = data
         self.packets += 1
         self.octets += len(packet.payload)
         self.last_sequence = sequence_number
         self._last_timestamp = timestamp
         self._last_sent_s = time.time()
-        self.hooks.send_now(datagram if datagram is not None else packet.serialize(self.extensions))
+        self.hooks.send_now(data)
 
     def continuing(self, sequence_number: int, timestamp: int) -> tuple[int, int]:
         """Offsets (sequence number, timestamp) that carry a new source on where this stream left
@@ -250,8 +253,11 @@ class Outbound:
 
     def retransmit(self, sequence_number: int) -> None:
         """Resend one packet a receiving party reported lost (on the RTX stream when negotiated)."""
-        packet = self._history.get(sequence_number % HISTORY)
-        if packet is None or packet.sequence_number != sequence_number or not self.hooks.connected:
+        data = self._history.get(sequence_number % HISTORY)
+        if data is None or not self.hooks.connected:
+            return
+        packet = RtpPacket.parse(data, self.extensions)
+        if packet.sequence_number != sequence_number:
             return
         rtx_type = self.media.rtx.get(packet.payload_type)
         if rtx_type is not None:

@@ -15,7 +15,7 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TANDEM_MEDIA_", extra="ignore", frozen=True)
 
     capacity: int = Field(
-        default=5,
+        default=8,
         ge=1,
         le=1000,
         description="Concurrent calls this worker takes (default: what one core held with the DSP on both "
