@@ -4,7 +4,6 @@ reports its load, drains on request or SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from datetime import UTC, datetime
@@ -66,9 +65,6 @@ class MediaWorkerApp(BaseApp):
         # Compile (or load from the cache) the DSP kernels before taking a call, off the event loop;
         # the service reports ready only once start() has returned.
         await asyncio.to_thread(warm_up)
-        # What is alive now (modules, codecs, compiled kernels) lives as long as the process: out of
-        # the collector's sight, so its full collections, which stall the event loop, scan only calls.
-        gc.freeze()
         self._bus = bus
         await self.quality.start(bus)
         await bus.serve(self._worker_subject("offer"), media_pb2.MediaOffer, self.offer, queue="worker")
