@@ -124,7 +124,7 @@ class OwnedCall:
         """What the parties and the call's history are to be told once the call's new state is
         stored: an owner that finds the call taken over meanwhile tells nobody anything."""
         self.gone: asyncio.Task[None] | None = None
-        """Letting the call go, once another instance has taken it over."""
+        """Closing the call's subscriptions here, once it has ended or another instance took it over."""
 
     def cancel_timer(self) -> None:
         if self.timer is not None and self.timer is not asyncio.current_task():
