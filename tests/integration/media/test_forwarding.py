@@ -12,6 +12,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPsfbPacket, RtcpSrPacke
 from prometheus_client import REGISTRY
 
 from tandem.media.call import CallOptions
+from tandem.media.errors import LegAlreadyNegotiatedError
 from tandem.media.seams import sender_ssrcs
 from tandem.v1 import media_pb2
 
@@ -114,6 +115,19 @@ async def test_a_worker_shedding_load_asks_for_less_video_and_leaves_the_voice_a
     call.call.shed_video(None)
     lifted = len(rembs_for(call.shopper))
     await until(lambda: any(b > 60_000 for b in rembs_for(call.shopper)[lifted:]), timeout_s=10)
+
+
+async def test_the_same_offer_again_gets_the_same_answer_and_another_is_refused(media_call: CallFactory) -> None:
+    """A leg's offer asked again (its answer went astray with a signaling instance that lost the
+    call) is answered as the first time; a different offer needs `restart`."""
+    call = await media_call()
+    offer = call.shopper.pc.localDescription.sdp
+    first = call.call.legs[media_pb2.LEG_SHOPPER].pc
+    assert first is not None
+    assert await call.call.answer(media_pb2.LEG_SHOPPER, offer) == first.localDescription.sdp
+    assert call.call.legs[media_pb2.LEG_SHOPPER].pc is first  # nothing renegotiated
+    with pytest.raises(LegAlreadyNegotiatedError):
+        await call.call.answer(media_pb2.LEG_SHOPPER, call.host.pc.localDescription.sdp)
 
 
 async def test_a_receivers_keyframe_request_reaches_the_sender(media_call: CallFactory) -> None:

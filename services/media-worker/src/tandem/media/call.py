@@ -113,6 +113,8 @@ class LegState:
     remote: dict[str, MediaStreamTrack] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     """What runs for this leg alone (its reports), cancelled when the leg is released."""
+    offer_answer: tuple[str, str] | None = None
+    """The offer this leg was negotiated with and the worker's answer to it."""
 
 
 def video_preferences() -> list[RTCRtpCodecCapability]:
@@ -152,6 +154,8 @@ class MediaCall:
         state = self.legs[leg]
         if self.closed:
             raise MediaCallEndedError(self.call_id)
+        if state.offer_answer is not None and state.offer_answer[0] == offer_sdp:
+            return state.offer_answer[1]  # the same offer again (its first answer went astray): the same answer
         if state.pc is not None:
             raise LegAlreadyNegotiatedError(leg)
         offered = offered_kinds(offer_sdp)
@@ -191,6 +195,7 @@ class MediaCall:
                 self._connect()
         else:
             self._tasks.spawn(self._report_first_media(leg, self._first_relayed_frame(leg)))
+        state.offer_answer = (offer_sdp, pc.localDescription.sdp)
         return pc.localDescription.sdp
 
     def _hook(self, leg: Leg, pc: RTCPeerConnection) -> None:
