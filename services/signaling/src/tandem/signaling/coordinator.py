@@ -864,5 +864,10 @@ class CallCoordinator:
         self._tasks.spawn(self._forget(call), name=f"forget-{call.call_id}")
 
     async def _forget(self, call: Call) -> None:
-        await self.shoppers.release(call.shopper_id, call.call_id)
-        await self.store.delete(call.call_id)
+        """Let the shopper go and delete the ended call's record. Without NATS both stay; neither
+        blocks anything (an ended call's claim is taken over, its record expires)."""
+        try:
+            await self.shoppers.release(call.shopper_id, call.call_id)
+            await self.store.delete(call.call_id)
+        except (TandemError, nats.errors.Error) as exc:
+            logger.warning("ended call not forgotten", extra={"call_id": call.call_id, "error": str(exc)})
