@@ -15,6 +15,7 @@ from tandem.media.dsp.noise import NoiseSuppressor
 from tandem.media.dsp.pipeline import AudioPipeline, PipelineConfig
 from tests.benchmarks.call_audio_peers import Aec3, Signal, SpeexAec, SpeexAecRes
 from tests.benchmarks.call_audio_scenes import EchoScene, Scene, build, double_talk, far_only
+from tests.unit.dsp.signals import si_sdr
 
 Engine = Callable[[Signal, Signal], Signal]
 DELAYS_MS = (0, 120, 250, 400)
@@ -94,12 +95,6 @@ def align(ref: Signal, out: Signal, max_lag: int = 1600) -> Signal:
     shifted = np.zeros_like(ref)
     shifted[: out.shape[0] - lag] = out[lag : lag + ref.shape[0]]
     return shifted
-
-
-def si_sdr(ref: Signal, est: Signal) -> float:
-    scale = float(np.dot(est, ref) / np.dot(ref, ref))
-    target = scale * ref
-    return float(10.0 * np.log10(np.sum(target**2) / np.sum((est - target) ** 2)))
 
 
 def smoothed_erle(scene: EchoScene, out: Signal, window_s: float = 0.5) -> Signal:

@@ -19,6 +19,8 @@ import numpy.typing as npt
 from aiortc import MediaStreamTrack
 from av import AudioFrame
 
+from tests.unit.dsp.signals import si_sdr
+
 Signal = npt.NDArray[np.float64]
 RATE = 48000
 FRAME = 960  # 20 ms
@@ -121,12 +123,6 @@ class EchoFigures:
 
 def _energy(x: Signal) -> float:
     return float(np.sum(x**2)) + 1e-12
-
-
-def si_sdr(reference: Signal, estimate: Signal) -> float:
-    scale = float(np.dot(estimate, reference)) / _energy(reference)
-    target = scale * reference
-    return float(10 * np.log10(_energy(target) / _energy(estimate - target)))
 
 
 def lag_of(reference: Signal, heard: Signal, max_lag: int) -> int:

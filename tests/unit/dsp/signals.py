@@ -39,6 +39,13 @@ def talker(seconds: float, seed: int, rate: int = 16000, rolloff_hz: float | Non
     return np.asarray(x * 0.05 / np.sqrt(np.mean(x**2)), dtype=np.float64)
 
 
+def si_sdr(ref: Signal, est: Signal) -> float:
+    """Scale-invariant signal-to-distortion ratio of ``est`` against ``ref`` (dB)."""
+    scale = float(np.dot(est, ref) / np.dot(ref, ref))
+    target = scale * ref
+    return float(10.0 * np.log10(np.sum(target**2) / np.sum((est - target) ** 2)))
+
+
 @cache
 def espeak(voice: str, text: str, speed_wpm: int = 175) -> tuple[Signal, int]:
     """`text` said by an espeak-ng voice (Debian ``espeak-ng``): the samples and their rate."""

@@ -67,7 +67,7 @@ class OpusDecoder:
 
 
 class RtpClock:
-    """A stream's 32-bit RTP timestamps unwrapped into one ever-growing count."""
+    """A stream's 32-bit RTP timestamps unwrapped into one count from its first (0)."""
 
     def __init__(self) -> None:
         self._last: int | None = None
@@ -104,17 +104,12 @@ class EchoReference:
         self._index = np.full(slots, -1, dtype=np.int64)
         self._sent = RtpClock()
         self._captured = RtpClock()
-        self._first_sent: int | None = None
         self._newest = -1
-        self._first_captured: int | None = None
         self._offset: int | None = None
 
     def push(self, pcm: np.ndarray, timestamp: int) -> None:
         """Audio sent to the party (float64 at full scale 1.0) with its RTP timestamp."""
-        ticks = self._sent.unwrap(timestamp)
-        if self._first_sent is None:
-            self._first_sent = ticks
-        first = round((ticks - self._first_sent) / self._ticks_per_frame)
+        first = round(self._sent.unwrap(timestamp) / self._ticks_per_frame)
         for k in range(len(pcm) // self._frame):
             index = first + k
             slot = index % len(self._index)
@@ -124,10 +119,7 @@ class EchoReference:
 
     def take(self, out: np.ndarray, timestamp: int) -> None:
         """The reference for the capture frame with RTP timestamp ``timestamp`` into ``out``."""
-        ticks = self._captured.unwrap(timestamp)
-        if self._first_captured is None:
-            self._first_captured = ticks
-        captured = round((ticks - self._first_captured) / self._ticks_per_frame)
+        captured = round(self._captured.unwrap(timestamp) / self._ticks_per_frame)
         if self._newest < 0:
             out[:] = 0.0
             return
