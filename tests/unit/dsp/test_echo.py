@@ -220,3 +220,24 @@ def test_residual_suppressor_and_noise_suppressor_switch_off() -> None:
     tail = slice(3 * RATE, 6 * RATE)
     assert np.sum(outputs["res"][tail] ** 2) < 0.5 * np.sum(outputs["plain"][tail] ** 2)
     assert NoiseSuppressor(RATE, 0.0).gain_floor == 1.0
+
+
+def test_a_near_end_talker_cannot_move_a_converged_filter() -> None:
+    # a near talker twice as loud as the far end whose syllables follow the far end's of 300 ms
+    # before: the bulk-delay estimator's band patterns point there, but its waveform is another's, so
+    # the converged filter must stay where the echo is
+    far = talker(20.0, seed=41)
+    echo = echo_through(far, phone_on_table(42), 0)
+    rng = np.random.default_rng(43)
+    envelope = np.repeat(np.sqrt(np.mean(far.reshape(-1, FRAME) ** 2, axis=1)), FRAME)
+    carrier = np.fft.irfft(np.fft.rfft(rng.standard_normal(far.shape[0])) * np.abs(np.fft.rfft(far)), far.shape[0])
+    half, lag = far.shape[0] // 2, 300 * RATE // 1000
+    near = np.zeros_like(far)
+    near[half:] = 2.0 * (carrier / np.std(carrier))[half:] * envelope[half - lag : far.shape[0] - lag]
+    noise = 3e-4 * rng.standard_normal(far.shape[0])
+    aec = EchoCanceller(RATE)
+    out = run(aec, echo + near + noise, far)
+    residual = (out - near - noise)[half:]
+    assert aec.delay.delay_frames == 30  # the estimator was misled...
+    assert abs(aec.report.delay_ms - 2.5) <= 2.0  # ...the filter was not
+    assert 10 * np.log10(np.sum(echo[half:] ** 2) / np.sum(residual**2)) > 12.0

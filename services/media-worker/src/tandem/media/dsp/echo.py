@@ -38,9 +38,17 @@ frames, and the next ``_MOVED_FRAMES``, at its floor, so the echo of a moved pat
 the filter is placed again. A near-end talker over a converged filter keeps the error below the
 capture, so double talk does not trigger it.
 
-A residual-echo suppressor then computes a spectral gain from the leakage estimate and a nonlinear
-term (a loudspeaker's harmonics are not in the linear estimate), applied by the noise suppressor's
-STFT (see :mod:`tandem.media.dsp.noise`).
+A lag jump of the estimator away from a filter that has converged is not taken on the estimator's
+word: a near-end talker can shift its band patterns (in double talk it once moved a good filter to a
+lag 300 ms off, and the echo came through for the rest of the call). The probe verifies it instead;
+only when the output has not cancelled 5 dB for ``_UNVERIFIED_FRAMES`` frames with far-end sound
+(the room itself changed, so there is no shape to probe with) is the background placed at the
+estimator's lag as before.
+
+A residual-echo suppressor then computes a spectral gain from the leakage estimate, the late
+reverberation beyond the window and, per bin, what the linear model leaves unexplained (a
+loudspeaker's harmonics, reverberation it misses), applied by the noise suppressor's STFT (see
+:mod:`tandem.media.dsp.noise`).
 """
 
 from __future__ import annotations
@@ -72,6 +80,8 @@ ECHO_STATE = np.dtype(
         ("probe_near", np.float64),  # the capture's energy over the probed frames
         ("probe_lag", np.int64),  # the estimator's lag the probe is for, frames
         ("probe_hold", np.int64),  # frames before a rejected proposal may be probed again
+        ("deferred", np.bool_),  # the estimator's lag jumped away from a converged filter, unverified
+        ("uncancelled", np.int64),  # far-end frames with sound since the output last cancelled 5 dB
         ("moved", np.int64),  # frames left of full residual-echo suppression after the path moved
         ("constrain", np.int64),  # next partition to constrain (round robin)
         ("sweep", np.int64),  # partitions constrained since the last coarse placement
@@ -89,7 +99,6 @@ ECHO_STATE = np.dtype(
         ("erle_num", np.float64),  # smoothed captured energy in far-end-active frames
         ("erle_den", np.float64),  # smoothed output energy in the same frames
         ("echo_ratio", np.float64),  # smoothed echo-estimate / captured energy ratio
-        ("nonlinear", np.float64),  # residual echo power per far-end power in far-only frames
         ("direct", np.float64),  # direct-path onset in filter coordinates, samples (see module doc)
         ("direct_valid", np.bool_),  # the filter has converged enough to be measured
         ("offset", np.float64),  # fractional delay added to the reference for drift, samples
@@ -111,7 +120,6 @@ _MIN_LEAK = 0.005
 _VAR1_UPDATE = 0.5
 _VAR2_UPDATE = 0.25
 _VAR_BACKTRACK = 4.0
-_RES_OVERSUBTRACT = 3.0
 _ERLE_SMOOTHING = 0.02
 _FAR_ACTIVE_POWER = 1e-7
 """Mean squared sample (normalized full scale 1.0) above which the far end counts as talking."""
@@ -139,6 +147,11 @@ _PROBE_ACCEPT = 0.3
 """...and the best base is taken by both filters when its error has at most this share of the
 capture's energy (5 dB of cancellation: the echo path moved, the room did not)."""
 _PROBE_HOLD_FRAMES = 50
+_UNVERIFIED_FRAMES = 150
+"""A lag jump of the bulk-delay estimator away from a converged filter is taken only when a probe
+confirms it, or once the output has not cancelled 5 dB in this many frames with far-end sound (a
+near-end talker can mislead the estimator's band patterns, never the probe; a room that changed
+too leaves nothing to probe)."""
 """A proposal of the fast delay distances that the probe rejected is not probed again for this long."""
 _ROOM_ERLE = 8.0
 """The foreground's coefficients are kept as the room's shape while its smoothed ERLE exceeds this
@@ -177,9 +190,11 @@ _DIVERGED = 1e6
 """Frame energies above this many frames of full scale mean the filter has diverged."""
 _MAX_LATE_DECAY = 0.9
 """Largest per-frame energy decay of the late reverberation model (RT60 of about 1.3 s)."""
-_NONLINEAR_SMOOTHING = 0.02
-_NONLINEAR_MAX = 0.1
-"""Largest nonlinear residual-echo power per aligned far-end power the suppressor assumes."""
+_UNEXPLAINED_SMOOTHING = 0.02
+_UNEXPLAINED_MAX = 0.1
+"""Largest share of the aligned far-end power the suppressor assumes the linear model leaves unexplained..."""
+_UNEXPLAINED_OVERSUBTRACT = 3.0
+"""...and how many times over it counts it (the share is a mean; the harmonics come in bursts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +269,9 @@ class EchoCanceller:
         self.res_error: Real = np.zeros(bins)
         self.res_echo: Real = np.zeros(bins)
         self.late_echo: Real = np.zeros(bins)
+        # per bin, smoothed over frames where the far end talks alone: the error the linear model does
+        # not explain and the aligned far-end power (rows 0 and 1)
+        self.unexplained: Real = np.zeros((2, bins))
         self.residual_gain: Real = np.ones(bins)
         # per partition: step share, and the peak tap of its last constraint (value, position)
         self.prop: Real = np.zeros(self.partitions)
@@ -272,7 +290,7 @@ class EchoCanceller:
             (self.bg_weights, self.fg_weights, self.room_weights, self.accumulator, self.spectrum, self.time),
             (self.near, self.bg_echo, self.fg_echo, self.probe_echo, self.probe_error),
             (self.power, self.step, self.err_smooth, self.echo_smooth, self.res_error, self.res_echo,
-             self.late_echo, self.residual_gain),
+             self.late_echo, self.unexplained, self.residual_gain),
             (self.prop, self.taps),
             (p.work, p.order, p.twiddle, p.split),
             (d.band_edges, d.far_bits, d.far_active, d.far_mean, d.near_mean, d.bands, d.near_previous,
@@ -318,6 +336,8 @@ def _reset(s: Record, bg_w: Single, fg_w: Single, room_w: Single, taps: Real, ba
     s.lead = _COARSE_MARGIN_FRAMES
     s.grace = 0
     s.probe = False
+    s.deferred = False
+    s.uncancelled = 0
     s.sweep = 0
     s.adapted = False
     s.sum_adapt = 0.0
@@ -326,7 +346,6 @@ def _reset(s: Record, bg_w: Single, fg_w: Single, room_w: Single, taps: Real, ba
     s.pyy = 1.0
     s.davg1 = s.davg2 = s.dvar1 = s.dvar2 = 0.0
     s.direct_valid = False
-    s.nonlinear = 0.0
     _forget_drift_measurements(s)
 
 
@@ -525,20 +544,15 @@ def _place_filters(lag: int, s: Record, bg_w: Single, fg_w: Single, taps: Real) 
     if lag != s.lag:
         s.lag = lag
         trusted = s.direct_valid and abs(lag * frame - s.direct) <= _TRUST_FRAMES * frame
-        if not trusted:
-            old = s.bg_base
-            base = max(0, lag - s.lead)
-            if abs(base - old) <= _DRIFT_FRAMES:
-                _shift_partitions(bg_w, base - old)
-                _shift_partitions(taps, base - old)
-            else:
-                taps[0, :, :] = 0.0
-            s.bg_base = base
-            s.grace = _PLACEMENT_GRACE_FRAMES
-            _start_probe(s, lag, base)
-            s.direct_valid = False
-            s.sweep = 0
-            _forget_drift_measurements(s)
+        s.deferred = not trusted and s.direct_valid and s.uncancelled < _UNVERIFIED_FRAMES
+        if s.deferred:  # a converged filter is moved by a probe that cancels, not by the estimate alone
+            _start_probe(s, lag, max(0, lag - s.lead))
+        elif not trusted:
+            _move_background(lag, s, bg_w, taps)
+        return
+    if s.deferred and s.uncancelled >= _UNVERIFIED_FRAMES:
+        s.deferred = False
+        _move_background(lag, s, bg_w, taps)
         return
     if s.direct_valid and s.bg_base == s.fg_base:
         target = max(0, math.floor((s.direct - _FINE_MARGIN * frame) / frame))
@@ -549,6 +563,25 @@ def _place_filters(lag: int, s: Record, bg_w: Single, fg_w: Single, taps: Real) 
             _shift_partitions(taps, shift)
             s.bg_base = s.fg_base = target
         s.lead = min(max(s.lag - s.bg_base, 0), 2 * _COARSE_MARGIN_FRAMES)
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _move_background(lag: int, s: Record, bg_w: Single, taps: Real) -> None:
+    """A delay jump to ``lag``: the background alone is placed as far before it as the window last was
+    before the old lag, keeping its shape (or its absolute taps after a small step)."""
+    old = s.bg_base
+    base = max(0, lag - s.lead)
+    if abs(base - old) <= _DRIFT_FRAMES:
+        _shift_partitions(bg_w, base - old)
+        _shift_partitions(taps, base - old)
+    else:
+        taps[0, :, :] = 0.0
+    s.bg_base = base
+    s.grace = _PLACEMENT_GRACE_FRAMES
+    _start_probe(s, lag, base)
+    s.direct_valid = False
+    s.sweep = 0
+    _forget_drift_measurements(s)
 
 
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -718,25 +751,23 @@ def _late_reverberation(tap_peak: Real, res_echo: Real, late: Real) -> None:
 
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _residual_gain(
-    res_error: Real, res_echo: Real, late: Real, power: Real, res_gain: Real, floor: float,
+    res_error: Real, res_echo: Real, late: Real, power: Real, unexplained: Real, res_gain: Real, floor: float,
     far_only: bool, s: Record,
 ) -> None:  # fmt: skip
-    """Residual-echo suppressor gain per bin: the echo share of the error is the leakage times the
-    echo estimate's power, plus the late reverberation beyond the window, plus the nonlinear share of
-    the aligned far-end power (a loudspeaker's harmonics), learned in frames where the far end talks
-    alone and the filter has converged."""
-    bins = res_gain.shape[0]
+    """Residual-echo suppressor gain per bin. The echo share of the error is the leakage times the echo
+    estimate's power, plus the late reverberation beyond the window, plus what the linear model does
+    not explain (a loudspeaker's harmonics, reverberation the filter misses): per bin, the share of
+    the aligned far-end power left in the error beyond the first two, learned in frames where the far
+    end talks alone over a converged filter, counted ``_UNEXPLAINED_OVERSUBTRACT`` times over."""
     if far_only:
-        num = 0.0
-        den = 1e-20
-        for k in range(bins):
-            num += max(res_error[k] - 2.0 * s.leak * res_echo[k] - late[k], 0.0)
-            den += power[k]
-        ratio = min(num / den, _NONLINEAR_MAX)
-        s.nonlinear += _NONLINEAR_SMOOTHING * (ratio - s.nonlinear)
-    res_leak = _RES_OVERSUBTRACT * min(2.0 * s.leak, 1.0)
-    for k in range(bins):
-        echo = res_leak * res_echo[k] + late[k] + s.nonlinear * power[k]
+        for k in range(res_gain.shape[0]):
+            excess = max(res_error[k] - 2.0 * s.leak * res_echo[k] - late[k], 0.0)
+            unexplained[0, k] += _UNEXPLAINED_SMOOTHING * (excess - unexplained[0, k])
+            unexplained[1, k] += _UNEXPLAINED_SMOOTHING * (power[k] - unexplained[1, k])
+    res_leak = min(2.0 * s.leak, 1.0)
+    for k in range(res_gain.shape[0]):
+        share = min(unexplained[0, k] / (unexplained[1, k] + 1e-20), _UNEXPLAINED_MAX)
+        echo = res_leak * res_echo[k] + late[k] + _UNEXPLAINED_OVERSUBTRACT * share * power[k]
         g = max(1.0 - echo / (res_error[k] + 1e-20), floor)
         # fast attack, slower release so echo tails do not pump through
         res_gain[k] = g if g < res_gain[k] else 0.5 * res_gain[k] + 0.5 * g
@@ -909,14 +940,15 @@ def cancel_frame(
     near_in: Real, far_in: Real, out: Real, state: npt.NDArray[np.void], floor: float,
     far: tuple[Real, Real, Real, Single, Complex],
     filters: tuple[Single, Single, Single, Single, Complex, Real],
-    frames: tuple[Real, Real, Real, Real, Real], per_bin: tuple[Real, Real, Real, Real, Real, Real, Real, Real],
+    frames: tuple[Real, Real, Real, Real, Real],
+    per_bin: tuple[Real, Real, Real, Real, Real, Real, Real, Real, Real],
     per_partition: tuple[Real, Real], fft: FftTables, delay: tuple[Any, ...], confirm: int,
 ) -> None:  # fmt: skip
     """One 10 ms frame of the canceller; see :meth:`EchoCanceller.process`."""
     far_history, interpolator, far_window, far_spectra, near_spec = far
     bg_w, fg_w, room_w, acc, spec, time = filters
     near, bg_echo, fg_echo, probe_echo, probe_error = frames
-    power, step, err_smooth, echo_smooth, res_error, res_echo, late, res_gain = per_bin
+    power, step, err_smooth, echo_smooth, res_error, res_echo, late, unexplained, res_gain = per_bin
     prop, taps = per_partition
     tap_peak = taps[0, :, 0]
     tap_index = taps[1, :, 0]
@@ -962,14 +994,17 @@ def cancel_frame(
     for i in range(frame):
         sdd_frame += near[i] * near[i]
     if s.probe and far_active and sdd_frame > _PROBE_NEAR_POWER * frame:
+        placed = s.fg_base
         if _probe_jump(near, room_w, fg_w, bg_w, far_spectra, newest, acc, spec, time, probe_echo, probe_error, fft, s):
             adopt_lag(s.probe_lag, distance, fast, delay_state, confirm)
             s.lag = s.probe_lag
-            s.grace = _PLACEMENT_GRACE_FRAMES
-            s.direct_valid = False  # measured again on the placed filter
-            s.sweep = 0
-            taps[0, :, :] = 0.0
-            _forget_drift_measurements(s)
+            s.deferred = False
+            if s.fg_base != placed:  # moved (not confirmed where it was): measured again once placed
+                s.grace = _PLACEMENT_GRACE_FRAMES
+                s.direct_valid = False
+                s.sweep = 0
+                taps[0, :, :] = 0.0
+                _forget_drift_measurements(s)
         base = s.bg_base
 
     # Both filters' echo estimates, the two-path decision and the output.
@@ -981,10 +1016,13 @@ def cancel_frame(
         _reset(s, bg_w, fg_w, room_w, taps, max(0, lag - _COARSE_MARGIN_FRAMES))
         power[:] = 0.0
         late[:] = 0.0
+        unexplained[:, :] = 0.0
         res_gain[:] = 1.0
         out[:] = near
         return
     base = s.bg_base
+    if far_active and sdd > _PROBE_NEAR_POWER * frame:
+        s.uncancelled = 0 if sff < _PROBE_ACCEPT * sdd else s.uncancelled + 1
     if sff < _ADDING_ENERGY * sdd:
         for i in range(frame):
             out[i] = near[i] - fg_echo[i]
@@ -1007,7 +1045,7 @@ def cancel_frame(
     echo_sum = _leak_estimate(spec, near_spec, syy, see, err_smooth, echo_smooth, res_error, res_echo, step, s)
     far_only = far_active and s.direct_valid and sff < 0.1 * sdd
     _late_reverberation(tap_peak, res_echo, late)
-    _residual_gain(res_error, res_echo, late, power, res_gain, floor, far_only, s)
+    _residual_gain(res_error, res_echo, late, power, unexplained, res_gain, floor, far_only, s)
     if s.moved > 0:
         s.moved -= 1
         res_gain[:] = floor
