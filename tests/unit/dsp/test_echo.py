@@ -238,6 +238,6 @@ def test_a_near_end_talker_cannot_move_a_converged_filter() -> None:
     aec = EchoCanceller(RATE)
     out = run(aec, echo + near + noise, far)
     residual = (out - near - noise)[half:]
-    assert aec.delay.delay_frames == 30  # the estimator was misled...
+    assert abs(aec.delay.delay_frames - 30) <= 2  # the estimator was misled...
     assert abs(aec.report.delay_ms - 2.5) <= 2.0  # ...the filter was not
     assert 10 * np.log10(np.sum(echo[half:] ** 2) / np.sum(residual**2)) > 12.0

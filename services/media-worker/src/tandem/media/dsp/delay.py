@@ -11,11 +11,16 @@ frame at a time without jitter.
 
 A jump of the echo path (a new device route, a jitter buffer that grew) must be followed faster than
 that: a second set of distances, smoothed over about five frames, proposes a lag (``fast_ready``) when
-it wins them by ``_FAST_MARGIN_BITS`` over the locked lag for ``_FAST_CONFIRM_FRAMES`` frames in a row,
-lies more than ``_FAST_MIN_STEP`` frames away and matches better than the locked lag did over the slow
-distances' memory. The canceller verifies a proposal (its converged filter must cancel the echo
-there) and then adopts it with :func:`adopt_lag`; band patterns alone are fooled too often by a
-near-end talker.
+it wins them by ``_FAST_MARGIN_BITS`` over the locked lag for ``_FAST_CONFIRM_FRAMES`` frames in a row
+(its winner may move by up to ``_FAST_JITTER_FRAMES`` from frame to frame: the canceller's probe
+searches a few frames either side),
+lies more than ``_FAST_MIN_STEP`` frames away and matches nearly as well as the locked lag did over
+the slow distances' memory (within ``-_FAST_MATCH_BITS``; the slow memory forgets a moved path too
+slowly to wait for). For these distances a lag whose far end was silent while the capture carries
+sound counts as a random match: it explains nothing, which is how the locked lag looks right after a
+jump that lands between two of its far end's words. The canceller verifies a proposal (its
+converged filter must cancel the echo there) and then adopts it with :func:`adopt_lag`; band
+patterns alone are fooled too often by a near-end talker.
 """
 
 from __future__ import annotations
@@ -52,7 +57,9 @@ _FAST_SMOOTHING = 0.2
 _FAST_MARGIN_BITS = 4.0
 _FAST_CONFIRM_FRAMES = 4
 _FAST_MIN_STEP = 2
-_FAST_MATCH_BITS = 1.0
+_FAST_JITTER_FRAMES = 2
+_FAST_MATCH_BITS = -5.0
+"""Negative: a proposal may match up to 5 bits worse than the locked lag's slow distance."""
 _ACTIVE_POWER = 1e-7
 """Mean band power per bin below which a frame counts as silent (about -70 dBFS)."""
 
@@ -141,9 +148,9 @@ def _run(best: int, candidate: int, run: int) -> int:
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _fast_proposal(fast: Real, distance: Real, st: Record) -> None:
     """Propose the fast distances' lag when it has clearly and steadily beaten the locked one and
-    matches better than the locked lag did over the slow distances' memory."""
+    matches nearly as well as the locked lag did over the slow distances' memory."""
     best = int(np.argmin(fast))
-    st.fast_run = _run(best, st.fast_candidate, st.fast_run)
+    st.fast_run = st.fast_run + 1 if abs(best - st.fast_candidate) <= _FAST_JITTER_FRAMES else 1
     st.fast_candidate = best
     current = int(st.delay)
     st.fast_ready = (
@@ -210,6 +217,8 @@ def update_delay(
             distance[lag] += _SMOOTHING * (d - distance[lag])
             fast[lag] += _FAST_SMOOTHING * (d - fast[lag])
             updated = True
+        else:  # a silent far end explains no sound: for the jump detector, as bad as a random match
+            fast[lag] += _FAST_SMOOTHING * (BANDS / 2.0 - fast[lag])
     if not updated:
         return int(st.delay)
     _fast_proposal(fast, distance, st)
