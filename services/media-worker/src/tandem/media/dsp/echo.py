@@ -147,12 +147,12 @@ _PROBE_ACCEPT = 0.3
 """...and the best base is taken by both filters when its error has at most this share of the
 capture's energy (5 dB of cancellation: the echo path moved, the room did not)."""
 _PROBE_HOLD_FRAMES = 50
+"""A proposal of the fast delay distances that the probe rejected is not probed again for this long."""
 _UNVERIFIED_FRAMES = 150
 """A lag jump of the bulk-delay estimator away from a converged filter is taken only when a probe
 confirms it, or once the output has not cancelled 5 dB in this many frames with far-end sound (a
 near-end talker can mislead the estimator's band patterns, never the probe; a room that changed
 too leaves nothing to probe)."""
-"""A proposal of the fast delay distances that the probe rejected is not probed again for this long."""
 _ROOM_ERLE = 8.0
 """The foreground's coefficients are kept as the room's shape while its smoothed ERLE exceeds this
 power ratio (9 dB); a delay jump drops the ERLE below it within a few frames."""
