@@ -14,6 +14,7 @@ from tandem.common.bus import Bus
 from tandem.common.errors import TandemError
 from tandem.common.http import HttpServer
 from tandem.matchmaking.app import MatchmakingApp
+from tandem.matchmaking.mirror import BucketMirror
 from tandem.matchmaking.presence import PresenceBook, PresenceEntry
 from tandem.matchmaking.settings import Settings
 from tandem.matchmaking.shards import FencedOut
@@ -122,7 +123,7 @@ async def test_a_host_missing_calls_in_a_row_is_paused_and_told(bus: Bus, start_
 
 async def test_a_reservation_with_an_older_lease_token_is_refused_by_the_bucket_record(bus: Bus) -> None:
     kv = await bus.key_value(subjects.PRESENCE_BUCKET)
-    book = PresenceBook(kv, pause_after_misses=3)
+    book = PresenceBook(BucketMirror(kv, subjects.PRESENCE_BUCKET), pause_after_misses=3)
 
     async def current() -> PresenceEntry:
         entry = await kv.get("h1")
@@ -154,7 +155,7 @@ async def test_asking_again_without_the_host_that_declined_finds_another(bus: Bu
 
 async def test_a_release_from_a_stale_mirrored_record_reads_the_bucket_and_frees_the_host(bus: Bus) -> None:
     kv = await bus.key_value(subjects.PRESENCE_BUCKET)
-    book = PresenceBook(kv, pause_after_misses=3)
+    book = PresenceBook(BucketMirror(kv, subjects.PRESENCE_BUCKET), pause_after_misses=3)
     update = matchmaking_pb2.PresenceUpdate(
         host_id="h1", availability=client_pb2.HostAvailability(available=True, languages=["en"], markets=["US"])
     )

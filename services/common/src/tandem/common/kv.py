@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import nats.js.errors
 from google.protobuf.message import Message
@@ -14,6 +15,15 @@ from tandem.common.errors import TandemError
 from tandem.v1 import common_pb2
 
 M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class Written(Generic[M]):
+    """A record as written: the message, its bytes and the key's new revision."""
+
+    record: M
+    value: bytes
+    revision: int
 
 
 async def _read(kv: KeyValue, key: str, record_type: type[M]) -> tuple[M | None, int | None]:
@@ -32,7 +42,7 @@ async def modify(
     *,
     attempts: int = 5,
     known: tuple[M, int] | None = None,
-) -> M | None:
+) -> Written[M] | None:
     """Apply `change` to the current record (None when absent) and write the result if nobody wrote
     in between, retrying on conflict. `change` returning None leaves the record as it is.
     Returns what was written, or None. `known`: a record and revision believed current (a mirror
@@ -51,12 +61,13 @@ async def modify(
             if guessed:
                 continue  # perhaps only the guess is stale: read the bucket
             return None
+        value = updated.SerializeToString()
         try:
             if revision is None:
-                await kv.create(key, updated.SerializeToString())
+                written = await kv.create(key, value)
             else:
-                await kv.update(key, updated.SerializeToString(), last=revision)
+                written = await kv.update(key, value, last=revision)
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyValueError):
             continue
-        return updated
+        return Written(updated, value, int(written))
     raise TandemError(f"{key}: too many concurrent writers", code=common_pb2.ERROR_CODE_UNAVAILABLE)

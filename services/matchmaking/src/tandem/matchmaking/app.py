@@ -69,10 +69,10 @@ class MatchmakingApp(BaseApp):
         for stream in subjects.STREAMS:
             await bus.ensure_stream(stream)
         presence_kv = await bus.key_value(subjects.PRESENCE_BUCKET)
-        self.book = PresenceBook(presence_kv, self.settings.pause_after_misses)
-        self.affinity = AffinityStore(await bus.key_value(AFFINITY_BUCKET))
         self.presence = BucketMirror(presence_kv, subjects.PRESENCE_BUCKET)
         self.presence.listeners.append(self._on_presence)
+        self.book = PresenceBook(self.presence, self.settings.pause_after_misses)
+        self.affinity = AffinityStore(await bus.key_value(AFFINITY_BUCKET))
         lease_kv = await bus.key_value(LEASES_BUCKET)
         self.leases = BucketMirror(lease_kv, LEASES_BUCKET)
         self.tasks.spawn(self.presence.run(), name="presence-watch")

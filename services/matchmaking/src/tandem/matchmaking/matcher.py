@@ -133,7 +133,7 @@ class ShardMatcher:
             return
         known = self.entries.get(host_id)
         if known is not None and known.revision >= entry.revision:
-            return  # seen already (this matcher's own reservation, then its echo on the watch)
+            return  # not newer than what this matcher knows
         self.entries[host_id] = entry
         self.index.put(card_of(entry.record))
 
@@ -244,17 +244,9 @@ class ShardMatcher:
         return matched
 
     async def _reserve(self, ticket: Ticket, slot: int, now_ns: int) -> bool:
-        host_id = self.index.card(slot).host_id
-        entry = self.entries[host_id]
-        revision = await self.book.reserve(entry, ticket.call_id, self.shard, self.token, now_ns)
-        if revision is None:
-            return False
-        record = matchmaking_pb2.HostPresence()
-        record.CopyFrom(entry.record)
-        record.status, record.call_id = matchmaking_pb2.HOST_STATUS_BUSY, ticket.call_id
-        record.fences[self.shard] = self.token
-        self.on_presence(host_id, PresenceEntry(record, revision), {self.language})
-        return True
+        """Reserve the host in the bucket (the book's mirror then tells every matcher of it)."""
+        entry = self.entries[self.index.card(slot).host_id]
+        return await self.book.reserve(entry, ticket.call_id, self.shard, self.token, now_ns) is not None
 
     async def _matched(self, ticket: Ticket, slot: int, points: float, now: float) -> None:
         host_id = self.index.card(slot).host_id

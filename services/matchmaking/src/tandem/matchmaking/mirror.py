@@ -1,7 +1,7 @@
 """A KV bucket mirrored in memory by a watch: the latest value and revision of every key.
 
-Eventually consistent; writes go to the bucket (compare-and-set on the mirrored revision), never to
-the copy. Listeners hear every change, in order.
+Eventually consistent; writes go to the bucket (compare-and-set on the mirrored revision), and the
+writer records one in the copy once it has landed. Listeners hear every change, in order.
 """
 
 from __future__ import annotations
@@ -54,9 +54,10 @@ class BucketMirror:
                 await asyncio.sleep(self.retry_s)
 
     def apply(self, key: str, value: bytes | None, revision: int, operation: str | None = None) -> None:
-        """Record a change seen on the watch, or written by this process (newer revisions win)."""
+        """Record a change seen on the watch, or written by this process (newer revisions win; the
+        watch's echo of a write recorded already changes nothing)."""
         known = self.entries.get(key)
-        if known is not None and revision and revision < known.revision:
+        if known is not None and revision and revision <= known.revision:
             return
         if operation in ("DEL", "PURGE") or not value:
             self.entries.pop(key, None)

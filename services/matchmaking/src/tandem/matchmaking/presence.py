@@ -12,11 +12,11 @@ import logging
 from dataclasses import dataclass
 
 import nats.js.errors
-from nats.js.kv import KeyValue
 
 from tandem.common.errors import TandemError
-from tandem.common.kv import modify
+from tandem.common.kv import Written, modify
 from tandem.matchmaking.index import HostCard
+from tandem.matchmaking.mirror import BucketMirror
 from tandem.matchmaking.shards import check_fence
 from tandem.v1 import common_pb2, matchmaking_pb2
 
@@ -155,11 +155,19 @@ def _pair(entry: PresenceEntry | None) -> tuple[HostPresence, int] | None:
 
 
 class PresenceBook:
-    """The writes to the presence bucket."""
+    """The writes to the presence bucket, each given at once to the bucket's `mirror` in this
+    process (its listeners hear of it now; the watch's echo of it is then skipped)."""
 
-    def __init__(self, kv: KeyValue, pause_after_misses: int) -> None:
-        self.kv = kv
+    def __init__(self, mirror: BucketMirror, pause_after_misses: int) -> None:
+        self.mirror = mirror
+        self.kv = mirror.kv
         self.pause_after_misses = pause_after_misses
+
+    def _record(self, key: str, written: Written[HostPresence] | None) -> HostPresence | None:
+        if written is None:
+            return None
+        self.mirror.apply(key, written.value, written.revision)
+        return written.record
 
     async def announce(
         self, update: matchmaking_pb2.PresenceUpdate, now_ns: int, known: PresenceEntry | None = None
@@ -170,22 +178,25 @@ class PresenceBook:
         written = await modify(
             self.kv, update.host_id, HostPresence, lambda r: announced(r, update, now_ns), known=_pair(known)
         )
-        assert written is not None
-        return written
+        record = self._record(update.host_id, written)
+        assert record is not None
+        return record
 
     async def gone(self, gone: matchmaking_pb2.PresenceGone, now_ns: int, known: PresenceEntry | None = None) -> None:
         valid_id("host_id", gone.host_id)
-        await modify(self.kv, gone.host_id, HostPresence, lambda r: went(r, gone, now_ns), known=_pair(known))
+        written = await modify(self.kv, gone.host_id, HostPresence, lambda r: went(r, gone, now_ns), known=_pair(known))
+        self._record(gone.host_id, written)
 
     async def release(
         self, release: matchmaking_pb2.HostRelease, now_ns: int, known: PresenceEntry | None = None
     ) -> HostPresence | None:
         """Apply a release; returns the record written (None when there was nothing to release)."""
         valid_id("host_id", release.host_id)
-        return await modify(
+        written = await modify(
             self.kv, release.host_id, HostPresence,
             lambda r: released(r, release, now_ns, self.pause_after_misses), known=_pair(known),
         )  # fmt: skip
+        return self._record(release.host_id, written)
 
     async def reserve(self, entry: PresenceEntry, call_id: str, shard: str, token: int, now_ns: int) -> int | None:
         """Reserve the host as `entry` shows it; the new revision, or None when the record changed
@@ -193,7 +204,10 @@ class PresenceBook:
         record = reserved(entry.record, call_id, shard, token, now_ns)
         if record is None:
             return None
+        value = record.SerializeToString()
         try:
-            return int(await self.kv.update(record.host_id, record.SerializeToString(), last=entry.revision))
+            revision = int(await self.kv.update(record.host_id, value, last=entry.revision))
         except nats.js.errors.KeyWrongLastSequenceError:
             return None
+        self.mirror.apply(record.host_id, value, revision)
+        return revision
