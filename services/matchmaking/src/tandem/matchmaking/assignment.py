@@ -31,9 +31,10 @@ def scipy_solver(cost: FloatArray) -> tuple[IntArray, IntArray]:
 
 def assign_optimal(scores: FloatArray, solver: Solver) -> list[tuple[int, int]]:
     """The pairs maximising the total score over eligible cells (as many shoppers as possible first)."""
-    cost = np.where(np.isfinite(scores), -scores, _INFEASIBLE)
-    rows, cols = solver(cost)
-    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if np.isfinite(scores[r, c])]
+    eligible = np.isfinite(scores)
+    rows, cols = solver(np.where(eligible, -scores, _INFEASIBLE))
+    kept = eligible[rows, cols]
+    return list(zip(rows[kept].tolist(), cols[kept].tolist(), strict=True))
 
 
 def assign_greedy(scores: FloatArray) -> list[tuple[int, int]]:

@@ -45,6 +45,16 @@ def idle_points(idle_since_s: FloatArray, now_s: float, weights: Weights) -> Flo
     return capped + np.minimum(idle_s, 86_400.0) * IDLE_TIE_BREAK_PER_S
 
 
+def _columns(index: ShardIndex, slots: IntArray, host_ids: frozenset[str]) -> IntArray:
+    """The columns of `host_ids` among `slots` (ascending, as `free_slots` gives them)."""
+    if not host_ids:
+        return np.zeros(0, np.intp)
+    wanted = np.array([index.slot_of(host_id, default=-1) for host_id in host_ids], np.intp)
+    cols = np.minimum(np.searchsorted(slots, wanted), len(slots) - 1)
+    found: IntArray = cols[slots[cols] == wanted]
+    return found
+
+
 def score_batch(
     tickets: Sequence[Ticket],
     index: ShardIndex,
@@ -53,25 +63,21 @@ def score_batch(
     weights: Weights,
     relaxation: Relaxation,
 ) -> FloatArray:
-    """Scores of `tickets` (rows) for the hosts in `slots` of `index` (columns); -inf where the host
-    may not take the shopper (other market, excluded, outside the shopper's current ring)."""
+    """Scores of `tickets` (rows) for the hosts in `slots` of `index` (columns; ascending slots); -inf
+    where the host may not take the shopper (other market, excluded, outside the shopper's current ring)."""
     scores = np.full((len(tickets), len(slots)), -np.inf)
     if not len(tickets) or not len(slots):
         return scores
     idle = idle_points(index.idle_since[slots], now_s, weights)
     waited = np.array([now_s - t.waiting_since_s for t in tickets])
     bonus = aging_bonus(waited, relaxation)
-    column_of = {int(slot): col for col, slot in enumerate(slots)}
     for row, ticket in enumerate(tickets):
         eligible = index.market_mask(ticket.market)[slots]
         if not eligible.any():
             continue
         skilled = index.category_mask(ticket.category)[slots] if ticket.category else np.zeros(len(slots), bool)
         previous = np.zeros(len(slots), bool)
-        for host_id in ticket.previous_host_ids:
-            col = column_of.get(index.slot_of(host_id, default=-1), -1)
-            if col >= 0:
-                previous[col] = True
+        previous[_columns(index, slots, ticket.previous_host_ids)] = True
         ring = ring_of(
             float(waited[row]),
             relaxation,
@@ -82,10 +88,7 @@ def score_batch(
             eligible &= previous
         elif ring is Ring.CATEGORY:
             eligible &= skilled
-        for host_id in ticket.excluded_host_ids:
-            col = column_of.get(index.slot_of(host_id, default=-1), -1)
-            if col >= 0:
-                eligible[col] = False
+        eligible[_columns(index, slots, ticket.excluded_host_ids)] = False
         row_scores = idle + skilled * weights.category + previous * weights.returning_customer + bonus[row]
         scores[row] = np.where(eligible, row_scores, -np.inf)
     return scores
