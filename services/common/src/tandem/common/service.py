@@ -189,5 +189,6 @@ def run_service(service: str, settings_cls: type[S], app_factory: Callable[[S, s
     except KeyboardInterrupt:
         pass
     finally:
-        tracing.shutdown()  # flush the spans still batched
+        if tracing is not None:
+            tracing.shutdown()  # flush the spans still batched
     sys.exit(code)

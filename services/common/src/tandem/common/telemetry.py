@@ -1,7 +1,9 @@
 """OpenTelemetry: tracer provider setup and W3C trace context on every hop.
 
 Export is off unless an OTLP endpoint is configured, and a collector that is down never blocks
-or fails a service: spans are batched and dropped on export errors.
+or fails a service: spans are batched and dropped on export errors. Without an endpoint no span is
+recorded (nobody would read it): OpenTelemetry's API without an SDK passes the incoming trace
+context on as it came, so the trace continues past the service and its log lines keep the ids.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
 
-def configure_tracing(service_name: str, instance_id: str, otlp_endpoint: str) -> TracerProvider:
-    """Install the process-wide tracer provider (call once, from a service's main)."""
+def configure_tracing(service_name: str, instance_id: str, otlp_endpoint: str) -> TracerProvider | None:
+    """Install the process-wide tracer provider exporting to `otlp_endpoint` (call once, from a
+    service's main); None, and nothing installed, without an endpoint."""
+    if not otlp_endpoint:
+        return None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name, "service.instance.id": instance_id})
     )
-    if otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter(endpoint=f"{otlp_endpoint.rstrip('/')}/v1/traces", timeout=2)
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    exporter = OTLPSpanExporter(endpoint=f"{otlp_endpoint.rstrip('/')}/v1/traces", timeout=2)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     return provider
 
