@@ -11,6 +11,7 @@ import pytest
 from tandem.common import subjects
 from tandem.common.bus import Bus, BusConfig, BusStatus, InvalidSubjectError
 from tandem.common.errors import BusTimeoutError, InvalidIdentifierError, NoRespondersError, TandemError
+from tandem.common.kv import update_all
 from tandem.common.subjects import StreamSpec
 from tandem.devstack.nats import NatsServer
 from tandem.v1 import common_pb2, matchmaking_pb2
@@ -140,6 +141,16 @@ async def test_key_value_buckets_hold_shared_state(bus: Bus, nats_server: NatsSe
     same = await other.key_value("t_presence")
     assert (await same.get("host-1")).value == b"available"
     await other.close()
+
+
+async def test_key_value_writes_sent_together_each_get_their_own_outcome(bus: Bus) -> None:
+    kv = await bus.key_value("t_together")
+    first, second = await kv.put("a", b"1"), await kv.put("b", b"1")
+    writes = [("a", b"2", first), ("b", b"2", first), ("b", b"3", second)]
+    assert await update_all(bus, "t_together", writes, timeout_s=5) == [second + 1, None, second + 2]
+    assert ((await kv.get("a")).value, (await kv.get("b")).value) == (b"2", b"3")
+    [missing] = await update_all(bus, "t_no_such_bucket", [("a", b"1", 1)], timeout_s=5)
+    assert isinstance(missing, NoRespondersError)
 
 
 async def test_a_consumer_keeps_consuming_across_idle_time_and_a_server_restart(

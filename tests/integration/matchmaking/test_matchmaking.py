@@ -123,7 +123,7 @@ async def test_a_host_missing_calls_in_a_row_is_paused_and_told(bus: Bus, start_
 
 async def test_a_reservation_with_an_older_lease_token_is_refused_by_the_bucket_record(bus: Bus) -> None:
     kv = await bus.key_value(subjects.PRESENCE_BUCKET)
-    book = PresenceBook(BucketMirror(kv, subjects.PRESENCE_BUCKET), pause_after_misses=3)
+    book = PresenceBook(BucketMirror(kv, subjects.PRESENCE_BUCKET), bus, pause_after_misses=3)
 
     async def current() -> PresenceEntry:
         entry = await kv.get("h1")
@@ -134,11 +134,12 @@ async def test_a_reservation_with_an_older_lease_token_is_refused_by_the_bucket_
         host_id="h1", availability=client_pb2.HostAvailability(available=True, languages=["en"], markets=["US"])
     )
     await book.announce(update, time.time_ns())
-    assert await book.reserve(await current(), "c-new", "local.en", 7, time.time_ns()) is not None
+    [reserved] = await book.reserve_all([(await current(), "c-new")], "local.en", 7, time.time_ns())
+    assert isinstance(reserved, int)
     await book.release(matchmaking_pb2.HostRelease(host_id="h1", call_id="c-new"), time.time_ns())
-    with pytest.raises(FencedOut) as refused:
-        await book.reserve(await current(), "c-stale", "local.en", 6, time.time_ns())
-    assert (refused.value.token, refused.value.fence) == (6, 7)
+    [refused] = await book.reserve_all([(await current(), "c-stale")], "local.en", 6, time.time_ns())
+    assert isinstance(refused, FencedOut)
+    assert (refused.token, refused.fence) == (6, 7)
     assert (await current()).record.status == matchmaking_pb2.HOST_STATUS_AVAILABLE
 
 
@@ -155,14 +156,15 @@ async def test_asking_again_without_the_host_that_declined_finds_another(bus: Bu
 
 async def test_a_release_from_a_stale_mirrored_record_reads_the_bucket_and_frees_the_host(bus: Bus) -> None:
     kv = await bus.key_value(subjects.PRESENCE_BUCKET)
-    book = PresenceBook(BucketMirror(kv, subjects.PRESENCE_BUCKET), pause_after_misses=3)
+    book = PresenceBook(BucketMirror(kv, subjects.PRESENCE_BUCKET), bus, pause_after_misses=3)
     update = matchmaking_pb2.PresenceUpdate(
         host_id="h1", availability=client_pb2.HostAvailability(available=True, languages=["en"], markets=["US"])
     )
     free = await book.announce(update, time.time_ns())
     entry = await kv.get("h1")
     stale = PresenceEntry(free, entry.revision or 0)  # the mirror before it saw the reservation
-    assert await book.reserve(stale, "c1", "local.en", 1, time.time_ns()) is not None
+    [reserved] = await book.reserve_all([(stale, "c1")], "local.en", 1, time.time_ns())
+    assert isinstance(reserved, int)
 
     written = await book.release(matchmaking_pb2.HostRelease(host_id="h1", call_id="c1"), time.time_ns(), stale)
     assert written is not None

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import itertools
+import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -139,6 +141,17 @@ def decode(msg_type: type[M], data: bytes) -> M:
     return message
 
 
+def _ack(subject: str, msg: Msg) -> dict[str, object] | Exception:
+    """A stream's answer to a publish, or why there is none."""
+    if msg.headers and msg.headers.get(api.Header.STATUS) == "503":
+        return NoRespondersError(subject)
+    try:
+        answer = json.loads(msg.data)
+    except ValueError:
+        return MalformedMessageError(f"undecodable acknowledgement on {subject}")
+    return answer if isinstance(answer, dict) else MalformedMessageError(f"unexpected acknowledgement on {subject}")
+
+
 class Reply:
     """Where the answer to one served request goes; nowhere when the requester wants none. An answer
     the connection cannot take is logged and dropped (the requester's deadline covers it), so a
@@ -177,6 +190,10 @@ class Bus:
         self._nc = _Client()
         self._js: JetStreamContext | None = None
         self._tasks = TaskSet("bus")
+        # Acknowledgements awaited by `publish_all_acked`, by reply subject (see there).
+        self._acks: dict[str, asyncio.Future[Msg]] = {}
+        self._ack_prefix = ""
+        self._ack_tokens = itertools.count()
         self._shutdown: asyncio.Task[None] | None = None
         self.on_status: list[Callable[[BusStatus], None]] = []
 
@@ -428,6 +445,37 @@ class Bus:
                 raise BusTimeoutError(subject, self.config.request_timeout_s) from None
             except nats.js.errors.NoStreamResponseError:
                 raise NoRespondersError(subject) from None
+
+    async def publish_all_acked(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str]]], *, timeout_s: float
+    ) -> list[dict[str, object] | Exception]:
+        """Publish several messages (subject, payload, headers) to JetStream at once: all are sent
+        before any acknowledgement is awaited, under one deadline, their acknowledgements taken by
+        one inbox subscription, so a batch costs no task, timer or inbox per message. Per message,
+        in order: the stream's answer (a `PubAck` or an `error`, as JSON), or `BusTimeoutError`."""
+        if not self._ack_prefix:
+            self._ack_prefix = f"{self._nc.new_inbox()}."
+            await self._nc.subscribe(f"{self._ack_prefix}*", cb=self._on_ack)
+        loop = asyncio.get_running_loop()
+        replies = [f"{self._ack_prefix}{next(self._ack_tokens)}" for _ in messages]
+        futures = [self._acks.setdefault(reply, loop.create_future()) for reply in replies]
+        try:
+            for (subject, payload, headers), reply in zip(messages, replies, strict=True):
+                await self._nc.publish(_checked(subject), payload, reply=reply, headers=headers)
+            if futures:
+                await asyncio.wait(futures, timeout=timeout_s)
+        finally:
+            for reply in replies:
+                self._acks.pop(reply, None)
+        return [
+            _ack(subject, future.result()) if future.done() else BusTimeoutError(subject, timeout_s)
+            for (subject, _, _), future in zip(messages, futures, strict=True)
+        ]
+
+    async def _on_ack(self, msg: Msg) -> None:
+        future = self._acks.get(msg.subject)
+        if future is not None and not future.done():
+            future.set_result(msg)
 
     def consume(
         self,

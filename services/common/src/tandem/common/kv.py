@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import nats.js.errors
 from google.protobuf.message import Message
+from nats.js import api
 from nats.js.kv import KeyValue
 
-from tandem.common.bus import decode
+from tandem.common.bus import Bus, decode
 from tandem.common.errors import TandemError
 from tandem.v1 import common_pb2
 
 M = TypeVar("M", bound=Message)
+
+# JetStream's codes for a write whose expected last revision of the key was not the last any more.
+_WRONG_LAST_REVISION = frozenset({10071, 10164})
 
 
 @dataclass(frozen=True)
@@ -71,3 +75,28 @@ async def modify(
             continue
         return Written(updated, value, int(written))
     raise TandemError(f"{key}: too many concurrent writers", code=common_pb2.ERROR_CODE_UNAVAILABLE)
+
+
+async def update_all(
+    bus: Bus, bucket: str, writes: Sequence[tuple[str, bytes, int]], *, timeout_s: float
+) -> list[int | Exception | None]:
+    """Compare-and-set several keys of `bucket` at once (`Bus.publish_all_acked`): each write
+    is (key, value, the revision it replaces). Per write, in order: the new revision; None when the
+    key had moved past that revision (another writer won); else the error."""
+    expected = api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE
+    answers = await bus.publish_all_acked(
+        [(f"$KV.{bucket}.{key}", value, {expected: str(last)}) for key, value, last in writes], timeout_s=timeout_s
+    )
+    return [_outcome(answer) for answer in answers]
+
+
+def _outcome(answer: dict[str, object] | Exception) -> int | Exception | None:
+    if isinstance(answer, Exception):
+        return answer
+    error = answer.get("error")
+    if isinstance(error, dict):
+        if error.get("err_code") in _WRONG_LAST_REVISION:
+            return None
+        return TandemError(f"write refused: {error.get('description')}", code=common_pb2.ERROR_CODE_UNAVAILABLE)
+    seq = answer.get("seq")
+    return seq if isinstance(seq, int) else TandemError("write not acknowledged", code=common_pb2.ERROR_CODE_INTERNAL)

@@ -71,7 +71,7 @@ class MatchmakingApp(BaseApp):
         presence_kv = await bus.key_value(subjects.PRESENCE_BUCKET)
         self.presence = BucketMirror(presence_kv, subjects.PRESENCE_BUCKET)
         self.presence.listeners.append(self._on_presence)
-        self.book = PresenceBook(self.presence, self.settings.pause_after_misses)
+        self.book = PresenceBook(self.presence, bus, self.settings.pause_after_misses)
         self.affinity = AffinityStore(await bus.key_value(AFFINITY_BUCKET))
         lease_kv = await bus.key_value(LEASES_BUCKET)
         self.leases = BucketMirror(lease_kv, LEASES_BUCKET)

@@ -227,26 +227,23 @@ class ShardMatcher:
         chosen = [(tickets[row], int(slots[col]), float(scores[row, col])) for row, col in pairs]
         for _, slot, _ in chosen:
             self.index.mark_taken(slot)
-        outcomes = await asyncio.gather(
-            *(self._reserve(ticket, slot, now_ns) for ticket, slot, _ in chosen), return_exceptions=True
-        )
+        # The book's mirror tells every matcher of each reservation made.
+        outcomes = await self.book.reserve_all(
+            [(self.entries[self.index.card(slot).host_id], ticket.call_id) for ticket, slot, _ in chosen],
+            self.shard, self.token, now_ns,
+        )  # fmt: skip
         matched = 0
         for (ticket, slot, points), outcome in zip(chosen, outcomes, strict=True):
             if isinstance(outcome, FencedOut):
                 logger.warning("fenced out of shard", extra={"shard": self.shard, "token": self.token})
                 self.valid_until = 0.0
-            elif isinstance(outcome, BaseException):
+            elif isinstance(outcome, Exception):
                 logger.error("reservation failed", extra={"shard": self.shard, "error": repr(outcome)})
-            elif outcome:
+            elif outcome is not None:
                 matched += 1
                 await self._matched(ticket, slot, points, now)
         MATCHES.labels(self.shard).inc(matched)
         return matched
-
-    async def _reserve(self, ticket: Ticket, slot: int, now_ns: int) -> bool:
-        """Reserve the host in the bucket (the book's mirror then tells every matcher of it)."""
-        entry = self.entries[self.index.card(slot).host_id]
-        return await self.book.reserve(entry, ticket.call_id, self.shard, self.token, now_ns) is not None
 
     async def _matched(self, ticket: Ticket, slot: int, points: float, now: float) -> None:
         host_id = self.index.card(slot).host_id

@@ -9,15 +9,15 @@ The transitions are pure functions below; `PresenceBook` applies them to the buc
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import nats.js.errors
-
+from tandem.common.bus import Bus
 from tandem.common.errors import TandemError
-from tandem.common.kv import Written, modify
+from tandem.common.kv import Written, modify, update_all
 from tandem.matchmaking.index import HostCard
 from tandem.matchmaking.mirror import BucketMirror
-from tandem.matchmaking.shards import check_fence
+from tandem.matchmaking.shards import FencedOut, check_fence
 from tandem.v1 import common_pb2, matchmaking_pb2
 
 logger = logging.getLogger(__name__)
@@ -158,10 +158,12 @@ class PresenceBook:
     """The writes to the presence bucket, each given at once to the bucket's `mirror` in this
     process (its listeners hear of it now; the watch's echo of it is then skipped)."""
 
-    def __init__(self, mirror: BucketMirror, pause_after_misses: int) -> None:
+    def __init__(self, mirror: BucketMirror, bus: Bus, pause_after_misses: int, *, timeout_s: float = 5.0) -> None:
         self.mirror = mirror
         self.kv = mirror.kv
+        self.bus = bus
         self.pause_after_misses = pause_after_misses
+        self.timeout_s = timeout_s
 
     def _record(self, key: str, written: Written[HostPresence] | None) -> HostPresence | None:
         if written is None:
@@ -198,16 +200,27 @@ class PresenceBook:
         )  # fmt: skip
         return self._record(release.host_id, written)
 
-    async def reserve(self, entry: PresenceEntry, call_id: str, shard: str, token: int, now_ns: int) -> int | None:
-        """Reserve the host as `entry` shows it; the new revision, or None when the record changed
-        since (another writer won) or the host is not free. Raises `FencedOut`."""
-        record = reserved(entry.record, call_id, shard, token, now_ns)
-        if record is None:
-            return None
-        value = record.SerializeToString()
-        try:
-            revision = int(await self.kv.update(record.host_id, value, last=entry.revision))
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return None
-        self.mirror.apply(record.host_id, value, revision)
-        return revision
+    async def reserve_all(
+        self, wanted: Sequence[tuple[PresenceEntry, str]], shard: str, token: int, now_ns: int
+    ) -> list[int | Exception | None]:
+        """Reserve each host as its entry shows it for its call, all at once. Per host, in order: the
+        new revision; None when the record changed since (another writer won) or the host is not
+        free; `FencedOut` when a newer holder of the shard's lease used the host; or the error."""
+        outcomes: list[int | Exception | None] = [None] * len(wanted)
+        writes: list[tuple[str, bytes, int]] = []
+        sent: list[int] = []
+        for n, (entry, call_id) in enumerate(wanted):
+            try:
+                record = reserved(entry.record, call_id, shard, token, now_ns)
+            except FencedOut as exc:
+                outcomes[n] = exc
+                continue
+            if record is not None:
+                writes.append((record.host_id, record.SerializeToString(), entry.revision))
+                sent.append(n)
+        results = await update_all(self.bus, self.mirror.bucket, writes, timeout_s=self.timeout_s)
+        for n, (host_id, value, _), result in zip(sent, writes, results, strict=True):
+            if isinstance(result, int):
+                self.mirror.apply(host_id, value, result)
+            outcomes[n] = result
+        return outcomes
