@@ -64,31 +64,35 @@ def score_batch(
     relaxation: Relaxation,
 ) -> FloatArray:
     """Scores of `tickets` (rows) for the hosts in `slots` of `index` (columns; ascending slots); -inf
-    where the host may not take the shopper (other market, excluded, outside the shopper's current ring)."""
-    scores = np.full((len(tickets), len(slots)), -np.inf)
+    where the host may not take the shopper (other market, excluded, outside the shopper's current ring).
+    Each market's and category's hosts are taken out of the index once per batch, not per shopper."""
     if not len(tickets) or not len(slots):
-        return scores
+        return np.full((len(tickets), len(slots)), -np.inf)
     idle = idle_points(index.idle_since[slots], now_s, weights)
     waited = np.array([now_s - t.waiting_since_s for t in tickets])
-    bonus = aging_bonus(waited, relaxation)
+    markets = {market: index.market_mask(market)[slots] for market in {t.market for t in tickets}}
+    categories = {category: index.category_mask(category)[slots] for category in {t.category for t in tickets}}
+    category_present = {
+        (category, market): bool(category) and index.category_present(category, market)
+        for category, market in {(t.category, t.market) for t in tickets}
+    }
+    eligible = np.stack([markets[t.market] for t in tickets])
+    skilled = np.stack([categories[t.category] for t in tickets])
+    previous = np.zeros_like(eligible)
     for row, ticket in enumerate(tickets):
-        eligible = index.market_mask(ticket.market)[slots]
-        if not eligible.any():
-            continue
-        skilled = index.category_mask(ticket.category)[slots] if ticket.category else np.zeros(len(slots), bool)
-        previous = np.zeros(len(slots), bool)
-        previous[_columns(index, slots, ticket.previous_host_ids)] = True
+        previous[row, _columns(index, slots, ticket.previous_host_ids)] = True
         ring = ring_of(
             float(waited[row]),
             relaxation,
             previous_present=index.any_present(ticket.previous_host_ids, ticket.market),
-            category_present=bool(ticket.category) and index.category_present(ticket.category, ticket.market),
+            category_present=category_present[ticket.category, ticket.market],
         )
         if ring is Ring.PREVIOUS_HOST:
-            eligible &= previous
+            eligible[row] &= previous[row]
         elif ring is Ring.CATEGORY:
-            eligible &= skilled
-        eligible[_columns(index, slots, ticket.excluded_host_ids)] = False
-        row_scores = idle + skilled * weights.category + previous * weights.returning_customer + bonus[row]
-        scores[row] = np.where(eligible, row_scores, -np.inf)
+            eligible[row] &= skilled[row]
+        eligible[row, _columns(index, slots, ticket.excluded_host_ids)] = False
+    bonus = aging_bonus(waited, relaxation)[:, None]
+    points = idle + skilled * weights.category + previous * weights.returning_customer + bonus
+    scores: FloatArray = np.where(eligible, points, -np.inf)
     return scores
