@@ -29,7 +29,8 @@ def main() -> None:
     try:
         asyncio.run(_main(settings))
     finally:
-        tracing.shutdown()  # flush the spans still batched
+        if tracing is not None:
+            tracing.shutdown()  # flush the spans still batched
 
 
 if __name__ == "__main__":
