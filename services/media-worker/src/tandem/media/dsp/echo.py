@@ -48,7 +48,10 @@ estimator's lag as before.
 A residual-echo suppressor then computes a spectral gain from the leakage estimate, the late
 reverberation beyond the window and, per bin, what the linear model leaves unexplained (a
 loudspeaker's harmonics, reverberation it misses), applied by the noise suppressor's STFT (see
-:mod:`tandem.media.dsp.noise`).
+:mod:`tandem.media.dsp.noise`). Where the far end talks alone (the linear filter removes nine tenths
+of the capture) that estimate is counted several times over, so what is left of the echo goes under
+the noise floor; a near-end talker makes the error stand out of the capture and brings the plain
+estimate back in the same frame, so double talk keeps the near-end voice.
 """
 
 from __future__ import annotations
@@ -195,6 +198,11 @@ _UNEXPLAINED_MAX = 0.1
 """Largest share of the aligned far-end power the suppressor assumes the linear model leaves unexplained..."""
 _UNEXPLAINED_OVERSUBTRACT = 3.0
 """...and how many times over it counts it (the share is a mean; the harmonics come in bursts)."""
+_FAR_ALONE_OVERSUBTRACT = 5.0
+"""In a frame where the far end talks alone (the linear filter removes nine tenths of the capture, so
+any near-end talker is 10 dB under the echo), the residual-echo estimate is counted this many times
+over: the suppressor then holds what is left of the echo under the noise floor, as WebRTC's AEC3 does,
+while a near-end talker (the error no longer far under the capture) is judged on the plain estimate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -764,10 +772,11 @@ def _residual_gain(
             excess = max(res_error[k] - 2.0 * s.leak * res_echo[k] - late[k], 0.0)
             unexplained[0, k] += _UNEXPLAINED_SMOOTHING * (excess - unexplained[0, k])
             unexplained[1, k] += _UNEXPLAINED_SMOOTHING * (power[k] - unexplained[1, k])
-    res_leak = min(2.0 * s.leak, 1.0)
+    over = _FAR_ALONE_OVERSUBTRACT if far_only else 1.0
+    res_leak = min(2.0 * over * s.leak, 1.0)
     for k in range(res_gain.shape[0]):
         share = min(unexplained[0, k] / (unexplained[1, k] + 1e-20), _UNEXPLAINED_MAX)
-        echo = res_leak * res_echo[k] + late[k] + _UNEXPLAINED_OVERSUBTRACT * share * power[k]
+        echo = res_leak * res_echo[k] + late[k] + over * _UNEXPLAINED_OVERSUBTRACT * share * power[k]
         g = max(1.0 - echo / (res_error[k] + 1e-20), floor)
         # fast attack, slower release so echo tails do not pump through
         res_gain[k] = g if g < res_gain[k] else 0.5 * res_gain[k] + 0.5 * g
