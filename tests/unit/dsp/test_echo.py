@@ -241,3 +241,31 @@ def test_a_near_end_talker_cannot_move_a_converged_filter() -> None:
     assert abs(aec.delay.delay_frames - 30) <= 2  # the estimator was misled...
     assert abs(aec.report.delay_ms - 2.5) <= 2.0  # ...the filter was not
     assert 10 * np.log10(np.sum(echo[half:] ** 2) / np.sum(residual**2)) > 12.0
+
+
+def suppressed(aec: EchoCanceller, mic: Signal, far: Signal) -> Signal:
+    """The canceller and its residual-echo suppressor (no noise attenuation), realigned by a frame."""
+    res = NoiseSuppressor(RATE, max_attenuation_db=0.0)
+    cancelled, frame_out = np.zeros(FRAME), np.zeros(FRAME)
+    result = np.zeros(mic.shape[0])
+    for i in range(mic.shape[0] // FRAME):
+        s = slice(i * FRAME, (i + 1) * FRAME)
+        aec.process(mic[s], far[s], cancelled)
+        res.process(cancelled, frame_out, aec.residual_gain)
+        result[s] = frame_out
+    return np.concatenate([result[FRAME:], np.zeros(FRAME)])
+
+
+def test_a_moved_echo_path_is_held_under_the_floor_until_the_filter_is_placed_again() -> None:
+    # the bulk delay jumps from 120 to 320 ms after 10 s, where the far end talks at both delays
+    far = talker(20.0, seed=84)
+    rir = phone_on_table(82)
+    level = np.convolve(far**2, np.ones(FRAME), mode="same")
+    both = np.minimum(level[: -320 * RATE // 1000], level[200 * RATE // 1000 : -120 * RATE // 1000])
+    jump = 10 * RATE + int(np.argmax(both[10 * RATE - 320 * RATE // 1000 : 12 * RATE - 320 * RATE // 1000]))
+    echo = echo_through(far, rir, 120 * RATE // 1000)
+    echo[jump:] = echo_through(far, rir, 320 * RATE // 1000)[jump:]
+    noise = 1e-4 * np.random.default_rng(83).standard_normal(far.shape[0])
+    out = suppressed(EchoCanceller(RATE), echo + noise, far)
+    after = slice(jump, jump + RATE // 2)
+    assert 10 * np.log10(np.sum(echo[after] ** 2) / np.sum(out[after] ** 2)) > 20.0

@@ -35,8 +35,11 @@ frames, and the base that cancels is taken by both filters at once (the room did
 the delay). Until then, a frame whose cancelled output would carry more energy than the capture is
 passed through uncancelled, and while the far end talks the residual-echo suppressor holds such
 frames, and the next ``_MOVED_FRAMES``, at its floor, so the echo of a moved path is not heard while
-the filter is placed again. A near-end talker over a converged filter keeps the error below the
-capture, so double talk does not trigger it.
+the filter is placed again. So it does for frames whose output is anti-correlated with the echo
+estimate (the estimate mostly missing from the capture) two in a row, and the hold is renewed while
+that lasts, though the smoothed ERLE that first judged the filter converged has fallen. A near-end
+talker over a converged filter keeps the error below the capture and uncorrelated with the estimate,
+so double talk triggers neither.
 
 A lag jump of the estimator away from a filter that has converged is not taken on the estimator's
 word: a near-end talker can shift its band patterns (in double talk it once moved a good filter to a
@@ -85,6 +88,7 @@ ECHO_STATE = np.dtype(
         ("probe_hold", np.int64),  # frames before a rejected proposal may be probed again
         ("deferred", np.bool_),  # the estimator's lag jumped away from a converged filter, unverified
         ("uncancelled", np.int64),  # far-end frames with sound since the output last cancelled 5 dB
+        ("missing", np.int64),  # frames in a row whose echo estimate was missing from the capture
         ("moved", np.int64),  # frames left of full residual-echo suppression after the path moved
         ("constrain", np.int64),  # next partition to constrain (round robin)
         ("sweep", np.int64),  # partitions constrained since the last coarse placement
@@ -162,6 +166,15 @@ power ratio (9 dB); a delay jump drops the ERLE below it within a few frames."""
 _ADDING_ENERGY = 1.5
 """A frame whose cancelled output would carry this many times the capture's energy is passed through
 uncancelled (a near-end talker over a good filter keeps the error below the capture)."""
+_MISSING_ECHO = 0.5
+"""Or a frame whose cancelled output is anti-correlated with the echo estimate by this share of the
+estimate's energy, and with at least this normalized correlation: the estimate is mostly missing
+from the capture. A near-end talker over a good filter adds an error uncorrelated with the estimate
+(and a converged filter's error is orthogonal to it), so double talk does not look like this; an
+echo path that moved does, frame after frame..."""
+_MISSING_FRAMES = 2
+"""...so it takes this many such frames in a row (a near-end onset can correlate with the estimate by
+chance for one)."""
 _MOVED_FRAMES = 20
 """When such a frame comes while the far end talks over a converged filter, the echo path has moved:
 the residual-echo suppressor holds the capture at its floor for this many frames after the last such
@@ -1032,12 +1045,26 @@ def cancel_frame(
     base = s.bg_base
     if far_active and sdd > _PROBE_NEAR_POWER * frame:
         s.uncancelled = 0 if sff < _PROBE_ACCEPT * sdd else s.uncancelled + 1
+    # a filter that cancelled (or whose echo path was found moved, until the filter is placed again)
+    converged = (
+        far_active
+        and sdd > _PROBE_NEAR_POWER * frame
+        and (s.erle_num > _ROOM_ERLE * s.erle_den or (s.moved > 0 and s.direct_valid))
+    )
     if sff < _ADDING_ENERGY * sdd:
+        syf = 0.0
+        sef = 0.0
         for i in range(frame):
             out[i] = near[i] - fg_echo[i]
+            syf += fg_echo[i] * fg_echo[i]
+            sef += out[i] * fg_echo[i]
+        missing = converged and -sef > _MISSING_ECHO * syf and sef * sef > _MISSING_ECHO**2 * sff * syf
+        s.missing = s.missing + 1 if missing else 0
+        if s.missing >= _MISSING_FRAMES:
+            s.moved = _MOVED_FRAMES
     else:  # the filter's estimate is not in the capture (the echo path moved): pass the capture through
         out[:] = near
-        if far_active and sdd > _PROBE_NEAR_POWER * frame and s.erle_num > _ROOM_ERLE * s.erle_den:
+        if converged:
             s.moved = _MOVED_FRAMES
     if far_active and s.grace == 0 and s.bg_base == s.fg_base and s.erle_num > _ROOM_ERLE * s.erle_den:
         room_w[:, :, :] = fg_w
