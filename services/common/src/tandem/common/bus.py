@@ -141,15 +141,20 @@ def decode(msg_type: type[M], data: bytes) -> M:
     return message
 
 
-def _ack(subject: str, msg: Msg) -> dict[str, object] | Exception:
-    """A stream's answer to a publish, or why there is none."""
-    if msg.headers and msg.headers.get(api.Header.STATUS) == "503":
+def _ack(subject: str, msg: Msg) -> api.PubAck | Exception:
+    """A stream's answer to a publish, read as nats-py reads it: a `PubAck`, or nats-py's `APIError`
+    (by its HTTP-like code) for the stream's refusal; else why there is no answer."""
+    if msg.headers and msg.headers.get(api.Header.STATUS) == api.StatusCode.SERVICE_UNAVAILABLE:
         return NoRespondersError(subject)
     try:
         answer = json.loads(msg.data)
-    except ValueError:
+        if "error" in answer:
+            nats.js.errors.APIError.from_error(answer["error"])
+        return api.PubAck.from_response(answer)
+    except nats.js.errors.APIError as exc:
+        return exc
+    except (ValueError, TypeError, KeyError):
         return MalformedMessageError(f"undecodable acknowledgement on {subject}")
-    return answer if isinstance(answer, dict) else MalformedMessageError(f"unexpected acknowledgement on {subject}")
 
 
 class Reply:
@@ -448,11 +453,12 @@ class Bus:
 
     async def publish_all_acked(
         self, messages: Sequence[tuple[str, bytes, dict[str, str]]], *, timeout_s: float
-    ) -> list[dict[str, object] | Exception]:
+    ) -> list[api.PubAck | Exception]:
         """Publish several messages (subject, payload, headers) to JetStream at once: all are sent
         before any acknowledgement is awaited, under one deadline, their acknowledgements taken by
         one inbox subscription, so a batch costs no task, timer or inbox per message. Per message,
-        in order: the stream's answer (a `PubAck` or an `error`, as JSON), or `BusTimeoutError`."""
+        in order: the stream's `PubAck`, its refusal (nats-py's `APIError`), or why there is no answer
+        (`BusTimeoutError`, `NoRespondersError`, `MalformedMessageError`)."""
         if not self._ack_prefix:
             self._ack_prefix = f"{self._nc.new_inbox()}."
             await self._nc.subscribe(f"{self._ack_prefix}*", cb=self._on_ack)
