@@ -23,7 +23,6 @@ Run with `make bench PYTEST_ARGS="-k matchmaking"`; figures are in docs/benchmar
 from __future__ import annotations
 
 import asyncio
-import gc
 import heapq
 import json
 import math
@@ -39,11 +38,9 @@ from pathlib import Path
 import lap
 import numpy as np
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from tandem.common import subjects
 from tandem.common.bus import Bus, BusConfig
-from tandem.common.errors import BusTimeoutError, TandemError
 from tandem.devstack.nats import NatsServer
 from tandem.devstack.ports import free_port
 from tandem.devstack.stack import ServiceSpec, supervised
@@ -481,9 +478,8 @@ async def test_matchmaking_throughput_over_nats_at_5000_hosts(tmp_path: Path) ->
 
 
 GENERATORS = 3
-# How long a shopper of the throughput part goes on asking after timed-out requests (signaling asks
-# until its queue timeout, longer than a rate's run can wait for).
-THROUGHPUT_PATIENCE_S = 10.0
+# The load processes: a module of their own, which imports none of the matcher (SciPy, NumPy).
+LOAD = Path(__file__).with_name("matchmaking_load.py")
 
 
 def cpu_s(pid: int) -> float:
@@ -497,10 +493,11 @@ def cpu_s(pid: int) -> float:
 async def offer_from_processes(
     nats_url: str, rate: float, duration_s: float, hold_s: float
 ) -> tuple[float, float, int, list[float]]:
-    """`offer` from GENERATORS processes at once (one Python process cannot offer 2,000 requests/s)."""
+    """`matchmaking_load.offer` from GENERATORS processes at once (one Python process cannot offer
+    2,000 requests/s)."""
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, __file__, nats_url, str(rate / GENERATORS), str(duration_s), str(hold_s),
+            sys.executable, str(LOAD), nats_url, str(rate / GENERATORS), str(duration_s), str(hold_s),
             f"{int(rate)}g{g}", stdout=asyncio.subprocess.PIPE,
         )
         for g in range(GENERATORS)
@@ -510,85 +507,3 @@ async def offer_from_processes(
         sum(r["offered"] for r in results), sum(r["matched"] for r in results),
         sum(r["unanswered"] for r in results), [x for r in results for x in r["latencies"]],
     )  # fmt: skip
-
-
-async def offer(
-    bus: Bus, langs: tuple[str, ...], rate: float, duration_s: float, hold_s: float, tag: str
-) -> tuple[float, float, int, list[float]]:
-    """Open-loop shoppers at `rate` per second, each asking like signaling until matched, holding the
-    host for `hold_s`, then releasing it. Returns offered/s, matched/s, unanswered (requests that
-    timed out; their shopper asked again), latencies (s, first request to the host)."""
-    latencies: list[float] = []
-    unanswered = 0
-    pending: set[asyncio.Task[None]] = set()
-
-    async def one(n: int) -> None:
-        nonlocal unanswered
-        since = Timestamp()
-        since.GetCurrentTime()
-        call_id = f"b{tag}-{n}"
-        request = matchmaking_pb2.MatchRequest(
-            call_id=call_id, shopper_id=f"s{tag}-{n}", language=langs[n % 6], market="US", category="beauty",
-            requested_at=since, wait_ms=1000,
-        )  # fmt: skip
-        subject = f"{subjects.MATCH_REQUEST}.local.{langs[n % 6]}"
-        started = time.perf_counter()
-        while True:
-            try:
-                result = await bus.request(subject, request, matchmaking_pb2.MatchResult, timeout_s=1.0)
-            except BusTimeoutError:
-                # Like signaling: ask again (a host matched meanwhile is in the answer), for a while.
-                unanswered += 1
-                if time.perf_counter() - started > THROUGHPUT_PATIENCE_S:
-                    return
-                continue
-            except TandemError:
-                unanswered += 1
-                return
-            if result.HasField("host"):
-                break
-        latencies.append(time.perf_counter() - started)
-        await asyncio.sleep(hold_s)
-        done = matchmaking_pb2.HostRelease(
-            host_id=result.host.host_id, call_id=call_id, outcome=matchmaking_pb2.HOST_OUTCOME_COMPLETED
-        )
-        for attempt in range(5):  # like signaling, until matchmaking has heard (a lost release leaks the host)
-            try:
-                await bus.request(subjects.MATCH_RELEASE, done, matchmaking_pb2.HostPresence)
-                return
-            except TandemError:
-                await asyncio.sleep(0.2 * 2**attempt)
-
-    started = time.perf_counter()
-    n = 0
-    while time.perf_counter() - started < duration_s:
-        while n < int((time.perf_counter() - started) * rate):
-            task = asyncio.create_task(one(n))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            n += 1
-        await asyncio.sleep(0.005)
-    sent_s = time.perf_counter() - started
-    if pending:
-        await asyncio.wait(pending, timeout=30)
-    await asyncio.sleep(2.0)  # hosts released before the next rate
-    return n / sent_s, len(latencies) / sent_s, unanswered, latencies
-
-
-if __name__ == "__main__":  # one load process of `offer_from_processes`
-
-    async def _generate(url: str, rate: str, duration_s: str, hold_s: str, tag: str) -> None:
-        bus = Bus(BusConfig(servers=[url], name=f"bench-{tag}", request_timeout_s=5.0))
-        await bus.connect()
-        # A full collection stalls this process 40-180 ms at 2,000 requests/s (measured with a
-        # gc.callbacks probe), which would count as the matcher's latency: a run of a few seconds
-        # frees what it makes by reference counting, so the collector sits it out.
-        gc.freeze()
-        gc.disable()
-        offered, matched, unanswered, latencies = await offer(
-            bus, ("en", "es", "pt", "de", "ja", RARE), float(rate), float(duration_s), float(hold_s), tag
-        )
-        await bus.close()
-        print(json.dumps({"offered": offered, "matched": matched, "unanswered": unanswered, "latencies": latencies}))
-
-    asyncio.run(_generate(*sys.argv[1:6]))

@@ -7,6 +7,7 @@ import collections
 
 import nats.errors
 import pytest
+from nats.js.api import KeyValueConfig
 
 from tandem.common import subjects
 from tandem.common.bus import Bus, BusConfig, BusStatus, InvalidSubjectError
@@ -151,6 +152,16 @@ async def test_key_value_writes_sent_together_each_get_their_own_outcome(bus: Bu
     assert ((await kv.get("a")).value, (await kv.get("b")).value) == (b"2", b"3")
     [missing] = await update_all(bus, "t_no_such_bucket", [("a", b"1", 1)], timeout_s=5)
     assert isinstance(missing, NoRespondersError)
+
+
+async def test_a_key_value_write_the_stream_refuses_is_an_unavailable_error(bus: Bus) -> None:
+    kv = await bus.js.create_key_value(config=KeyValueConfig(bucket="t_refusing", max_value_size=4))
+    revision = await kv.put("a", b"1")
+    [refused] = await update_all(bus, "t_refusing", [("a", b"too large", revision)], timeout_s=5)
+    assert isinstance(refused, TandemError)
+    assert refused.code == common_pb2.ERROR_CODE_UNAVAILABLE
+    assert "write refused" in refused.message
+    assert (await kv.get("a")).value == b"1"
 
 
 async def test_a_consumer_keeps_consuming_across_idle_time_and_a_server_restart(

@@ -14,7 +14,7 @@ import itertools
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -41,7 +41,7 @@ from tandem.common.errors import (
     TandemError,
 )
 from tandem.common.subjects import StreamSpec
-from tandem.common.telemetry import extract_context, inject_headers
+from tandem.common.telemetry import extract_context, inject_headers, tracing_on
 from tandem.v1 import common_pb2
 
 logger = logging.getLogger(__name__)
@@ -131,6 +131,26 @@ def _is_outage(exc: Exception) -> bool:
     return isinstance(exc, _OUTAGE_ERRORS)
 
 
+def _span(name: str, kind: SpanKind) -> contextlib.AbstractContextManager[trace.Span]:
+    """The span of an outgoing message. Without a tracer provider nothing is recorded and the span
+    would only pass the current trace context on as it is, so none is made (a message's span costs
+    more CPU than the rest of a reply)."""
+    if not tracing_on():
+        return contextlib.nullcontext(trace.get_current_span())
+    return tracer.start_as_current_span(name, kind=kind)
+
+
+def _span_of(
+    name: str, kind: SpanKind, headers: Mapping[str, str] | None
+) -> contextlib.AbstractContextManager[trace.Span]:
+    """The span of an incoming message, continuing the trace its headers carry. Without headers and
+    without a tracer provider there is no trace to continue and nothing to record: none is made (the
+    handler runs in the subscription's context, which carries no span)."""
+    if not headers and not tracing_on():
+        return contextlib.nullcontext(trace.INVALID_SPAN)
+    return tracer.start_as_current_span(name, context=extract_context(headers), kind=kind)
+
+
 def decode(msg_type: type[M], data: bytes) -> M:
     """Parse a protobuf payload, raising `MalformedMessageError` instead of protobuf's errors."""
     message = msg_type()
@@ -141,15 +161,20 @@ def decode(msg_type: type[M], data: bytes) -> M:
     return message
 
 
-def _ack(subject: str, msg: Msg) -> dict[str, object] | Exception:
-    """A stream's answer to a publish, or why there is none."""
-    if msg.headers and msg.headers.get(api.Header.STATUS) == "503":
+def _ack(subject: str, msg: Msg) -> api.PubAck | Exception:
+    """A stream's answer to a publish, read as nats-py reads it: a `PubAck`, or nats-py's `APIError`
+    (by its HTTP-like code) for the stream's refusal; else why there is no answer."""
+    if msg.headers and msg.headers.get(api.Header.STATUS) == api.StatusCode.SERVICE_UNAVAILABLE:
         return NoRespondersError(subject)
     try:
         answer = json.loads(msg.data)
-    except ValueError:
+        if "error" in answer:
+            nats.js.errors.APIError.from_error(answer["error"])
+        return api.PubAck.from_response(answer)
+    except nats.js.errors.APIError as exc:
+        return exc
+    except (ValueError, TypeError, KeyError):
         return MalformedMessageError(f"undecodable acknowledgement on {subject}")
-    return answer if isinstance(answer, dict) else MalformedMessageError(f"unexpected acknowledgement on {subject}")
 
 
 class Reply:
@@ -303,9 +328,9 @@ class Bus:
 
     async def publish(self, subject: str, message: Message, *, headers: dict[str, str] | None = None) -> None:
         """Fire-and-forget publish (core NATS), with trace context."""
-        with tracer.start_as_current_span(f"publish {subject}", kind=SpanKind.PRODUCER):
+        with _span(f"publish {subject}", SpanKind.PRODUCER):
             await self._nc.publish(
-                _checked(subject), self._encode(message), headers=inject_headers(dict(headers or {}))
+                _checked(subject), self._encode(message), headers=inject_headers(dict(headers or {})) or None
             )
 
     async def request(
@@ -313,10 +338,10 @@ class Bus:
     ) -> R:
         """Request/reply. Raises `BusTimeoutError`, `NoRespondersError`, or the responder's error."""
         timeout = timeout_s if timeout_s is not None else self.config.request_timeout_s
-        with tracer.start_as_current_span(f"request {subject}", kind=SpanKind.CLIENT) as span:
+        with _span(f"request {subject}", SpanKind.CLIENT) as span:
             try:
                 reply = await self._nc.request(
-                    _checked(subject), self._encode(message), timeout=timeout, headers=inject_headers({})
+                    _checked(subject), self._encode(message), timeout=timeout, headers=inject_headers({}) or None
                 )
             except nats.errors.NoRespondersError:
                 raise NoRespondersError(subject) from None
@@ -381,9 +406,7 @@ class Bus:
         self, msg: Msg, reply: Reply, call: Callable[[M], Awaitable[T]], request_type: type[M]
     ) -> T | None:
         """`call` on the decoded request in a server span; its errors answered on `reply` (None then)."""
-        with tracer.start_as_current_span(
-            f"serve {msg.subject}", context=extract_context(msg.headers), kind=SpanKind.SERVER
-        ) as span:
+        with _span_of(f"serve {msg.subject}", SpanKind.SERVER, msg.headers) as span:
             try:
                 return await call(decode(request_type, msg.data))
             except TandemError as exc:
@@ -407,9 +430,7 @@ class Bus:
         Undecodable payloads and handler failures are logged and dropped."""
 
         async def on_message(msg: Msg) -> None:
-            with tracer.start_as_current_span(
-                f"process {msg.subject}", context=extract_context(msg.headers), kind=SpanKind.CONSUMER
-            ):
+            with _span_of(f"process {msg.subject}", SpanKind.CONSUMER, msg.headers):
                 try:
                     await handler(decode(message_type, msg.data), msg.subject)
                 except Exception:
@@ -435,7 +456,7 @@ class Bus:
 
     async def publish_fact(self, subject: str, message: Message, *, msg_id: str) -> api.PubAck:
         """Publish to JetStream with `Nats-Msg-Id`, so a retried publish lands once."""
-        with tracer.start_as_current_span(f"publish {subject}", kind=SpanKind.PRODUCER):
+        with _span(f"publish {subject}", SpanKind.PRODUCER):
             headers = inject_headers({MSG_ID_HEADER: msg_id})
             try:
                 return await self.js.publish(
@@ -448,11 +469,12 @@ class Bus:
 
     async def publish_all_acked(
         self, messages: Sequence[tuple[str, bytes, dict[str, str]]], *, timeout_s: float
-    ) -> list[dict[str, object] | Exception]:
+    ) -> list[api.PubAck | Exception]:
         """Publish several messages (subject, payload, headers) to JetStream at once: all are sent
         before any acknowledgement is awaited, under one deadline, their acknowledgements taken by
         one inbox subscription, so a batch costs no task, timer or inbox per message. Per message,
-        in order: the stream's answer (a `PubAck` or an `error`, as JSON), or `BusTimeoutError`."""
+        in order: the stream's `PubAck`, its refusal (nats-py's `APIError`), or why there is no answer
+        (`BusTimeoutError`, `NoRespondersError`, `MalformedMessageError`)."""
         if not self._ack_prefix:
             self._ack_prefix = f"{self._nc.new_inbox()}."
             await self._nc.subscribe(f"{self._ack_prefix}*", cb=self._on_ack)
@@ -576,9 +598,7 @@ class Bus:
         durable: str,
         ack_wait_s: float,
     ) -> None:
-        with tracer.start_as_current_span(
-            f"process {msg.subject}", context=extract_context(msg.headers), kind=SpanKind.CONSUMER
-        ):
+        with _span_of(f"process {msg.subject}", SpanKind.CONSUMER, msg.headers):
             try:
                 message = decode(message_type, msg.data)
             except MalformedMessageError:

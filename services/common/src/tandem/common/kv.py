@@ -17,7 +17,9 @@ from tandem.v1 import common_pb2
 
 M = TypeVar("M", bound=Message)
 
-# JetStream's codes for a write whose expected last revision of the key was not the last any more.
+# JetStream's codes for a write whose expected last revision of the key was not the last any more,
+# which nats-py's `KeyValue.update` turns into `KeyWrongLastSequenceError` inline, around its own
+# publish: a write sent by `Bus.publish_all_acked` gets its `APIError` mapped here the same way.
 _WRONG_LAST_REVISION = frozenset({10071, 10164})
 
 
@@ -90,13 +92,11 @@ async def update_all(
     return [_outcome(answer) for answer in answers]
 
 
-def _outcome(answer: dict[str, object] | Exception) -> int | Exception | None:
-    if isinstance(answer, Exception):
-        return answer
-    error = answer.get("error")
-    if isinstance(error, dict):
-        if error.get("err_code") in _WRONG_LAST_REVISION:
+def _outcome(answer: api.PubAck | Exception) -> int | Exception | None:
+    if isinstance(answer, api.PubAck):
+        return answer.seq
+    if isinstance(answer, nats.js.errors.APIError):
+        if answer.err_code in _WRONG_LAST_REVISION:
             return None
-        return TandemError(f"write refused: {error.get('description')}", code=common_pb2.ERROR_CODE_UNAVAILABLE)
-    seq = answer.get("seq")
-    return seq if isinstance(seq, int) else TandemError("write not acknowledged", code=common_pb2.ERROR_CODE_INTERNAL)
+        return TandemError(f"write refused: {answer.description}", code=common_pb2.ERROR_CODE_UNAVAILABLE)
+    return answer

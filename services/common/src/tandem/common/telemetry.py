@@ -35,6 +35,11 @@ def configure_tracing(service_name: str, instance_id: str, otlp_endpoint: str) -
     return provider
 
 
+def tracing_on() -> bool:
+    """Whether a tracer provider is installed (`configure_tracing`, or a test's): spans are recorded."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def inject_headers(headers: dict[str, str]) -> dict[str, str]:
     """Write the current span's W3C trace context into message headers."""
     propagate.inject(headers)
