@@ -24,6 +24,7 @@ from tandem.common.errors import BusTimeoutError, TandemError
 from tandem.v1 import matchmaking_pb2
 
 LANGUAGES = ("en", "es", "pt", "de", "ja", "vi")
+"""The shards the benchmark's hosts are announced in and its shoppers ask in (one per language)."""
 
 # How long a shopper of the throughput part goes on asking after timed-out requests (signaling asks
 # until its queue timeout, longer than a rate's run can wait for).
@@ -31,7 +32,7 @@ THROUGHPUT_PATIENCE_S = 10.0
 
 
 async def offer(
-    bus: Bus, langs: tuple[str, ...], rate: float, duration_s: float, hold_s: float, tag: str
+    bus: Bus, rate: float, duration_s: float, hold_s: float, tag: str
 ) -> tuple[float, float, int, list[float]]:
     """Open-loop shoppers at `rate` per second, each asking like signaling until matched, holding the
     host for `hold_s`, then releasing it. Returns offered/s, matched/s, unanswered (requests that
@@ -45,11 +46,12 @@ async def offer(
         since = Timestamp()
         since.GetCurrentTime()
         call_id = f"b{tag}-{n}"
+        language = LANGUAGES[n % len(LANGUAGES)]
         request = matchmaking_pb2.MatchRequest(
-            call_id=call_id, shopper_id=f"s{tag}-{n}", language=langs[n % 6], market="US", category="beauty",
+            call_id=call_id, shopper_id=f"s{tag}-{n}", language=language, market="US", category="beauty",
             requested_at=since, wait_ms=1000,
         )  # fmt: skip
-        subject = f"{subjects.MATCH_REQUEST}.local.{langs[n % 6]}"
+        subject = f"{subjects.MATCH_REQUEST}.local.{language}"
         started = time.perf_counter()
         while True:
             try:
@@ -103,9 +105,7 @@ if __name__ == "__main__":
         # frees what it makes by reference counting, so the collector sits it out.
         gc.freeze()
         gc.disable()
-        offered, matched, unanswered, latencies = await offer(
-            bus, LANGUAGES, float(rate), float(duration_s), float(hold_s), tag
-        )
+        offered, matched, unanswered, latencies = await offer(bus, float(rate), float(duration_s), float(hold_s), tag)
         await bus.close()
         print(json.dumps({"offered": offered, "matched": matched, "unanswered": unanswered, "latencies": latencies}))
 

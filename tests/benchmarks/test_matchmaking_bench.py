@@ -50,6 +50,7 @@ from tandem.matchmaking.index import HostCard, ShardIndex
 from tandem.matchmaking.queue import Ticket
 from tandem.matchmaking.scoring import Weights, score_batch
 from tandem.v1 import client_pb2, matchmaking_pb2
+from tests.benchmarks.matchmaking_load import LANGUAGES
 
 WEIGHTS = Weights()
 RELAXATION = Relaxation()
@@ -405,11 +406,10 @@ def todays_rank_ms(hosts: int) -> float:
         idle_since: datetime
 
     now = datetime.now(UTC)
-    langs = ("en", "es", "pt", "de", "ja", RARE)
     profiles = [
         Profile(
             f"h{n}",
-            frozenset({langs[n % 6]}),
+            frozenset({LANGUAGES[n % len(LANGUAGES)]}),
             frozenset({CATEGORIES[n % 6]}),
             frozenset({"US"}),
             now - timedelta(seconds=n),
@@ -435,7 +435,6 @@ def todays_rank_ms(hosts: int) -> float:
 
 async def test_matchmaking_throughput_over_nats_at_5000_hosts(tmp_path: Path) -> None:
     hosts, duration_s, hold_s = 5000, 5.0, 1.0
-    langs = ("en", "es", "pt", "de", "ja", RARE)
     rows = []
     with NatsServer(tmp_path / "nats") as nats:
         spec = ServiceSpec(
@@ -445,7 +444,7 @@ async def test_matchmaking_throughput_over_nats_at_5000_hosts(tmp_path: Path) ->
             bus = Bus(BusConfig(servers=[nats.url], name="bench", request_timeout_s=5.0))
             await bus.connect()
             for chunk in range(0, hosts, 250):
-                await asyncio.gather(*(announce(bus, f"h{n}", langs[n % 6], CATEGORIES[n % 6])
+                await asyncio.gather(*(announce(bus, f"h{n}", LANGUAGES[n % len(LANGUAGES)], CATEGORIES[n % 6])
                                        for n in range(chunk, min(hosts, chunk + 250))))  # fmt: skip
             await asyncio.sleep(1.5)  # the shard leases
             await bus.close()
