@@ -45,10 +45,11 @@ class Interpolator:
     def __init__(self, frame_in: int = 160) -> None:
         taps = lowpass_taps() * FACTOR
         per_phase = -(-TAPS // FACTOR)
-        # phases[r, i] = taps[3 i + r], zero-padded
+        # phases[r, i] = taps[3 (per_phase - 1 - i) + r], zero-padded: each phase reversed, so the
+        # kernel runs forward through its history (and vectorizes)
         padded = np.zeros(per_phase * FACTOR)
         padded[:TAPS] = taps
-        self.phases: Real = np.ascontiguousarray(padded.reshape(per_phase, FACTOR).T)
+        self.phases: Real = np.ascontiguousarray(padded.reshape(per_phase, FACTOR).T[:, ::-1])
         self.buffer: Real = np.zeros(per_phase - 1 + frame_in)
 
     def process(self, signal: Real, out: Real) -> None:
@@ -58,16 +59,17 @@ class Interpolator:
 
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def decimate_frame(signal: Real, out: Real, buf: Real, taps: Real) -> None:
-    """``out[m] = sum_j taps[j] * x[3m - j]`` over the stream; ``buf`` carries the history."""
+    """``out[m] = sum_j taps[j] * x[3m - j]`` over the stream; ``buf`` carries the history. The taps
+    are symmetric, so the sum runs forward through the history (and vectorizes)."""
     hist = taps.shape[0] - 1
     n_in = signal.shape[0]
     for i in range(n_in):
         buf[hist + i] = signal[i]
     for m in range(out.shape[0]):
-        centre = hist + FACTOR * m
+        first = FACTOR * m
         acc = 0.0
         for j in range(taps.shape[0]):
-            acc += taps[j] * buf[centre - j]
+            acc += taps[j] * buf[first + j]
         out[m] = acc
     for i in range(hist):
         buf[i] = buf[n_in + i]
@@ -75,7 +77,8 @@ def decimate_frame(signal: Real, out: Real, buf: Real, taps: Real) -> None:
 
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def interpolate_frame(signal: Real, out: Real, buf: Real, phases: Real) -> None:
-    """``out[3m + r] = sum_i phases[r, i] * x[m - i]`` over the stream; ``buf`` carries the history."""
+    """``out[3m + r] = sum_i phases[r, i] * x[m - (per_phase - 1) + i]`` over the stream (the phases are
+    stored reversed); ``buf`` carries the history."""
     per_phase = phases.shape[1]
     hist = per_phase - 1
     n_in = signal.shape[0]
@@ -85,7 +88,7 @@ def interpolate_frame(signal: Real, out: Real, buf: Real, phases: Real) -> None:
         for r in range(FACTOR):
             acc = 0.0
             for i in range(per_phase):
-                acc += phases[r, i] * buf[hist + m - i]
+                acc += phases[r, i] * buf[m + i]
             out[FACTOR * m + r] = acc
     for i in range(hist):
         buf[i] = buf[n_in + i]
