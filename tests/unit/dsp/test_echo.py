@@ -157,19 +157,29 @@ def drifted(x: Signal, ppm: float) -> Signal:
     return out
 
 
-@pytest.mark.parametrize("ppm", [200.0, -150.0])
-def test_clock_drift_is_estimated_within_20_ppm(ppm: float) -> None:
+@pytest.mark.parametrize(
+    ("ppm", "room", "erle_db"),
+    [
+        (200.0, "phone on a table", 20.0),
+        (-150.0, "phone on a table", 20.0),
+        # the echo's energy peaks well after the direct path and a 200 ms window leaves RT60 0.4 s
+        # of tail uncancelled (about 21 dB at best): under drift from the first frame the filter
+        # converges late, so the drift must be measured without it
+        (200.0, "reverberant", 15.0),
+        (-300.0, "reverberant", 15.0),
+    ],
+)
+def test_clock_drift_is_estimated_within_20_ppm(ppm: float, room: str, erle_db: float) -> None:
     far = talker(24.0, seed=31, rolloff_hz=1000.0)
-    # on the +5 dB tail of the test above, 200 ppm from the first frame keeps the filter from ever
-    # converging, so no drift is measured there
-    echo = echo_through(far, phone_on_table(32), 120 * RATE // 1000)
+    rir = phone_on_table(32) if room == "phone on a table" else reverberant_room(33, 30.0, 0.4)
+    echo = echo_through(far, rir, 120 * RATE // 1000)
     mic = drifted(echo, ppm) + 3e-4 * np.random.default_rng(3).standard_normal(far.shape[0])
     aec = EchoCanceller(RATE)
     out = run(aec, mic, far)
     assert abs(aec.report.drift_ppm - ppm) <= 20.0
     # and the compensation keeps the echo cancelled while it slides
     tail = slice(16 * RATE, 24 * RATE)
-    assert 10 * np.log10(np.sum(mic[tail] ** 2) / np.sum(out[tail] ** 2)) > 20.0
+    assert 10 * np.log10(np.sum(mic[tail] ** 2) / np.sum(out[tail] ** 2)) > erle_db
 
 
 def test_canceller_runs_alone_at_48_khz() -> None:

@@ -14,11 +14,18 @@ first partition whose peak tap is within ``_ONSET_FRACTION`` of the largest, its
 parabola. The window is then moved (keeping the taps) to start one to two frames before that onset,
 which leaves the rest of the window to the room's tail.
 
-Drift. The direct path measured that way, against the far end's own clock, moves by the clock drift
-between the two ends; a regression over the last ~10 s of measurements gives the drift, which is
-compensated by delaying the reference by a growing fractional delay (a windowed-sinc interpolator),
-so the filter sees a still room. When the added delay passes a whole frame the filter's lag takes the
-frame and the reference's delay drops by it, without disturbing the filter.
+Drift. The drift needs no converged filter: the capture's cross-spectrum with the reference at the
+first lags of the filter's window is accumulated over half a second of far-end sound (the capture
+under a Hann window, the speech band only), and the strongest path's delay is read from its
+phase-only correlation (GCC-PHAT), refined to a fraction of a sample by Newton steps on the
+band-limited correlation. Against the far end's own clock that delay moves by the clock drift between
+the two ends; a regression over the last ~5 s of measurements gives the drift, which is compensated
+by delaying the reference by a growing fractional delay (a windowed-sinc interpolator), so the filter
+sees a still room. The slope alone, a few ppm off, would let the echo slip by a fraction of a sample
+within seconds, which costs the filter its fit, so the compensation is also pulled towards where the
+echo was when the drift was first measured (a phase lock). When the added delay passes a whole frame
+the filter's lag takes the frame and the reference's delay drops by it, without disturbing the
+filter.
 
 Two filters run side by side: the background filter always adapts, the foreground filter produces
 the output and only takes over the background's coefficients when they demonstrably cancel more;
@@ -110,6 +117,13 @@ ECHO_STATE = np.dtype(
         ("direct_valid", np.bool_),  # the filter has converged enough to be measured
         ("offset", np.float64),  # fractional delay added to the reference for drift, samples
         ("drift", np.float64),  # estimated drift, samples per sample (ppm x 1e-6)
+        ("pull", np.float64),  # correction added to it so the compensation keeps its lock, the same
+        ("lock", np.float64),  # the echo's delay behind the compensated reference being kept, samples
+        ("locked", np.bool_),  # the lock is set
+        ("cross_frames", np.int64),  # far-end-active frames in the cross-spectrum window (drift)
+        ("cross_time", np.float64),  # the sums of their frame numbers and drift compensations
+        ("cross_offset", np.float64),
+        ("cross_base", np.int64),  # the background's base the window's rows are taken at, frames
         ("reg_n", np.float64),  # drift regression: weighted count, sums of t, p, t^2, t*p
         ("reg_t", np.float64),
         ("reg_p", np.float64),
@@ -183,16 +197,27 @@ _ONSET_FRACTION = 0.5
 """The direct path is the first partition whose peak tap reaches this share of the largest peak."""
 _MEASURE_ERLE = 2.0
 """The filter's impulse response is trusted once its ERLE exceeds this power ratio (3 dB)."""
+_CROSS_ROWS = 5
+"""Lags (frames from the background's base) whose cross-spectrum with the capture is accumulated for
+the drift: the direct path lies one to three frames into the window."""
+_CROSS_FRAMES = 50
+"""Far-end-active frames per delay measurement for the drift (half a second of far-end sound)."""
+_CROSS_COHERENCE = 0.3
+"""Smallest phase coherence at the correlation peak for a delay measurement to be used (a near-end
+talker or noise over the echo lowers it)."""
+_NEWTON_STEPS = 4
+"""Newton steps refining the correlation peak to a fraction of a sample."""
+_LOCK_S = 2.0
+"""Time constant with which the drift compensation takes up the echo's slip against it, seconds."""
 _DRIFT_FORGET = 0.9
-"""Per-measurement forgetting of the drift regression (one measurement per filter sweep, 200 ms at
-the default tail: a memory of about 2 s, so the first measurements, taken while the filter still
-lagged behind the moving echo, fade)."""
+"""Per-measurement forgetting of the drift regression (one measurement per half second of far-end
+sound: a memory of about 5 s)."""
 _DRIFT_MIN_SPREAD_S = 0.6
 """The regression's time spread (standard deviation) needed before its slope is used (about 2 s of
 measurements)."""
 _OUTLIER_SAMPLES = 6.0
-"""A direct-path measurement this far off the regression's line (another reflection won the onset
-test) is not used..."""
+"""A delay measurement this far off the regression's line (another reflection won, or a near-end
+talker) is not used..."""
 _OUTLIERS_TO_RESTART = 5
 """...unless this many in a row are: then the path itself has moved and the regression restarts."""
 _MAX_DRIFT = 1e-3
@@ -294,6 +319,9 @@ class EchoCanceller:
         # not explain and the aligned far-end power (rows 0 and 1)
         self.unexplained: Real = np.zeros((2, bins))
         self.residual_gain: Real = np.ones(bins)
+        # per lag at the start of the filter's window and bin: the capture-reference cross-spectrum
+        # accumulated for the drift measurement
+        self.cross: Single = np.zeros((2, _CROSS_ROWS, bins), dtype=np.float32)
         # per partition: step share, and the peak tap of its last constraint (value, position)
         self.prop: Real = np.zeros(self.partitions)
         # (peak, position) x partition x 1, so that the filters' partition shifts move them too
@@ -311,7 +339,7 @@ class EchoCanceller:
             (self.bg_weights, self.fg_weights, self.room_weights, self.accumulator, self.spectrum, self.time),
             (self.near, self.bg_echo, self.fg_echo, self.probe_echo, self.probe_error),
             (self.power, self.step, self.err_smooth, self.echo_smooth, self.res_error, self.res_echo,
-             self.late_echo, self.unexplained, self.residual_gain),
+             self.late_echo, self.unexplained, self.residual_gain, self.cross),
             (self.prop, self.taps),
             (p.work, p.order, p.twiddle, p.split),
             (d.band_edges, d.far_bits, d.far_active, d.far_mean, d.near_mean, d.bands, d.near_previous,
@@ -367,6 +395,7 @@ def _reset(s: Record, bg_w: Single, fg_w: Single, room_w: Single, taps: Real, ba
     s.pyy = 1.0
     s.davg1 = s.davg2 = s.dvar1 = s.dvar2 = 0.0
     s.direct_valid = False
+    s.cross_base = -1  # the cross-spectrum window starts over
     _forget_drift_measurements(s)
 
 
@@ -375,6 +404,8 @@ def _forget_drift_measurements(s: Record) -> None:
     s.reg_n = s.reg_t = s.reg_p = s.reg_tt = s.reg_tp = 0.0
     s.reg_t0 = float(s.frames)
     s.outliers = 0
+    s.pull = 0.0
+    s.locked = False
 
 
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -480,6 +511,12 @@ def _interpolator_taps(fraction: float, taps: Real) -> None:
 
 
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _compensated_drift(s: Record) -> float:
+    """The delay the reference's compensation adds per sample."""
+    return s.drift + s.pull if abs(s.drift) >= _MIN_COMPENSATED_DRIFT else 0.0
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _take_far(far_in: Real, history: Real, taps: Real, window: Real, s: Record) -> int:
     """Slide the DC-free far end into ``history`` and build the reference window: the last two frames,
     delayed by the look-ahead plus the drift compensation ``s.offset``. Returns the frames the
@@ -495,8 +532,7 @@ def _take_far(far_in: Real, history: Real, taps: Real, window: Real, s: Record) 
         history[n - frame + i] = x - dc
     s.dc_far = dc
     moved = 0
-    drift = s.drift if abs(s.drift) >= _MIN_COMPENSATED_DRIFT else 0.0
-    offset = s.offset + drift * frame
+    offset = s.offset + _compensated_drift(s) * frame
     if offset >= frame:
         offset -= frame
         moved = 1
@@ -546,6 +582,7 @@ def _store_far_spectrum(spec: Complex, far_spectra: Single, s: Record, moved: in
         s.fg_base += moved
         s.lag = s.lag + moved if s.lag >= 0 else s.lag
         s.direct += moved * (spec.shape[0] - 1)
+        s.lock += moved * (spec.shape[0] - 1)
     return newest
 
 
@@ -641,7 +678,10 @@ def _probe_jump(
         return False
     s.probe = False
     best = int(np.argmin(errors))
-    if errors[best] < _PROBE_ACCEPT * s.probe_near:
+    # a best base at the edge of the candidates may only be nearest to one beyond them (the proposal
+    # was off): not taken
+    inside = (best > 0 or s.probe_lo == 0) and (best < errors.shape[0] - 1 or s.probe_lo + best >= top)
+    if inside and errors[best] < _PROBE_ACCEPT * s.probe_near:
         bg_w[:, :, :] = room_w
         fg_w[:, :, :] = room_w
         s.moved = 0
@@ -896,7 +936,7 @@ def _constrain_and_measure(
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _track_direct_path(tap_peak: Real, tap_index: Real, s: Record, frame: int) -> None:
     """After each full sweep of a converged filter: the direct path's onset (filter coordinates,
-    samples) and, from its movement against the far end's clock, the drift."""
+    samples)."""
     parts = tap_peak.shape[0]
     if s.sweep < parts or s.constrain != 0:
         return
@@ -911,10 +951,123 @@ def _track_direct_path(tap_peak: Real, tap_index: Real, s: Record, frame: int) -
     first = 0
     while tap_peak[first] < _ONSET_FRACTION * top:
         first += 1
-    direct = (s.bg_base + first) * frame + tap_index[first]
-    # regression of the direct path (against the far end's own clock) on time, in seconds
-    t = (s.frames - s.reg_t0) * 0.01
-    p = direct + s.offset
+    s.direct = (s.bg_base + first) * frame + tap_index[first]
+    s.direct_valid = True
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _speech_band(edges: Index, bins: int) -> tuple[int, int]:
+    """The bins (first, last) the cross-spectra are accumulated over: the delay estimator's band."""
+    return max(edges[0], 2), min(edges[edges.shape[0] - 1], bins - 3)
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _accumulate_cross(
+    near_spec: Complex, far_spectra: Single, newest: int, cross: Single, edges: Index, windowed: Single, s: Record
+) -> None:
+    """Add this frame's cross-spectra, in the speech band, of the capture under a Hann window with the
+    reference at the first ``_CROSS_ROWS`` lags of the background's window (``windowed`` is scratch). A
+    window whose base moved starts over."""
+    if s.bg_base != s.cross_base:
+        cross[:, :, :] = 0.0
+        s.cross_frames = 0
+        s.cross_time = s.cross_offset = 0.0
+        s.cross_base = s.bg_base
+    history = far_spectra.shape[1]
+    lo, hi = _speech_band(edges, near_spec.shape[0])
+    for k in range(lo, hi + 1):
+        # the frame is the FFT window's second half: a Hann window over it is a three-tap kernel
+        y = 0.5 * near_spec[k] - 0.25 * (near_spec[k - 2] + near_spec[k + 2])
+        windowed[0, k] = y.real
+        windowed[1, k] = y.imag
+    for j in range(cross.shape[1]):
+        row = (newest - s.bg_base - j) % history
+        for k in range(lo, hi + 1):
+            yr = windowed[0, k]
+            yi = windowed[1, k]
+            fr = far_spectra[0, row, k]
+            fi = far_spectra[1, row, k]
+            cross[0, j, k] += yr * fr + yi * fi
+            cross[1, j, k] += yi * fr - yr * fi
+    s.cross_frames += 1
+    s.cross_time += s.frames
+    s.cross_offset += s.offset
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _phase_only(cross: Single, row: int, lo: int, hi: int, spec: Complex) -> None:
+    """``spec[lo..hi]`` = the accumulated cross-spectrum of ``row`` with unit magnitude (PHAT)."""
+    for k in range(lo, hi + 1):
+        m = math.hypot(cross[0, row, k], cross[1, row, k])
+        spec[k] = complex(cross[0, row, k] / m, cross[1, row, k] / m) if m > 0.0 else 0.0
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _correlation(spec: Complex, lo: int, hi: int, lag: float) -> tuple[float, float, float]:
+    """The band-limited correlation of the phase-only cross-spectrum ``spec`` at ``lag`` (samples),
+    with its first and second derivatives, each as a sum over the band's bins."""
+    frame = spec.shape[0] - 1
+    w = math.pi / frame
+    rotation = complex(math.cos(w * lag), math.sin(w * lag))
+    phase = complex(math.cos(w * lag * lo), math.sin(w * lag * lo))
+    c = d1 = d2 = 0.0
+    for k in range(lo, hi + 1):
+        v = spec[k] * phase
+        c += v.real
+        d1 -= w * k * v.imag
+        d2 -= (w * k) ** 2 * v.real
+        phase *= rotation
+    return c, d1, d2
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _cross_delay(cross: Single, edges: Index, spec: Complex, time: Real, fft: FftTables) -> tuple[float, float]:
+    """The strongest path in the accumulated cross-spectra (GCC-PHAT): its delay (filter coordinates
+    from the window's base, samples, refined by Newton steps on the band-limited correlation) and the
+    phase coherence there (1: every bin agrees)."""
+    work, order, tw, split = fft
+    frame = spec.shape[0] - 1
+    lo, hi = _speech_band(edges, spec.shape[0])
+    best = -1.0
+    best_row = 0
+    best_lag = 0
+    for j in range(cross.shape[1]):
+        spec[:] = 0.0
+        _phase_only(cross, j, lo, hi, spec)
+        irfft(spec, time, work, order, tw, split)
+        for i in range(frame + 1):  # the lags at which the capture lies wholly in the reference window
+            if time[i] > best:
+                best = time[i]
+                best_row = j
+                best_lag = i
+    _phase_only(cross, best_row, lo, hi, spec)
+    lag = float(best_lag)
+    for _ in range(_NEWTON_STEPS):
+        _, d1, d2 = _correlation(spec, lo, hi, lag)
+        if d2 >= 0.0:
+            break
+        lag -= min(max(d1 / d2, -1.0), 1.0)
+    coherence, _, _ = _correlation(spec, lo, hi, lag)
+    return best_row * frame + lag, coherence / (hi + 1 - lo)
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _measure_drift(cross: Single, edges: Index, spec: Complex, time: Real, fft: FftTables, s: Record) -> None:
+    """Once a window has ``_CROSS_FRAMES`` far-end-active frames: the strongest path's delay against the
+    far end's own clock, and from a regression of it on time, the drift."""
+    if s.cross_frames < _CROSS_FRAMES:
+        return
+    frame = spec.shape[0] - 1
+    delay, coherence = _cross_delay(cross, edges, spec, time, fft)
+    t = (s.cross_time / s.cross_frames - s.reg_t0) * 0.01  # seconds
+    # against the far end's clock: the reference at this delay was compensated that much earlier
+    delay += s.cross_base * frame
+    p = delay + s.cross_offset / s.cross_frames - _compensated_drift(s) * delay
+    cross[:, :, :] = 0.0
+    s.cross_frames = 0
+    s.cross_time = s.cross_offset = 0.0
+    if coherence < _CROSS_COHERENCE:
+        return
     if s.reg_n >= 3.0:
         mean_t = s.reg_t / s.reg_n
         spread = max(s.reg_tt / s.reg_n - mean_t * mean_t, 1e-6)
@@ -927,8 +1080,6 @@ def _track_direct_path(tap_peak: Real, tap_index: Real, s: Record, frame: int) -
             _forget_drift_measurements(s)
             t = 0.0
     s.outliers = 0
-    s.direct = direct
-    s.direct_valid = True
     s.reg_n = _DRIFT_FORGET * s.reg_n + 1.0
     s.reg_t = _DRIFT_FORGET * s.reg_t + t
     s.reg_p = _DRIFT_FORGET * s.reg_p + p
@@ -939,6 +1090,13 @@ def _track_direct_path(tap_peak: Real, tap_index: Real, s: Record, frame: int) -
     if spread >= _DRIFT_MIN_SPREAD_S * _DRIFT_MIN_SPREAD_S:
         slope = (s.reg_tp / s.reg_n - mean_t * s.reg_p / s.reg_n) / spread  # samples per second
         s.drift = min(max(slope / (100.0 * frame), -_MAX_DRIFT), _MAX_DRIFT)
+        # keep the echo where it was behind the compensated reference: the slope alone, a few ppm
+        # off, lets it slip by a fraction of a sample within seconds, which costs the filter its fit
+        now = s.reg_p / s.reg_n + slope * ((s.frames - s.reg_t0) * 0.01 - mean_t)
+        if not s.locked:
+            s.lock = now - s.offset
+            s.locked = True
+        s.pull = (now - s.lock - s.offset) / (_LOCK_S * 100.0 * frame)
 
 
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -963,14 +1121,14 @@ def cancel_frame(
     far: tuple[Real, Real, Real, Single, Complex],
     filters: tuple[Single, Single, Single, Single, Complex, Real],
     frames: tuple[Real, Real, Real, Real, Real],
-    per_bin: tuple[Real, Real, Real, Real, Real, Real, Real, Real, Real],
+    per_bin: tuple[Real, Real, Real, Real, Real, Real, Real, Real, Real, Single],
     per_partition: tuple[Real, Real], fft: FftTables, delay: tuple[Any, ...], confirm: int,
 ) -> None:  # fmt: skip
     """One 10 ms frame of the canceller; see :meth:`EchoCanceller.process`."""
     far_history, interpolator, far_window, far_spectra, near_spec = far
     bg_w, fg_w, room_w, acc, spec, time = filters
     near, bg_echo, fg_echo, probe_echo, probe_error = frames
-    power, step, err_smooth, echo_smooth, res_error, res_echo, late, unexplained, res_gain = per_bin
+    power, step, err_smooth, echo_smooth, res_error, res_echo, late, unexplained, res_gain, cross = per_bin
     prop, taps = per_partition
     tap_peak = taps[0, :, 0]
     tap_index = taps[1, :, 0]
@@ -1092,3 +1250,6 @@ def cancel_frame(
     _constrain_and_measure(bg_w, spec, time, tap_peak, tap_index, s, fft)
     _meter(near, out, sdd, echo_sum, far_active, s)
     _track_direct_path(tap_peak, tap_index, s, frame)
+    if far_active:
+        _accumulate_cross(near_spec, far_spectra, newest, cross, edges, acc, s)
+        _measure_drift(cross, edges, spec, time, fft, s)
