@@ -115,6 +115,7 @@ ECHO_STATE = np.dtype(
         ("echo_ratio", np.float64),  # smoothed echo-estimate / captured energy ratio
         ("direct", np.float64),  # direct-path onset in filter coordinates, samples (see module doc)
         ("direct_valid", np.bool_),  # the filter has converged enough to be measured
+        ("direct_off", np.int64),  # onsets in a row measured away from it
         ("offset", np.float64),  # fractional delay added to the reference for drift, samples
         ("drift", np.float64),  # estimated drift, samples per sample (ppm x 1e-6)
         ("pull", np.float64),  # correction added to it so the compensation keeps its lock, the same
@@ -124,11 +125,12 @@ ECHO_STATE = np.dtype(
         ("cross_time", np.float64),  # the sums of their frame numbers and drift compensations
         ("cross_offset", np.float64),
         ("cross_base", np.int64),  # the background's base the window's rows are taken at, frames
-        ("reg_n", np.float64),  # drift regression: weighted count, sums of t, p, t^2, t*p
+        ("reg_n", np.float64),  # drift regression: weighted count, sums of t, p, t^2, t*p, p^2
         ("reg_t", np.float64),
         ("reg_p", np.float64),
         ("reg_tt", np.float64),
         ("reg_tp", np.float64),
+        ("reg_pp", np.float64),
         ("reg_t0", np.float64),  # its time origin, frames
         ("outliers", np.int64),  # direct-path measurements in a row off the regression's line
         ("resets", np.int64),  # times the canceller reset itself after going non-finite
@@ -216,12 +218,16 @@ _DRIFT_MIN_SPREAD_S = 0.6
 """The regression's time spread (standard deviation) needed before its slope is used (about 2 s of
 measurements)."""
 _OUTLIER_SAMPLES = 6.0
-"""A delay measurement this far off the regression's line (another reflection won, or a near-end
-talker) is not used..."""
+"""A delay measurement this far off the regression's line, or a direct-path onset this far from the
+last (another reflection won, or a near-end talker), is not used..."""
 _OUTLIERS_TO_RESTART = 5
-"""...unless this many in a row are: then the path itself has moved and the regression restarts."""
+"""...unless this many in a row are: then the path itself has moved (and the regression restarts)."""
 _MAX_DRIFT = 1e-3
-"""Largest drift compensated (1000 ppm)."""
+"""Largest drift believed (1000 ppm; two devices' clocks are within a few hundred)."""
+_DRIFT_FIT_SAMPLES = 1.0
+"""Largest RMS distance of the measurements from the regression's line for its slope to be taken as
+the drift, samples (a clean drift fits within a few tenths; a delay that stepped within the
+regression's memory, as a capture buffer does under network jitter, does not fit a line at all)."""
 _MIN_COMPENSATED_DRIFT = 10e-6
 """Drift below this (10 ppm, 0.16 samples a second at 16 kHz) is left to the adaptive filter."""
 _HALF_TAPS = 8
@@ -401,7 +407,7 @@ def _reset(s: Record, bg_w: Single, fg_w: Single, room_w: Single, taps: Real, ba
 
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _forget_drift_measurements(s: Record) -> None:
-    s.reg_n = s.reg_t = s.reg_p = s.reg_tt = s.reg_tp = 0.0
+    s.reg_n = s.reg_t = s.reg_p = s.reg_tt = s.reg_tp = s.reg_pp = 0.0
     s.reg_t0 = float(s.frames)
     s.outliers = 0
     s.pull = 0.0
@@ -951,7 +957,13 @@ def _track_direct_path(tap_peak: Real, tap_index: Real, s: Record, frame: int) -
     first = 0
     while tap_peak[first] < _ONSET_FRACTION * top:
         first += 1
-    s.direct = (s.bg_base + first) * frame + tap_index[first]
+    direct = (s.bg_base + first) * frame + tap_index[first]
+    if s.direct_valid and abs(direct - s.direct) > _OUTLIER_SAMPLES:
+        s.direct_off += 1
+        if s.direct_off < _OUTLIERS_TO_RESTART:
+            return
+    s.direct_off = 0
+    s.direct = direct
     s.direct_valid = True
 
 
@@ -1085,10 +1097,15 @@ def _measure_drift(cross: Single, edges: Index, spec: Complex, time: Real, fft: 
     s.reg_p = _DRIFT_FORGET * s.reg_p + p
     s.reg_tt = _DRIFT_FORGET * s.reg_tt + t * t
     s.reg_tp = _DRIFT_FORGET * s.reg_tp + t * p
+    s.reg_pp = _DRIFT_FORGET * s.reg_pp + p * p
     mean_t = s.reg_t / s.reg_n
+    mean_p = s.reg_p / s.reg_n
     spread = s.reg_tt / s.reg_n - mean_t * mean_t
     if spread >= _DRIFT_MIN_SPREAD_S * _DRIFT_MIN_SPREAD_S:
-        slope = (s.reg_tp / s.reg_n - mean_t * s.reg_p / s.reg_n) / spread  # samples per second
+        slope = (s.reg_tp / s.reg_n - mean_t * mean_p) / spread  # samples per second
+        residual = s.reg_pp / s.reg_n - mean_p * mean_p - slope * slope * spread
+        if residual > _DRIFT_FIT_SAMPLES * _DRIFT_FIT_SAMPLES or abs(slope) > _MAX_DRIFT * 100.0 * frame:
+            return  # not a line: the delay stepped within the regression's memory (jitter, a jump)
         s.drift = min(max(slope / (100.0 * frame), -_MAX_DRIFT), _MAX_DRIFT)
         # keep the echo where it was behind the compensated reference: the slope alone, a few ppm
         # off, lets it slip by a fraction of a sample within seconds, which costs the filter its fit
