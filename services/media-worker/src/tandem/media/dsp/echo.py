@@ -118,7 +118,7 @@ ECHO_STATE = np.dtype(
         ("direct_off", np.int64),  # onsets in a row measured away from it
         ("offset", np.float64),  # fractional delay added to the reference for drift, samples
         ("drift", np.float64),  # estimated drift, samples per sample (ppm x 1e-6)
-        ("pull", np.float64),  # correction added to it so the compensation keeps its lock, the same
+        ("pull", np.float64),  # correction added to it so the compensation keeps its lock, the same units
         ("lock", np.float64),  # the echo's delay behind the compensated reference being kept, samples
         ("locked", np.bool_),  # the lock is set
         ("cross_frames", np.int64),  # far-end-active frames in the cross-spectrum window (drift)
