@@ -132,7 +132,7 @@ ECHO_STATE = np.dtype(
         ("reg_tp", np.float64),
         ("reg_pp", np.float64),
         ("reg_t0", np.float64),  # its time origin, frames
-        ("outliers", np.int64),  # direct-path measurements in a row off the regression's line
+        ("outliers", np.int64),  # drift delay measurements in a row off the regression's line
         ("resets", np.int64),  # times the canceller reset itself after going non-finite
     ]
 )
@@ -1064,6 +1064,16 @@ def _cross_delay(cross: Single, edges: Index, spec: Complex, time: Real, fft: Ff
 
 
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _drift_line(s: Record) -> tuple[float, float, float, float]:
+    """The drift regression's line: mean time (s), mean delay, time variance and slope (samples per
+    second)."""
+    mean_t = s.reg_t / s.reg_n
+    mean_p = s.reg_p / s.reg_n
+    spread = s.reg_tt / s.reg_n - mean_t * mean_t
+    return mean_t, mean_p, spread, (s.reg_tp / s.reg_n - mean_t * mean_p) / max(spread, 1e-6)
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _measure_drift(cross: Single, edges: Index, spec: Complex, time: Real, fft: FftTables, s: Record) -> None:
     """Once a window has ``_CROSS_FRAMES`` far-end-active frames: the strongest path's delay against the
     far end's own clock, and from a regression of it on time, the drift."""
@@ -1081,11 +1091,8 @@ def _measure_drift(cross: Single, edges: Index, spec: Complex, time: Real, fft: 
     if coherence < _CROSS_COHERENCE:
         return
     if s.reg_n >= 3.0:
-        mean_t = s.reg_t / s.reg_n
-        spread = max(s.reg_tt / s.reg_n - mean_t * mean_t, 1e-6)
-        slope = (s.reg_tp / s.reg_n - mean_t * s.reg_p / s.reg_n) / spread
-        predicted = s.reg_p / s.reg_n + slope * (t - mean_t)
-        if abs(p - predicted) > _OUTLIER_SAMPLES:
+        mean_t, mean_p, _, slope = _drift_line(s)
+        if abs(p - (mean_p + slope * (t - mean_t))) > _OUTLIER_SAMPLES:
             s.outliers += 1
             if s.outliers < _OUTLIERS_TO_RESTART:
                 return
@@ -1098,18 +1105,15 @@ def _measure_drift(cross: Single, edges: Index, spec: Complex, time: Real, fft: 
     s.reg_tt = _DRIFT_FORGET * s.reg_tt + t * t
     s.reg_tp = _DRIFT_FORGET * s.reg_tp + t * p
     s.reg_pp = _DRIFT_FORGET * s.reg_pp + p * p
-    mean_t = s.reg_t / s.reg_n
-    mean_p = s.reg_p / s.reg_n
-    spread = s.reg_tt / s.reg_n - mean_t * mean_t
+    mean_t, mean_p, spread, slope = _drift_line(s)
     if spread >= _DRIFT_MIN_SPREAD_S * _DRIFT_MIN_SPREAD_S:
-        slope = (s.reg_tp / s.reg_n - mean_t * mean_p) / spread  # samples per second
         residual = s.reg_pp / s.reg_n - mean_p * mean_p - slope * slope * spread
         if residual > _DRIFT_FIT_SAMPLES * _DRIFT_FIT_SAMPLES or abs(slope) > _MAX_DRIFT * 100.0 * frame:
             return  # not a line: the delay stepped within the regression's memory (jitter, a jump)
-        s.drift = min(max(slope / (100.0 * frame), -_MAX_DRIFT), _MAX_DRIFT)
+        s.drift = slope / (100.0 * frame)
         # keep the echo where it was behind the compensated reference: the slope alone, a few ppm
         # off, lets it slip by a fraction of a sample within seconds, which costs the filter its fit
-        now = s.reg_p / s.reg_n + slope * ((s.frames - s.reg_t0) * 0.01 - mean_t)
+        now = mean_p + slope * ((s.frames - s.reg_t0) * 0.01 - mean_t)
         if not s.locked:
             s.lock = now - s.offset
             s.locked = True
