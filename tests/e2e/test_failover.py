@@ -166,6 +166,7 @@ async def test_an_owner_stalled_past_its_lease_wakes_to_do_nothing_for_the_calls
     for bot in (host, shopper):
         await bot.expect("call_update", call_id=call_id, state=S.CALL_STATE_ENDED, reason=S.END_REASON_HANGUP)
     assert ended_updates(host, shopper) == []  # ended once, by the hang-up
+    assert "lease lapsed before renewal" in t.log.read_text()  # the operator is told
 
 
 def t_lease_and_wait() -> float:

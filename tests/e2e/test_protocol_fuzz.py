@@ -248,17 +248,23 @@ async def clients(tandem: Tandem) -> AsyncIterator[tuple[dict[str, Socket], Worl
         yield sockets, world
 
 
+# How long a frame's answer may take before it counts as never coming. The fuzzer looks for hangs,
+# not slowness: on a starved machine a call can change owner mid-run (a lease lapses), and a frame
+# about it then waits for the new owner (`TAKEOVER_WAIT_S`) on top of the instances' own delays.
+ANSWER_WAIT_S = 30
+
+
 async def _answers(socket: Socket, frame_id: str, sentinel: str, *, wait_for_answer: bool) -> list[client_pb2.Envelope]:
     """Frames received until the sentinel's pong; then, if the frame's answer is still due (some
-    travel over NATS), a little longer for it."""
+    travel over NATS), longer for it."""
     received: list[client_pb2.Envelope] = []
     while True:
-        envelope = await socket.receive(timeout_s=15)
+        envelope = await socket.receive(timeout_s=ANSWER_WAIT_S)
         if envelope.HasField("pong") and envelope.correlation_id == sentinel:
             break
         received.append(envelope)
     while wait_for_answer and not any(e.correlation_id == frame_id for e in received):
-        received.append(await socket.receive(timeout_s=5))
+        received.append(await socket.receive(timeout_s=ANSWER_WAIT_S))
     return received
 
 

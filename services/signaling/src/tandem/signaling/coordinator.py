@@ -61,6 +61,9 @@ tracer = trace.get_tracer("tandem.signaling")
 S = common_pb2
 CALLS_ENDED = Counter("tandem_signaling_calls_ended_total", "Calls ended, by reason", ["reason"])
 CALLS_TAKEN_OVER = Counter("tandem_signaling_calls_taken_over_total", "Calls adopted from another instance")
+LEASE_LAPSED = Counter(
+    "tandem_signaling_lease_lapsed_total", "Lease renewals made after the lease had lapsed (its calls may have moved)"
+)
 MEDIA_MOVED = Counter("tandem_signaling_media_moved_total", "Calls whose media moved to another worker")
 WORKER_GIVE_UP_FACTOR = 4
 """A call whose worker has been silent this many times `WORKER_SILENCE_S`, with no other worker to
@@ -205,12 +208,21 @@ class CallCoordinator:
         self._tasks.spawn(self._watch_workers(), name="workers")
 
     async def _keep_lease(self) -> None:
+        expires_at = self.clock() + self.settings.lease_ttl_s
         while True:
             await asyncio.sleep(self.settings.lease_renew_s)
+            now = self.clock()
+            if now > expires_at:
+                # The process stalled (or renewals failed) for longer than the lease: another
+                # instance may have taken its calls over; they leave this one as they are touched.
+                LEASE_LAPSED.inc()
+                logger.warning("lease lapsed before renewal", extra={"late_s": round(now - expires_at, 3)})
             try:
-                await self.leases.renew(self.clock())
+                await self.leases.renew(now)
             except (TandemError, nats.errors.Error) as exc:
                 logger.warning("lease not renewed", extra={"error": str(exc)})
+            else:
+                expires_at = now + self.settings.lease_ttl_s
 
     async def _watch_for_orphans(self) -> None:
         while True:
