@@ -54,9 +54,18 @@ def assign_greedy(scores: FloatArray) -> list[tuple[int, int]]:
     return pairs
 
 
-def assign(scores: FloatArray, solver: Solver, max_cells: int) -> list[tuple[int, int]]:
+def solver_work(shape: tuple[int, ...]) -> int:
+    """What a batch of this shape costs the solver, in the units of `SOLVER_MAX_WORK`: the smaller
+    side squared times the larger. Timed on score matrices from the scoring code, SciPy's time grows
+    so (about 0.6 ms per million here, docs/benchmarks.md), where shoppers x hosts would let a batch
+    of 500 shoppers against 800 hosts take 150 ms, five batch windows."""
+    small, large = sorted(shape)
+    return small * small * large
+
+
+def assign(scores: FloatArray, solver: Solver, max_work: int) -> list[tuple[int, int]]:
     """Assign a batch: rows and columns without an eligible cell are left out; the rest goes to
-    the solver when at most `max_cells` cells remain, else to the greedy pass."""
+    the solver when its `solver_work` is at most `max_work`, else to the greedy pass."""
     if not scores.size:
         return []
     eligible = np.isfinite(scores)
@@ -65,5 +74,5 @@ def assign(scores: FloatArray, solver: Solver, max_cells: int) -> list[tuple[int
     if not len(rows):
         return []
     sub = scores[np.ix_(rows, cols)]
-    pairs = assign_optimal(sub, solver) if sub.size <= max_cells else assign_greedy(sub)
+    pairs = assign_optimal(sub, solver) if solver_work(sub.shape) <= max_work else assign_greedy(sub)
     return [(int(rows[r]), int(cols[c])) for r, c in pairs]

@@ -49,7 +49,7 @@ class MatchPolicy:
     relaxation: Relaxation
     window_s: float
     flush_size: int
-    max_cells: int
+    max_work: int
     max_queue: int
     lapse_s: float
     update_interval_s: float
@@ -67,7 +67,7 @@ class MatchPolicy:
                 category_s=settings.category_ring_s,
             ),
             window_s=settings.batch_window_ms / 1000, flush_size=settings.batch_flush_size,
-            max_cells=settings.solver_max_cells, max_queue=settings.max_queue, lapse_s=settings.queue_lapse_s,
+            max_work=settings.solver_max_work, max_queue=settings.max_queue, lapse_s=settings.queue_lapse_s,
             update_interval_s=settings.queue_update_interval_s, rate_window_s=settings.service_rate_window_s,
         )  # fmt: skip
 
@@ -222,7 +222,7 @@ class ShardMatcher:
             return 0
         policy = self.policy
         scores = score_batch(tickets, self.index, slots, now, policy.weights, policy.relaxation)
-        pairs = assign(scores, scipy_solver, policy.max_cells)
+        pairs = assign(scores, scipy_solver, policy.max_work)
         now_ns = int(now * 1e9)
         chosen = [(tickets[row], int(slots[col]), float(scores[row, col])) for row, col in pairs]
         for _, slot, _ in chosen:

@@ -25,8 +25,11 @@ class Settings(ServiceSettings):
 
     batch_window_ms: float = Field(default=30.0, gt=0, le=1000, description="Requests collected before a batch.")
     batch_flush_size: int = Field(default=256, ge=1, description="New requests that flush a batch early.")
-    solver_max_cells: int = Field(
-        default=400_000, ge=1, description="Shoppers x hosts above which a batch is assigned greedily."
+    solver_max_work: int = Field(
+        default=25_000_000,
+        ge=0,
+        description="A batch whose smaller side squared times its larger (shoppers, hosts) is above this is "
+        "assigned greedily: about 15 ms of the solver per batch.",
     )
     max_queue: int = Field(default=20_000, ge=1, description="Waiting shoppers per shard; more are refused.")
     queue_lapse_s: float = Field(
