@@ -166,8 +166,10 @@ async def test_a_release_from_a_stale_mirrored_record_reads_the_bucket_and_frees
     [reserved] = await book.reserve_all([(stale, "c1")], "local.en", 1, time.time_ns())
     assert isinstance(reserved, int)
 
-    written = await book.release(matchmaking_pb2.HostRelease(host_id="h1", call_id="c1"), time.time_ns(), stale)
-    assert written is not None
+    [written] = await book.release_all(
+        [(matchmaking_pb2.HostRelease(host_id="h1", call_id="c1"), stale)], time.time_ns()
+    )
+    assert isinstance(written, matchmaking_pb2.HostPresence)
     assert written.status == matchmaking_pb2.HOST_STATUS_AVAILABLE
     after = await kv.get("h1")
     assert matchmaking_pb2.HostPresence.FromString(after.value or b"").status == matchmaking_pb2.HOST_STATUS_AVAILABLE
@@ -182,3 +184,33 @@ async def test_a_match_request_with_an_invalid_call_id_is_refused_at_once(bus: B
     with pytest.raises(TandemError) as refused:  # a held request would be answered with a queue position
         await bus.request(subject, request, matchmaking_pb2.MatchResult, timeout_s=5)
     assert refused.value.code == common_pb2.ERROR_CODE_INVALID_ARGUMENT
+
+
+async def test_releases_arriving_together_are_each_answered_and_free_their_hosts(
+    bus: Bus, start_matchmaking: Start
+) -> None:
+    """Releases are applied a pass at a time: every one of a pass gets its own answer, a repeated
+    release of one host and an invalid one among them included."""
+    await start_matchmaking()
+    hosts = ["h1", "h2", "h3"]
+    for host in hosts:
+        await announce(bus, host)
+    matched = {(await wait_for_host(bus, f"c{n}", shopper=f"s{n}")).host_id: f"c{n}" for n in range(len(hosts))}
+    assert sorted(matched) == hosts
+    done = matchmaking_pb2.HOST_OUTCOME_COMPLETED
+    releases = [matchmaking_pb2.HostRelease(host_id=h, call_id=c, outcome=done) for h, c in matched.items()]
+    releases.append(releases[0])
+    releases.append(matchmaking_pb2.HostRelease(host_id="no such host!", call_id="c0", outcome=done))
+    answers = await asyncio.gather(
+        *(bus.request(subjects.MATCH_RELEASE, r, matchmaking_pb2.HostPresence, timeout_s=5) for r in releases),
+        return_exceptions=True,
+    )
+    assert all(isinstance(a, matchmaking_pb2.HostPresence) and a.host_id == r.host_id
+               for a, r in zip(answers[:4], releases, strict=False))  # fmt: skip
+    refused = answers[4]
+    assert isinstance(refused, TandemError)
+    assert refused.code == common_pb2.ERROR_CODE_INVALID_ARGUMENT
+    kv = await bus.key_value(subjects.PRESENCE_BUCKET)
+    for host in hosts:
+        record = matchmaking_pb2.HostPresence.FromString((await kv.get(host)).value or b"")
+        assert (record.status, record.call_id) == (matchmaking_pb2.HOST_STATUS_AVAILABLE, "")

@@ -20,7 +20,7 @@ from prometheus_client import Counter, Gauge
 
 from tandem.common import subjects
 from tandem.common.aio import TaskSet, cancel_and_wait
-from tandem.common.bus import Bus, decode
+from tandem.common.bus import Bus, Reply, decode
 from tandem.common.envelope import new_envelope
 from tandem.common.errors import TandemError
 from tandem.common.http import HttpServer
@@ -28,7 +28,7 @@ from tandem.common.service import BaseApp
 from tandem.matchmaking.affinity import AFFINITY_BUCKET, AffinityStore
 from tandem.matchmaking.matcher import MatchPolicy, ShardMatcher
 from tandem.matchmaking.mirror import BucketMirror, Revision
-from tandem.matchmaking.presence import AWAY, HostPresence, PresenceBook, PresenceEntry, languages_of
+from tandem.matchmaking.presence import AWAY, HostPresence, PresenceBook, PresenceEntry, languages_of, valid_id
 from tandem.matchmaking.settings import Settings
 from tandem.matchmaking.shards import (
     LEASES_BUCKET,
@@ -39,7 +39,7 @@ from tandem.matchmaking.shards import (
     preferred_holder,
     renewed,
 )
-from tandem.v1 import client_pb2, matchmaking_pb2, orders_pb2
+from tandem.v1 import client_pb2, common_pb2, matchmaking_pb2, orders_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class MatchmakingApp(BaseApp):
         self._languages: dict[str, set[str]] = {}
         # Hosts per language, kept with `_languages`: the shards there are, without a scan per round.
         self._speakers: collections.Counter[str] = collections.Counter()
+        self._releases: list[tuple[matchmaking_pb2.HostRelease, Reply]] = []
+        self._releases_queued = asyncio.Event()
 
     async def start(self, bus: Bus, http: HttpServer) -> None:
         self.bus = bus
@@ -83,9 +85,11 @@ class MatchmakingApp(BaseApp):
         for subject, request_type, handler in (
             (subjects.PRESENCE_UPDATE, matchmaking_pb2.PresenceUpdate, self.on_update),
             (subjects.PRESENCE_GONE, matchmaking_pb2.PresenceGone, self.on_gone),
-            (subjects.MATCH_RELEASE, matchmaking_pb2.HostRelease, self.on_release),
         ):
             await bus.serve(subject, request_type, handler, queue="matchmaking", concurrent=True)  # type: ignore[arg-type]
+        # Releases are held and applied together by one loop, without a task each.
+        await bus.serve_held(subjects.MATCH_RELEASE, matchmaking_pb2.HostRelease, self.on_release, queue="matchmaking")
+        self.tasks.spawn(self._release_loop(), name="releases")
         bus.consume(subjects.ORDERS_STREAM, "matchmaking-affinity", orders_pb2.OrderPlaced, self.on_order)
         self.tasks.spawn(self._lease_loop(lease_kv), name="leases")
 
@@ -107,13 +111,45 @@ class MatchmakingApp(BaseApp):
         await self.book.gone(gone, time.time_ns(), self._known(gone.host_id))
         return HostPresence(host_id=gone.host_id)
 
-    async def on_release(self, release: matchmaking_pb2.HostRelease) -> HostPresence:
-        """Free a call's host; pause it (with a notice to its app) after too many missed calls."""
+    async def on_release(self, release: matchmaking_pb2.HostRelease, reply: Reply) -> None:
+        """A call's host to free: queued for the release loop (an invalid host id is refused at once)."""
+        valid_id("host_id", release.host_id)
+        self._releases.append((release, reply))
+        self._releases_queued.set()
+
+    async def _release_loop(self) -> None:
+        """Apply the releases queued since the last pass in one pass (`PresenceBook.release_all`)
+        and answer them; releases arriving meanwhile wait for the next pass."""
         assert self.book is not None
+        while True:
+            await self._releases_queued.wait()
+            self._releases_queued.clear()
+            batch, self._releases = self._releases, []
+            try:
+                outcomes = await self.book.release_all(
+                    [(release, self._known(release.host_id)) for release, _ in batch], time.time_ns()
+                )
+            except Exception as exc:  # the bus itself (closed, reconnecting): every release of the pass
+                outcomes = [exc] * len(batch)
+            for (release, reply), outcome in zip(batch, outcomes, strict=True):
+                await self._answer_release(release, reply, outcome)
+
+    async def _answer_release(
+        self, release: matchmaking_pb2.HostRelease, reply: Reply, written: HostPresence | Exception | None
+    ) -> None:
+        """Answer a release with the record written; pause the host (with a notice to its app) after
+        too many missed calls."""
         assert self.bus is not None
-        written = await self.book.release(release, time.time_ns(), self._known(release.host_id))
+        if isinstance(written, TandemError):
+            await reply.fail(written)
+            return
+        if isinstance(written, Exception):
+            logger.error("release failed", extra={"host_id": release.host_id, "error": repr(written)})
+            await reply.fail(TandemError("internal error", code=common_pb2.ERROR_CODE_INTERNAL))
+            return
         if written is None:
-            return HostPresence(host_id=release.host_id)
+            await reply.send(HostPresence(host_id=release.host_id))
+            return
         if written.status == AWAY:
             PAUSED.inc()
             logger.info("host paused", extra={"host_id": written.host_id, "missed_in_row": written.missed_in_row})
@@ -124,7 +160,7 @@ class MatchmakingApp(BaseApp):
             await self.bus.publish(
                 subjects.join(subjects.SIGNALING_DELIVER, written.host_id), new_envelope(host_availability=notice)
             )
-        return written
+        await reply.send(written)
 
     def _known(self, host_id: str) -> PresenceEntry | None:
         """The host's record as the presence mirror shows it (None: unknown or not synced yet)."""

@@ -189,16 +189,49 @@ class PresenceBook:
         written = await modify(self.kv, gone.host_id, HostPresence, lambda r: went(r, gone, now_ns), known=_pair(known))
         self._record(gone.host_id, written)
 
-    async def release(
-        self, release: matchmaking_pb2.HostRelease, now_ns: int, known: PresenceEntry | None = None
-    ) -> HostPresence | None:
-        """Apply a release; returns the record written (None when there was nothing to release)."""
+    async def release(self, release: matchmaking_pb2.HostRelease, now_ns: int) -> HostPresence | None:
+        """Apply a release to the record read from the bucket; returns the record written (None when
+        there was nothing to release)."""
         valid_id("host_id", release.host_id)
         written = await modify(
-            self.kv, release.host_id, HostPresence,
-            lambda r: released(r, release, now_ns, self.pause_after_misses), known=_pair(known),
-        )  # fmt: skip
+            self.kv, release.host_id, HostPresence, lambda r: released(r, release, now_ns, self.pause_after_misses)
+        )
         return self._record(release.host_id, written)
+
+    async def release_all(
+        self, releases: Sequence[tuple[matchmaking_pb2.HostRelease, PresenceEntry | None]], now_ns: int
+    ) -> list[HostPresence | Exception | None]:
+        """Apply several releases at once, each to its host's record as its entry shows it, their writes
+        sent together (`update_all`). A release whose entry is missing or changed since, or does not
+        hold the host (perhaps only the entry is stale), or whose host an earlier release of the batch
+        writes, is then applied to the record read from the bucket (`release`). Per release, in order:
+        the record written, None when there was nothing to release, or the error."""
+        outcomes: list[HostPresence | Exception | None] = [None] * len(releases)
+        records: list[tuple[HostPresence, int]] = []
+        sent: list[int] = []
+        again: list[int] = []
+        hosts: set[str] = set()
+        for n, (release, known) in enumerate(releases):
+            record = None
+            if known is not None and release.host_id not in hosts:
+                record = released(known.record, release, now_ns, self.pause_after_misses)
+            if known is None or record is None:
+                again.append(n)
+                continue
+            hosts.add(release.host_id)
+            records.append((record, known.revision))
+            sent.append(n)
+        for n, (record, _), result in zip(sent, records, await self._write_all(records), strict=True):
+            if result is None:
+                again.append(n)  # another writer won: read the bucket
+            else:
+                outcomes[n] = record if isinstance(result, int) else result
+        for n in sorted(again):
+            try:
+                outcomes[n] = await self.release(releases[n][0], now_ns)
+            except Exception as exc:  # the caller answers each release with its own error
+                outcomes[n] = exc
+        return outcomes
 
     async def reserve_all(
         self, wanted: Sequence[tuple[PresenceEntry, str]], shard: str, token: int, now_ns: int
@@ -207,7 +240,7 @@ class PresenceBook:
         new revision; None when the record changed since (another writer won) or the host is not
         free; `FencedOut` when a newer holder of the shard's lease used the host; or the error."""
         outcomes: list[int | Exception | None] = [None] * len(wanted)
-        writes: list[tuple[str, bytes, int]] = []
+        records: list[tuple[HostPresence, int]] = []
         sent: list[int] = []
         for n, (entry, call_id) in enumerate(wanted):
             try:
@@ -216,11 +249,18 @@ class PresenceBook:
                 outcomes[n] = exc
                 continue
             if record is not None:
-                writes.append((record.host_id, record.SerializeToString(), entry.revision))
+                records.append((record, entry.revision))
                 sent.append(n)
-        results = await update_all(self.bus, self.mirror.bucket, writes, timeout_s=self.timeout_s)
-        for n, (host_id, value, _), result in zip(sent, writes, results, strict=True):
-            if isinstance(result, int):
-                self.mirror.apply(host_id, value, result)
+        for n, result in zip(sent, await self._write_all(records), strict=True):
             outcomes[n] = result
         return outcomes
+
+    async def _write_all(self, records: Sequence[tuple[HostPresence, int]]) -> list[int | Exception | None]:
+        """Compare-and-set each record over the revision given, all at once; each write that landed
+        is given to the mirror. Per record: the new revision, None (another writer won) or the error."""
+        writes = [(record.host_id, record.SerializeToString(), revision) for record, revision in records]
+        results = await update_all(self.bus, self.mirror.bucket, writes, timeout_s=self.timeout_s)
+        for (host_id, value, _), result in zip(writes, results, strict=True):
+            if isinstance(result, int):
+                self.mirror.apply(host_id, value, result)
+        return results
