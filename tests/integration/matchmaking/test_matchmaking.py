@@ -214,3 +214,15 @@ async def test_releases_arriving_together_are_each_answered_and_free_their_hosts
     for host in hosts:
         record = matchmaking_pb2.HostPresence.FromString((await kv.get(host)).value or b"")
         assert (record.status, record.call_id) == (matchmaking_pb2.HOST_STATUS_AVAILABLE, "")
+
+
+async def test_a_stopping_instance_refuses_releases_so_they_go_to_another(bus: Bus, start_matchmaking: Start) -> None:
+    app = await start_matchmaking()
+    await announce(bus, "h1")
+    assert (await wait_for_host(bus, "c1")).host_id == "h1"
+    await app.stop()
+    done = matchmaking_pb2.HostRelease(host_id="h1", call_id="c1", outcome=matchmaking_pb2.HOST_OUTCOME_COMPLETED)
+    with pytest.raises(TandemError) as refused:
+        await bus.request(subjects.MATCH_RELEASE, done, matchmaking_pb2.HostPresence, timeout_s=5)
+    assert refused.value.code == common_pb2.ERROR_CODE_UNAVAILABLE
+    assert "stopping" in str(refused.value)

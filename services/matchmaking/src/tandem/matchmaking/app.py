@@ -28,7 +28,15 @@ from tandem.common.service import BaseApp
 from tandem.matchmaking.affinity import AFFINITY_BUCKET, AffinityStore
 from tandem.matchmaking.matcher import MatchPolicy, ShardMatcher
 from tandem.matchmaking.mirror import BucketMirror, Revision
-from tandem.matchmaking.presence import AWAY, HostPresence, PresenceBook, PresenceEntry, languages_of, valid_id
+from tandem.matchmaking.presence import (
+    AWAY,
+    HostPresence,
+    PresenceBook,
+    PresenceEntry,
+    PresenceUnavailable,
+    languages_of,
+    valid_id,
+)
 from tandem.matchmaking.settings import Settings
 from tandem.matchmaking.shards import (
     LEASES_BUCKET,
@@ -42,6 +50,17 @@ from tandem.matchmaking.shards import (
 from tandem.v1 import client_pb2, common_pb2, matchmaking_pb2, orders_pb2
 
 logger = logging.getLogger(__name__)
+
+
+class Stopping(TandemError):
+    """This instance is stopping: a request it can no longer answer goes to another."""
+
+    code = common_pb2.ERROR_CODE_UNAVAILABLE
+
+    def __init__(self, instance: str) -> None:
+        super().__init__(f"matchmaking instance {instance} is stopping")
+        self.instance = instance
+
 
 PAUSED = Counter("tandem_matchmaking_hosts_paused_total", "Hosts paused for missing calls in a row")
 SHARDS_HELD = Gauge("tandem_matchmaking_shards_held", "Shards this instance is the active matcher of")
@@ -65,6 +84,7 @@ class MatchmakingApp(BaseApp):
         self._speakers: collections.Counter[str] = collections.Counter()
         self._releases: list[tuple[matchmaking_pb2.HostRelease, Reply]] = []
         self._releases_queued = asyncio.Event()
+        self._stopping = False
 
     async def start(self, bus: Bus, http: HttpServer) -> None:
         self.bus = bus
@@ -94,8 +114,13 @@ class MatchmakingApp(BaseApp):
         self.tasks.spawn(self._lease_loop(lease_kv), name="leases")
 
     async def stop(self) -> None:
-        """Hand every shard over at once (the lease lapses now) and stop."""
+        """Hand every shard over at once (the lease lapses now) and stop; releases not applied yet
+        are refused, so signaling sends them to another instance at once."""
+        self._stopping = True
         await self.tasks.cancel_all()
+        pending, self._releases = self._releases, []
+        for _, reply in pending:
+            await reply.fail(Stopping(self.instance))
         for shard in list(self.matchers):
             await self._drop(shard)
             await self._hand_over(shard)
@@ -114,6 +139,8 @@ class MatchmakingApp(BaseApp):
     async def on_release(self, release: matchmaking_pb2.HostRelease, reply: Reply) -> None:
         """A call's host to free: queued for the release loop (an invalid host id is refused at once)."""
         valid_id("host_id", release.host_id)
+        if self._stopping:
+            raise Stopping(self.instance)
         self._releases.append((release, reply))
         self._releases_queued.set()
 
@@ -125,12 +152,16 @@ class MatchmakingApp(BaseApp):
             await self._releases_queued.wait()
             self._releases_queued.clear()
             batch, self._releases = self._releases, []
+            outcomes: list[HostPresence | Exception | None]
             try:
                 outcomes = await self.book.release_all(
                     [(release, self._known(release.host_id)) for release, _ in batch], time.time_ns()
                 )
-            except Exception as exc:  # the bus itself (closed, reconnecting): every release of the pass
+            except (nats.errors.Error, TimeoutError, OSError) as exc:  # the bus itself: the whole pass
                 outcomes = [exc] * len(batch)
+            except Exception:  # a defect: logged, answered, and the loop goes on for the next pass
+                logger.exception("releases not applied", extra={"releases": len(batch)})
+                outcomes = [TandemError("internal error", code=common_pb2.ERROR_CODE_INTERNAL)] * len(batch)
             for (release, reply), outcome in zip(batch, outcomes, strict=True):
                 await self._answer_release(release, reply, outcome)
 
@@ -140,12 +171,10 @@ class MatchmakingApp(BaseApp):
         """Answer a release with the record written; pause the host (with a notice to its app) after
         too many missed calls."""
         assert self.bus is not None
-        if isinstance(written, TandemError):
-            await reply.fail(written)
-            return
         if isinstance(written, Exception):
-            logger.error("release failed", extra={"host_id": release.host_id, "error": repr(written)})
-            await reply.fail(TandemError("internal error", code=common_pb2.ERROR_CODE_INTERNAL))
+            error = written if isinstance(written, TandemError) else PresenceUnavailable(release.host_id, written)
+            logger.warning("host not released", extra={"host_id": release.host_id, "error": str(error)})
+            await reply.fail(error)
             return
         if written is None:
             await reply.send(HostPresence(host_id=release.host_id))

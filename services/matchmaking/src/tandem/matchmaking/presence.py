@@ -12,6 +12,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import nats.errors
+
 from tandem.common.bus import Bus
 from tandem.common.errors import TandemError
 from tandem.common.kv import Written, modify, update_all
@@ -30,6 +32,17 @@ AVAILABLE, BUSY, AWAY, OFFLINE = (
     matchmaking_pb2.HOST_STATUS_OFFLINE,
 )  # fmt: skip
 _MISSES = frozenset({matchmaking_pb2.HOST_OUTCOME_DECLINED, matchmaking_pb2.HOST_OUTCOME_RING_TIMEOUT})
+
+
+class PresenceUnavailable(TandemError):
+    """The presence bucket could not be written (NATS away or slow): worth asking again."""
+
+    code = common_pb2.ERROR_CODE_UNAVAILABLE
+
+    def __init__(self, host_id: str, cause: Exception) -> None:
+        super().__init__(f"presence of {host_id} not written: {cause!r}"[:200])
+        self.host_id = host_id
+        self.cause = cause
 
 
 class InvalidPresence(TandemError):
@@ -229,7 +242,7 @@ class PresenceBook:
         for n in sorted(again):
             try:
                 outcomes[n] = await self.release(releases[n][0], now_ns)
-            except Exception as exc:  # the caller answers each release with its own error
+            except (TandemError, nats.errors.Error, TimeoutError, OSError) as exc:  # answered one by one
                 outcomes[n] = exc
         return outcomes
 
