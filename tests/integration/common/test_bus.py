@@ -154,6 +154,20 @@ async def test_key_value_writes_sent_together_each_get_their_own_outcome(bus: Bu
     assert isinstance(missing, NoRespondersError)
 
 
+async def test_writes_sent_together_keep_the_outcomes_of_those_sent_before_one_the_connection_refuses(
+    bus: Bus,
+) -> None:
+    kv = await bus.key_value("t_partly")
+    first, second = await kv.put("a", b"1"), await kv.put("b", b"1")
+    too_large = b"x" * (bus.client.max_payload + 1)
+    writes = [("a", b"2", first), ("b", too_large, second), ("b", b"3", second)]
+    landed, refused, after = await update_all(bus, "t_partly", writes, timeout_s=5)
+    assert landed == second + 1  # sent before the refusal, and awaited
+    assert isinstance(refused, nats.errors.MaxPayloadError)
+    assert after is refused  # not sent
+    assert ((await kv.get("a")).value, (await kv.get("b")).value) == (b"2", b"1")
+
+
 async def test_a_key_value_write_the_stream_refuses_is_an_unavailable_error(bus: Bus) -> None:
     kv = await bus.js.create_key_value(config=KeyValueConfig(bucket="t_refusing", max_value_size=4))
     revision = await kv.put("a", b"1")

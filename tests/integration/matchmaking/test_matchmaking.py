@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
+import nats.errors
 import pytest
 
 from tandem.common import subjects
@@ -121,6 +123,27 @@ async def test_a_host_missing_calls_in_a_row_is_paused_and_told(bus: Bus, start_
     assert (await wait_for_host(bus, "c9", shopper="s9")).host_id == "h1"
 
 
+async def test_a_pause_notice_the_connection_refuses_leaves_the_pause_and_the_next_releases(
+    bus: Bus, start_matchmaking: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = await start_matchmaking(pause_after_misses=1)
+    assert app.bus is not None
+
+    async def refused(*_: Any) -> None:
+        raise nats.errors.OutboundBufferLimitError  # as while NATS is away with a full buffer
+
+    monkeypatch.setattr(app.bus, "publish", refused)
+    await announce(bus, "h1")
+    await announce(bus, "h2")
+    first, second = await wait_for_host(bus, "c1"), await wait_for_host(bus, "c2", shopper="s2")
+    await release(bus, first.host_id, "c1", matchmaking_pb2.HOST_OUTCOME_DECLINED)
+    kv = await bus.key_value(subjects.PRESENCE_BUCKET)
+    paused = matchmaking_pb2.HostPresence.FromString((await kv.get(first.host_id)).value or b"")
+    assert paused.status == matchmaking_pb2.HOST_STATUS_AWAY
+    await release(bus, second.host_id, "c2")  # the release loop goes on
+    assert (await wait_for_host(bus, "c3", shopper="s3")).host_id == second.host_id
+
+
 async def test_a_reservation_with_an_older_lease_token_is_refused_by_the_bucket_record(bus: Bus) -> None:
     kv = await bus.key_value(subjects.PRESENCE_BUCKET)
     book = PresenceBook(BucketMirror(kv, subjects.PRESENCE_BUCKET), bus, pause_after_misses=3)
@@ -226,3 +249,52 @@ async def test_a_stopping_instance_refuses_releases_so_they_go_to_another(bus: B
         await bus.request(subjects.MATCH_RELEASE, done, matchmaking_pb2.HostPresence, timeout_s=5)
     assert refused.value.code == common_pb2.ERROR_CODE_UNAVAILABLE
     assert "stopping" in str(refused.value)
+
+
+async def test_the_release_pass_in_flight_when_an_instance_stops_is_applied_and_answered(
+    bus: Bus, start_matchmaking: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = await start_matchmaking()
+    await announce(bus, "h1")
+    assert (await wait_for_host(bus, "c1")).host_id == "h1"
+    assert app.book is not None
+    apply, entered, gate = app.book.release_all, asyncio.Event(), asyncio.Event()
+
+    async def held_at_the_gate(*args: Any) -> list[matchmaking_pb2.HostPresence | Exception | None]:
+        entered.set()  # the pass is in flight: its writes wait until the instance is stopping
+        await gate.wait()
+        return await apply(*args)
+
+    monkeypatch.setattr(app.book, "release_all", held_at_the_gate)
+    done = matchmaking_pb2.HostRelease(host_id="h1", call_id="c1", outcome=matchmaking_pb2.HOST_OUTCOME_COMPLETED)
+    answer = asyncio.create_task(bus.request(subjects.MATCH_RELEASE, done, matchmaking_pb2.HostPresence, timeout_s=5))
+    await asyncio.wait_for(entered.wait(), 5)
+    stopping = asyncio.create_task(app.stop())
+    await asyncio.sleep(0.2)
+    gate.set()
+    await stopping
+    assert (await answer).status == matchmaking_pb2.HOST_STATUS_AVAILABLE
+
+
+async def test_an_undecodable_presence_record_fails_its_own_host_alone(bus: Bus, start_matchmaking: Start) -> None:
+    """A record no release, reservation or mirror can read (a defect, an operator's hand) costs the
+    service that host only: its release is refused, others' go on, and the mirror keeps following."""
+    await start_matchmaking()
+    await announce(bus, "h1")
+    assert (await wait_for_host(bus, "c1")).host_id == "h1"
+    kv = await bus.key_value(subjects.PRESENCE_BUCKET)
+    await kv.put("hx", b"\xff\xff\xff")
+    done = matchmaking_pb2.HOST_OUTCOME_COMPLETED
+    bad, good = await asyncio.gather(
+        bus.request(subjects.MATCH_RELEASE, matchmaking_pb2.HostRelease(host_id="hx", call_id="cx", outcome=done),
+                    matchmaking_pb2.HostPresence, timeout_s=5),
+        bus.request(subjects.MATCH_RELEASE, matchmaking_pb2.HostRelease(host_id="h1", call_id="c1", outcome=done),
+                    matchmaking_pb2.HostPresence, timeout_s=5),
+        return_exceptions=True,
+    )  # fmt: skip
+    assert isinstance(bad, TandemError)
+    assert bad.code == common_pb2.ERROR_CODE_MALFORMED_MESSAGE
+    assert isinstance(good, matchmaking_pb2.HostPresence)
+    assert good.status == matchmaking_pb2.HOST_STATUS_AVAILABLE
+    await announce(bus, "h2", language="de")  # after the bad record: the watch still follows the bucket
+    assert (await wait_for_host(bus, "c2", shopper="s2", language="de")).host_id == "h2"

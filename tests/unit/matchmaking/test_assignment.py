@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tandem.matchmaking.assignment import assign, assign_greedy, scipy_solver
+from tandem.matchmaking.assignment import assign, assign_greedy, scipy_solver, solver_work
 
 pytestmark = pytest.mark.unit
 
@@ -57,3 +57,12 @@ def test_the_greedy_pass_assigns_eligible_pairs_once(scores: np.ndarray) -> None
 def test_greedy_serves_the_best_row_first() -> None:
     scores = np.array([[10.0, 9.0], [100.0, -np.inf]])
     assert sorted(assign_greedy(scores)) == [(0, 1), (1, 0)]
+
+
+def test_the_solver_runs_up_to_its_work_limit_and_the_greedy_pass_beyond() -> None:
+    # Row 0 has the best single cell, so greedy gives it column 0 and row 1 takes its 1 point;
+    # the solver gives row 1 column 0 and row 0 column 1 (9 + 9 > 10 + 1).
+    scores = np.array([[10.0, 9.0, -np.inf], [9.0, 1.0, -np.inf]])  # the third column drops out: 2 x 2
+    assert solver_work((2, 3)) == solver_work((3, 2)) == 2 * 2 * 3
+    assert sorted(assign(scores, scipy_solver, max_work=solver_work((2, 2)))) == [(0, 1), (1, 0)]
+    assert sorted(assign(scores, scipy_solver, max_work=solver_work((2, 2)) - 1)) == [(0, 0), (1, 1)]

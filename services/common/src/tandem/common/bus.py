@@ -474,25 +474,34 @@ class Bus:
         before any acknowledgement is awaited, under one deadline, their acknowledgements taken by
         one inbox subscription, so a batch costs no task, timer or inbox per message. Per message,
         in order: the stream's `PubAck`, its refusal (nats-py's `APIError`), or why there is no answer
-        (`BusTimeoutError`, `NoRespondersError`, `MalformedMessageError`)."""
+        (`BusTimeoutError`, `NoRespondersError`, `MalformedMessageError`; for the message the
+        connection would not take and every one after it, nats-py's error — the ones sent before it
+        are still awaited, as they may land)."""
         if not self._ack_prefix:
             self._ack_prefix = f"{self._nc.new_inbox()}."
             await self._nc.subscribe(f"{self._ack_prefix}*", cb=self._on_ack)
         loop = asyncio.get_running_loop()
         replies = [f"{self._ack_prefix}{next(self._ack_tokens)}" for _ in messages]
         futures = [self._acks.setdefault(reply, loop.create_future()) for reply in replies]
+        sent, refused = 0, None
         try:
             for (subject, payload, headers), reply in zip(messages, replies, strict=True):
-                await self._nc.publish(_checked(subject), payload, reply=reply, headers=headers)
-            if futures:
-                await asyncio.wait(futures, timeout=timeout_s)
+                try:
+                    await self._nc.publish(_checked(subject), payload, reply=reply, headers=headers)
+                except nats.errors.Error as exc:  # reconnecting with a full buffer, closed, too large
+                    refused = exc
+                    break
+                sent += 1
+            if sent:
+                await asyncio.wait(futures[:sent], timeout=timeout_s)
         finally:
             for reply in replies:
                 self._acks.pop(reply, None)
-        return [
+        answers: list[api.PubAck | Exception] = [
             _ack(subject, future.result()) if future.done() else BusTimeoutError(subject, timeout_s)
-            for (subject, _, _), future in zip(messages, futures, strict=True)
+            for (subject, _, _), future in zip(messages[:sent], futures, strict=False)
         ]
+        return answers + [refused] * (len(messages) - sent) if refused is not None else answers
 
     async def _on_ack(self, msg: Msg) -> None:
         future = self._acks.get(msg.subject)

@@ -22,7 +22,7 @@ from tandem.common import subjects
 from tandem.common.aio import TaskSet, cancel_and_wait
 from tandem.common.bus import Bus, Reply, decode
 from tandem.common.envelope import new_envelope
-from tandem.common.errors import TandemError
+from tandem.common.errors import MalformedMessageError, TandemError
 from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
 from tandem.matchmaking.affinity import AFFINITY_BUCKET, AffinityStore
@@ -85,6 +85,7 @@ class MatchmakingApp(BaseApp):
         self._releases: list[tuple[matchmaking_pb2.HostRelease, Reply]] = []
         self._releases_queued = asyncio.Event()
         self._stopping = False
+        self._release_task: asyncio.Task[None] | None = None
 
     async def start(self, bus: Bus, http: HttpServer) -> None:
         self.bus = bus
@@ -109,14 +110,19 @@ class MatchmakingApp(BaseApp):
             await bus.serve(subject, request_type, handler, queue="matchmaking", concurrent=True)  # type: ignore[arg-type]
         # Releases are held and applied together by one loop, without a task each.
         await bus.serve_held(subjects.MATCH_RELEASE, matchmaking_pb2.HostRelease, self.on_release, queue="matchmaking")
-        self.tasks.spawn(self._release_loop(), name="releases")
+        self._release_task = self.tasks.spawn(self._release_loop(), name="releases")
         bus.consume(subjects.ORDERS_STREAM, "matchmaking-affinity", orders_pb2.OrderPlaced, self.on_order)
         self.tasks.spawn(self._lease_loop(lease_kv), name="leases")
 
     async def stop(self) -> None:
-        """Hand every shard over at once (the lease lapses now) and stop; releases not applied yet
-        are refused, so signaling sends them to another instance at once."""
+        """Hand every shard over at once (the lease lapses now) and stop. The releases taken are
+        applied and answered first (for as long as a write may take); new ones are refused, so
+        signaling sends them to another instance at once. (Unsubscribing instead would drop those
+        already on their way to this one, to time out.)"""
         self._stopping = True
+        if self._release_task is not None and self.book is not None:
+            self._releases_queued.set()
+            await asyncio.wait({self._release_task}, timeout=self.book.timeout_s + 1)
         await self.tasks.cancel_all()
         pending, self._releases = self._releases, []
         for _, reply in pending:
@@ -146,24 +152,29 @@ class MatchmakingApp(BaseApp):
 
     async def _release_loop(self) -> None:
         """Apply the releases queued since the last pass in one pass (`PresenceBook.release_all`)
-        and answer them; releases arriving meanwhile wait for the next pass."""
-        assert self.book is not None
+        and answer them; releases arriving meanwhile wait for the next pass. Once the instance is
+        stopping, ends after the pass that empties the queue."""
         while True:
             await self._releases_queued.wait()
             self._releases_queued.clear()
             batch, self._releases = self._releases, []
-            outcomes: list[HostPresence | Exception | None]
-            try:
-                outcomes = await self.book.release_all(
-                    [(release, self._known(release.host_id)) for release, _ in batch], time.time_ns()
-                )
-            except (nats.errors.Error, TimeoutError, OSError) as exc:  # the bus itself: the whole pass
-                outcomes = [exc] * len(batch)
-            except Exception:  # a defect: logged, answered, and the loop goes on for the next pass
-                logger.exception("releases not applied", extra={"releases": len(batch)})
-                outcomes = [TandemError("internal error", code=common_pb2.ERROR_CODE_INTERNAL)] * len(batch)
-            for (release, reply), outcome in zip(batch, outcomes, strict=True):
-                await self._answer_release(release, reply, outcome)
+            if batch:
+                await self._release_pass(batch)
+            if self._stopping and not self._releases:
+                return
+
+    async def _release_pass(self, batch: list[tuple[matchmaking_pb2.HostRelease, Reply]]) -> None:
+        assert self.book is not None
+        outcomes: list[HostPresence | Exception | None]
+        try:
+            outcomes = await self.book.release_all(
+                [(release, self._known(release.host_id)) for release, _ in batch], time.time_ns()
+            )
+        except Exception:  # a defect (the bus's failures come per release): logged, answered, and on
+            logger.exception("releases not applied", extra={"releases": len(batch)})
+            outcomes = [TandemError("internal error", code=common_pb2.ERROR_CODE_INTERNAL)] * len(batch)
+        for (release, reply), outcome in zip(batch, outcomes, strict=True):
+            await self._answer_release(release, reply, outcome)
 
     async def _answer_release(
         self, release: matchmaking_pb2.HostRelease, reply: Reply, written: HostPresence | Exception | None
@@ -186,9 +197,12 @@ class MatchmakingApp(BaseApp):
                 available=False, languages=written.languages, categories=written.categories,
                 markets=written.markets, time_zone=written.time_zone,
             )  # fmt: skip
-            await self.bus.publish(
-                subjects.join(subjects.SIGNALING_DELIVER, written.host_id), new_envelope(host_availability=notice)
-            )
+            try:
+                await self.bus.publish(
+                    subjects.join(subjects.SIGNALING_DELIVER, written.host_id), new_envelope(host_availability=notice)
+                )
+            except (TandemError, nats.errors.Error) as exc:  # the pause stands; only its notice is lost
+                logger.warning("pause notice not sent", extra={"host_id": written.host_id, "error": repr(exc)})
         await reply.send(written)
 
     def _known(self, host_id: str) -> PresenceEntry | None:
@@ -197,10 +211,10 @@ class MatchmakingApp(BaseApp):
         known = self.presence.entries.get(host_id)
         if known is None or not self.presence.synced.is_set():
             return None
-        return PresenceEntry(decode(HostPresence, known.value), known.revision)
+        return _entry(host_id, known)  # None when undecodable: the write reads the bucket itself
 
     def _on_presence(self, host_id: str, revision: Revision | None) -> None:
-        entry = None if revision is None else PresenceEntry(decode(HostPresence, revision.value), revision.revision)
+        entry = None if revision is None else _entry(host_id, revision)
         languages = languages_of(entry.record) if entry is not None else set()
         self._speakers.subtract(self._languages.pop(host_id, set()))
         if languages:
@@ -306,8 +320,9 @@ class MatchmakingApp(BaseApp):
         assert self.presence is not None
         matcher = ShardMatcher(shard, token, self.policy, self.book, self.affinity)
         for host_id, known in self.presence.entries.items():
-            record = decode(HostPresence, known.value)
-            matcher.on_presence(host_id, PresenceEntry(record, known.revision), languages_of(record))
+            entry = _entry(host_id, known)
+            if entry is not None:
+                matcher.on_presence(host_id, entry, languages_of(entry.record))
         matcher.valid_until = t0 + self.settings.lease_ttl_s - self.settings.lease_renew_s
         self.matchers[shard] = matcher
         subject = f"{subjects.MATCH_REQUEST}.{shard}"
@@ -340,6 +355,16 @@ class MatchmakingApp(BaseApp):
             await self.leases.kv.update(lease_key(shard), lapsed.SerializeToString(), last=revision)
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyValueError):
             return
+
+
+def _entry(host_id: str, revision: Revision) -> PresenceEntry | None:
+    """A mirrored presence record; None, logged, when it cannot be decoded (such a host is never
+    matched, and a write for it reads the bucket and fails alone)."""
+    try:
+        return PresenceEntry(decode(HostPresence, revision.value), revision.revision)
+    except MalformedMessageError as exc:
+        logger.error("undecodable presence record", extra={"host_id": host_id, "error": str(exc)})
+        return None
 
 
 def build_app(settings: Settings, instance: str) -> MatchmakingApp:

@@ -8,6 +8,7 @@ The transitions are pure functions below; `PresenceBook` applies them to the buc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -187,7 +188,7 @@ class PresenceBook:
     async def announce(
         self, update: matchmaking_pb2.PresenceUpdate, now_ns: int, known: PresenceEntry | None = None
     ) -> HostPresence:
-        """Apply a host's update. `known`, here and below: the record as the bucket's mirror shows
+        """Apply a host's update. `known`, here and in `gone`: the record as the bucket's mirror shows
         it, tried first instead of reading the bucket (the write is a compare-and-set either way)."""
         valid_id("host_id", update.host_id)
         written = await modify(
@@ -217,8 +218,9 @@ class PresenceBook:
         """Apply several releases at once, each to its host's record as its entry shows it, their writes
         sent together (`update_all`). A release whose entry is missing or changed since, or does not
         hold the host (perhaps only the entry is stale), or whose host an earlier release of the batch
-        writes, is then applied to the record read from the bucket (`release`). Per release, in order:
-        the record written, None when there was nothing to release, or the error."""
+        writes, is then applied to the record read from the bucket (`release`): one host's in order,
+        different hosts' at once. Per release, in order: the record written, None when there was
+        nothing to release, or the error."""
         outcomes: list[HostPresence | Exception | None] = [None] * len(releases)
         records: list[tuple[HostPresence, int]] = []
         sent: list[int] = []
@@ -239,11 +241,18 @@ class PresenceBook:
                 again.append(n)  # another writer won: read the bucket
             else:
                 outcomes[n] = record if isinstance(result, int) else result
+        by_host: dict[str, list[int]] = {}
         for n in sorted(again):
-            try:
-                outcomes[n] = await self.release(releases[n][0], now_ns)
-            except (TandemError, nats.errors.Error, TimeoutError, OSError) as exc:  # answered one by one
-                outcomes[n] = exc
+            by_host.setdefault(releases[n][0].host_id, []).append(n)
+
+        async def in_order(indexes: list[int]) -> None:
+            for n in indexes:
+                try:
+                    outcomes[n] = await self.release(releases[n][0], now_ns)
+                except (TandemError, nats.errors.Error, TimeoutError, OSError) as exc:  # answered one by one
+                    outcomes[n] = exc
+
+        await asyncio.gather(*(in_order(indexes) for indexes in by_host.values()))
         return outcomes
 
     async def reserve_all(
