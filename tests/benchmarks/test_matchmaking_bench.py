@@ -5,10 +5,11 @@ promotion starts; hosts that decline) three times per market: this matcher (the 
 scores, rings, aging and solver, one batch per 250 ms of virtual time), today's greedy-per-request
 matcher (each request takes the best free host at once, a queued shopper retries every second), and
 FIFO with longest-idle hosts. Totals are compared with the offline optimum: the solver over the whole
-hour's shoppers at once against every host's calls, timing ignored, so an upper bound no online
-matcher can beat. Beside it, for the reasons: "% own" is the total over the same bound with only the
-calls each host took under that matcher (the first bound takes each host's most calls under any of
-the three, so it serves shoppers no single matcher had hosts for), and "seller %" the share of
+hour's shoppers at once against every host's calls, timing ignored (but never a host with the
+shopper it declines), so an upper bound no online matcher can beat. Beside it, for the reasons:
+"% own" is the total over the same bound with only the calls each host took under that matcher
+(the first bound takes each host's most calls under any of the three, so it serves shoppers no
+single matcher had hosts for), and "seller %" the share of
 returning shoppers served by the host they bought from (the bound gives nearly all of them theirs,
 ignoring that the host is usually in another call). The held-out market was never used to choose a
 setting.
@@ -288,7 +289,8 @@ class Simulation:
 
 
 def offline_optimum(spec: MarketSpec, calls_per_host: dict[str, int]) -> float:
-    """The solver over the whole hour: every shopper against every call a host took in any policy."""
+    """The solver over the whole hour: every shopper against every call a host took in any policy,
+    but never a host that declines the shopper (no policy can earn that pair's value)."""
     hosts, shoppers, _ = build(spec)
     total = 0.0
     for language in spec.languages:
@@ -299,7 +301,7 @@ def offline_optimum(spec: MarketSpec, calls_per_host: dict[str, int]) -> float:
         scores = np.full((len(rows), len(slots)), -np.inf)
         for c, host in enumerate(slots):
             for r, shopper in enumerate(rows):
-                if shopper.market in host.markets:
+                if shopper.market in host.markets and host.host_id not in shopper.declines:
                     scores[r, c] = value(shopper, host)
         total += sum(scores[r, c] for r, c in assign(scores, scipy_solver, 10**12))
     return total
