@@ -48,7 +48,7 @@ from tandem.devstack.stack import ServiceSpec, supervised
 from tandem.matchmaking.assignment import IntArray, assign, scipy_solver, solver_work
 from tandem.matchmaking.fairness import Relaxation
 from tandem.matchmaking.index import HostCard, ShardIndex
-from tandem.matchmaking.queue import Ticket
+from tandem.matchmaking.queue import ServiceRate, ShardQueue, Ticket
 from tandem.matchmaking.scoring import Weights, score_batch
 from tandem.matchmaking.settings import Settings
 from tandem.v1 import client_pb2, matchmaking_pb2
@@ -57,6 +57,7 @@ from tests.benchmarks.matchmaking_load import LANGUAGES
 WEIGHTS = Weights()
 RELAXATION = Relaxation()
 MAX_WORK: int = Settings.model_fields["solver_max_work"].default
+RATE_WINDOW_S: float = Settings.model_fields["service_rate_window_s"].default
 # Value of a consultation in the totals: any match, plus the weights for skill and affinity.
 SERVED_POINTS = 100.0
 STEP_S = 0.25
@@ -130,6 +131,9 @@ class Shopper:
     excluded: set[str] = field(default_factory=set)
     served_at: float | None = None
     value: float = 0.0
+    # The estimated wait the service would first have told the shopper (batch), and when.
+    estimated_at: float | None = None
+    estimated_wait_s: int = 0
 
 
 def build(spec: MarketSpec) -> tuple[list[Host], list[Shopper], np.random.Generator]:
@@ -187,6 +191,7 @@ class Simulation:
             self._index(host, free=True)
         self.events: list[tuple[float, int, str, str]] = []  # (time, seq, kind, host/shopper)
         self.decision_s: list[float] = []
+        self.rates: dict[str, ServiceRate] = defaultdict(lambda: ServiceRate(RATE_WINDOW_S, 0.0))
         self._seq = 0
 
     def _index(self, host: Host, *, free: bool) -> None:
@@ -200,6 +205,7 @@ class Simulation:
     def _offer(self, shopper: Shopper, host: Host, now: float) -> None:
         """The host rings; it declines after its ringing time or takes the call."""
         del self.waiting[shopper.call_id]
+        self.rates[shopper.language].record(shopper.market, now)  # as the matcher counts a match
         self._index(host, free=False)
         ring = shopper.declines.get(host.host_id)
         if ring is not None:
@@ -255,11 +261,23 @@ class Simulation:
         for language, shoppers in shards.items():
             index = self.indexes[language]
             slots = index.free_slots({s.market for s in shoppers})
-            if not len(slots):
-                continue
-            scores = score_batch(self._tickets(shoppers), index, slots, now, WEIGHTS, RELAXATION)
-            for row, col in assign(scores, scipy_solver, MAX_WORK):
-                self._offer(shoppers[row], self.by_id[index.card(int(slots[col])).host_id], now)
+            if len(slots):
+                scores = score_batch(self._tickets(shoppers), index, slots, now, WEIGHTS, RELAXATION)
+                for row, col in assign(scores, scipy_solver, MAX_WORK):
+                    self._offer(shoppers[row], self.by_id[index.card(int(slots[col])).host_id], now)
+            self._estimate([s for s in shoppers if s.call_id in self.waiting], language, now)
+
+    def _estimate(self, waiting: list[Shopper], language: str, now: float) -> None:
+        """The estimated wait the service's queue gives each shopper left waiting for the first time."""
+        if all(s.estimated_at is not None for s in waiting):
+            return
+        queue = ShardQueue(len(waiting), self.rates[language])
+        for ticket in self._tickets(waiting):
+            queue.upsert(ticket)
+        standings = queue.standings(now)
+        for shopper in waiting:
+            if shopper.estimated_at is None:
+                shopper.estimated_at, shopper.estimated_wait_s = now, standings[shopper.call_id].estimated_wait_s
 
     def _step_greedy(self, now: float) -> None:
         """Today's matcher: a request takes the best free host at once (skill, affinity, idle time;
@@ -322,6 +340,7 @@ def test_matchmaking_quality_and_fairness_on_synthetic_markets() -> None:
                "rare max", "starved", "rare starved", "step p99 ms")  # fmt: skip
     print(f"{'market':<18} {'matcher':<8} " + " ".join(f"{c:>8}" for c in columns))
     bound_calls: dict[str, int] = {}
+    honesty: list[tuple[str, Simulation]] = []
     for spec in (PLENTIFUL, SCARCE, HELD_OUT):
         runs = {}
         for policy in ("batch", "greedy", "fifo"):
@@ -334,6 +353,7 @@ def test_matchmaking_quality_and_fairness_on_synthetic_markets() -> None:
                 calls[host.host_id] = max(calls[host.host_id], host.calls)
         optimum = offline_optimum(spec, calls)
         bound_calls[spec.name] = sum(calls.values())
+        honesty.append((spec.name, runs["batch"]))
         for policy, sim in runs.items():
             every = waits(sim.shoppers)
             rare = waits([s for s in sim.shoppers if s.language == RARE])
@@ -354,6 +374,22 @@ def test_matchmaking_quality_and_fairness_on_synthetic_markets() -> None:
             )
     for name, total_calls in bound_calls.items():
         print(f"{name}: the bound's host calls {total_calls} (each host's most under any matcher)")
+    print("\n== matchmaking: the batch matcher's first estimated wait against the wait that followed ==")
+    print(f"{'market':<18} {'queued':>7} {'no est.':>7} {'|err| p50':>9} {'|err| p90':>9} {'bias p50':>8} "
+          f"{'in 2x':>6} {'starved, told <60s':>18}")  # fmt: skip
+    for name, sim in honesty:
+        told = [s for s in sim.shoppers if s.estimated_at is not None]
+        estimated = [s for s in told if s.estimated_wait_s > 0]
+        # Of the served: actual remaining wait minus the estimate (positive: longer than told).
+        errors = [(s.served_at - s.estimated_at) - s.estimated_wait_s
+                  for s in estimated if s.served_at is not None and s.estimated_at is not None]  # fmt: skip
+        within = [e for e, s in zip(errors, [s for s in estimated if s.served_at is not None], strict=True)
+                  if abs(e) <= s.estimated_wait_s]  # fmt: skip
+        broken = [s for s in estimated if s.served_at is None
+                  and s.estimated_at is not None and s.estimated_at - s.arrived + s.estimated_wait_s < PATIENCE_S]
+        print(f"{name:<18} {len(told):>7} {len(told) - len(estimated):>7} {pct([abs(e) for e in errors], 50):>9.1f} "
+              f"{pct([abs(e) for e in errors], 90):>9.1f} {pct(errors, 50):>8.1f} "
+              f"{100 * len(within) / max(1, len(errors)):>5.0f}% {len(broken):>18}")  # fmt: skip
     assert optimum > 0
 
 
