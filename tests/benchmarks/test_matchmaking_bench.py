@@ -378,19 +378,25 @@ def test_matchmaking_quality_and_fairness_on_synthetic_markets() -> None:
     print(f"{'market':<18} {'queued':>7} {'no est.':>7} {'|err| p50':>9} {'|err| p90':>9} {'bias p50':>8} "
           f"{'in 2x':>6} {'starved, told <60s':>18}")  # fmt: skip
     for name, sim in honesty:
-        told = [s for s in sim.shoppers if s.estimated_at is not None]
-        estimated = [s for s in told if s.estimated_wait_s > 0]
-        # Of the served: actual remaining wait minus the estimate (positive: longer than told).
-        errors = [(s.served_at - s.estimated_at) - s.estimated_wait_s
-                  for s in estimated if s.served_at is not None and s.estimated_at is not None]  # fmt: skip
-        within = [e for e, s in zip(errors, [s for s in estimated if s.served_at is not None], strict=True)
-                  if abs(e) <= s.estimated_wait_s]  # fmt: skip
-        broken = [s for s in estimated if s.served_at is None
-                  and s.estimated_at is not None and s.estimated_at - s.arrived + s.estimated_wait_s < PATIENCE_S]
-        print(f"{name:<18} {len(told):>7} {len(told) - len(estimated):>7} {pct([abs(e) for e in errors], 50):>9.1f} "
-              f"{pct([abs(e) for e in errors], 90):>9.1f} {pct(errors, 50):>8.1f} "
-              f"{100 * len(within) / max(1, len(errors)):>5.0f}% {len(broken):>18}")  # fmt: skip
+        queued, unestimated, errors, within, broken = estimate_honesty(sim.shoppers)
+        absolute = [abs(e) for e in errors]
+        print(f"{name:<18} {queued:>7} {unestimated:>7} {pct(absolute, 50):>9.1f} {pct(absolute, 90):>9.1f} "
+              f"{pct(errors, 50):>8.1f} {100 * within / max(1, len(errors)):>5.0f}% {broken:>18}")  # fmt: skip
     assert optimum > 0
+
+
+def estimate_honesty(shoppers: list[Shopper]) -> tuple[int, int, list[float], int, int]:
+    """Of the shoppers told an estimated wait: how many, how many were told 0 (no estimate), each
+    served one's actual remaining wait minus the estimate (positive: longer than told), how many of
+    those were served within twice the estimate, and how many were told they would be served
+    within their patience and never were."""
+    told = [(s, s.estimated_at) for s in shoppers if s.estimated_at is not None]
+    estimated = [(s, at) for s, at in told if s.estimated_wait_s > 0]
+    errors = [(s.served_at - at) - s.estimated_wait_s for s, at in estimated if s.served_at is not None]
+    served_estimates = [s.estimated_wait_s for s, _ in estimated if s.served_at is not None]
+    within = sum(abs(e) <= wait for e, wait in zip(errors, served_estimates, strict=True))
+    broken = sum(s.served_at is None and at - s.arrived + s.estimated_wait_s < PATIENCE_S for s, at in estimated)
+    return len(told), len(told) - len(estimated), errors, within, broken
 
 
 def lap_solver(cost: np.ndarray) -> tuple[IntArray, IntArray]:
