@@ -41,6 +41,16 @@ def ring_of(waited_s: float, relaxation: Relaxation, *, previous_present: bool, 
     return Ring.LANGUAGE
 
 
+def ring_left_s(waited_s: float, relaxation: Relaxation, *, previous_present: bool, category_present: bool) -> float:
+    """Seconds until the shopper's ring (`ring_of`) relaxes to the next; 0 in the outermost."""
+    ring = ring_of(waited_s, relaxation, previous_present=previous_present, category_present=category_present)
+    if ring is Ring.PREVIOUS_HOST:
+        return relaxation.previous_host_s - waited_s
+    if ring is Ring.CATEGORY:
+        return relaxation.category_s - waited_s
+    return 0.0
+
+
 def aging_bonus(waited_s: npt.NDArray[np.float64], relaxation: Relaxation) -> npt.NDArray[np.float64]:
     """Priority points per shopper for seconds waited."""
     return np.maximum(0.0, waited_s) * relaxation.aging_per_second

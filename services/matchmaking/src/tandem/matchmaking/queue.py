@@ -2,15 +2,18 @@
 
 Position: 1 + the shoppers of the same shard and market who have waited longer (they compete for
 the same hosts). Estimated wait: position divided by the rate at which that market's shoppers were
-matched over the last `rate_window_s`, rounded up to whole seconds; 0 while nobody has been matched
-in the window (no estimate).
+matched over the last `rate_window_s`, rounded up to whole seconds, and no less than the shopper is
+still held to a ring whose hosts are busy; 0 while nobody has been matched in the window (no
+estimate). Counting the shoppers who leave without a host into the rate was tried: it shortened the
+typical error, but told two to three times as many shoppers that they would be served in time who
+then were not (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from tandem.common.errors import TandemError
@@ -104,7 +107,9 @@ class ShardQueue:
             del self._tickets[ticket.call_id]
         return gone
 
-    def standings(self, now_s: float) -> dict[str, Standing]:
+    def standings(self, now_s: float, held_s: Callable[[Ticket], float] = lambda _: 0.0) -> dict[str, Standing]:
+        """Every queued shopper's position and estimated wait; `held_s`: how much longer a shopper
+        is held to a ring whose hosts are busy (the wait is no shorter)."""
         by_market: dict[str, list[Ticket]] = defaultdict(list)
         for ticket in self._tickets.values():
             by_market[ticket.market].append(ticket)
@@ -113,6 +118,6 @@ class ShardQueue:
             tickets.sort(key=lambda t: (t.waiting_since_s, t.call_id))
             rate = self.rate.rate(market, now_s)
             for position, ticket in enumerate(tickets, start=1):
-                wait = math.ceil(position / rate) if rate > 0 else 0
+                wait = max(math.ceil(position / rate), math.ceil(held_s(ticket))) if rate > 0 else 0
                 result[ticket.call_id] = Standing(position, wait)
         return result

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from tandem.matchmaking.fairness import Relaxation, Ring, aging_bonus, ring_of
+from tandem.matchmaking.fairness import Relaxation, Ring, aging_bonus, ring_left_s, ring_of
 from tandem.matchmaking.index import ShardIndex
 from tandem.matchmaking.queue import Ticket
 
@@ -96,3 +96,14 @@ def score_batch(
     points = idle + skilled * weights.category + previous * weights.returning_customer + bonus
     scores: FloatArray = np.where(eligible, points, -np.inf)
     return scores
+
+
+def ring_hold_s(ticket: Ticket, index: ShardIndex, now_s: float, relaxation: Relaxation) -> float:
+    """How much longer a shopper left waiting is held to their ring: the rings that hold them are
+    those whose hosts are online, and a shopper still waiting after a batch found those busy."""
+    return ring_left_s(
+        now_s - ticket.waiting_since_s,
+        relaxation,
+        previous_present=index.any_present(ticket.previous_host_ids, ticket.market),
+        category_present=bool(ticket.category) and index.category_present(ticket.category, ticket.market),
+    )
