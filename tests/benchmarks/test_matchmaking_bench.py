@@ -49,7 +49,7 @@ from tandem.matchmaking.assignment import IntArray, assign, scipy_solver, solver
 from tandem.matchmaking.fairness import Relaxation
 from tandem.matchmaking.index import HostCard, ShardIndex
 from tandem.matchmaking.queue import ServiceRate, ShardQueue, Ticket
-from tandem.matchmaking.scoring import Weights, ring_hold_s, score_batch
+from tandem.matchmaking.scoring import Weights, ring_holds, score_batch
 from tandem.matchmaking.settings import Settings
 from tandem.v1 import client_pb2, matchmaking_pb2
 from tests.benchmarks.matchmaking_load import LANGUAGES
@@ -274,8 +274,7 @@ class Simulation:
         queue = ShardQueue(len(waiting), self.rates[language])
         for ticket in self._tickets(waiting):
             queue.upsert(ticket)
-        index = self.indexes[language]
-        standings = queue.standings(now, lambda t: ring_hold_s(t, index, now, RELAXATION))
+        standings = queue.standings(now, ring_holds(self.indexes[language], now, RELAXATION))
         for shopper in waiting:
             if shopper.estimated_at is None:
                 shopper.estimated_at, shopper.estimated_wait_s = now, standings[shopper.call_id].estimated_wait_s

@@ -7,7 +7,7 @@ affinity and the host's idle time add to a cell's score, the shopper's waiting t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,12 +98,21 @@ def score_batch(
     return scores
 
 
-def ring_hold_s(ticket: Ticket, index: ShardIndex, now_s: float, relaxation: Relaxation) -> float:
-    """How much longer a shopper left waiting is held to their ring: the rings that hold them are
-    those whose hosts are online, and a shopper still waiting after a batch found those busy."""
-    return ring_left_s(
-        now_s - ticket.waiting_since_s,
-        relaxation,
-        previous_present=index.any_present(ticket.previous_host_ids, ticket.market),
-        category_present=bool(ticket.category) and index.category_present(ticket.category, ticket.market),
-    )
+def ring_holds(index: ShardIndex, now_s: float, relaxation: Relaxation) -> Callable[[Ticket], float]:
+    """How much longer each shopper left waiting is held to their ring: the rings that hold them
+    are those whose hosts are online, and a shopper still waiting after a batch found those busy.
+    Whether a category is present in a market is taken from the index once per pair."""
+    present: dict[tuple[str, str], bool] = {}
+
+    def hold_s(ticket: Ticket) -> float:
+        key = (ticket.category, ticket.market)
+        if key not in present:
+            present[key] = bool(ticket.category) and index.category_present(ticket.category, ticket.market)
+        return ring_left_s(
+            now_s - ticket.waiting_since_s,
+            relaxation,
+            previous_present=index.any_present(ticket.previous_host_ids, ticket.market),
+            category_present=present[key],
+        )
+
+    return hold_s
