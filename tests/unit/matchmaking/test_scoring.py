@@ -8,7 +8,7 @@ import pytest
 from tandem.matchmaking.fairness import Relaxation
 from tandem.matchmaking.index import ShardIndex
 from tandem.matchmaking.queue import ServiceRate, ShardQueue, Ticket
-from tandem.matchmaking.scoring import Weights, ring_holds, score_batch
+from tandem.matchmaking.scoring import Rings, Weights, score_batch
 
 from .builders import NOW, card, index_of, ticket
 
@@ -73,12 +73,24 @@ def test_a_busy_previous_host_is_waited_for_during_the_first_ring() -> None:
 def test_a_shopper_held_to_a_ring_is_told_no_shorter_a_wait_than_the_ring_holds_them() -> None:
     seller_busy = index_of(card("seller", free=False), card("skilled", categories=("beauty",), free=False))
     rows = {w: ticket(f"c{w}", category="beauty", previous=("seller",), waited_s=w) for w in (4, 12, 25)}
-    assert [ring_holds(seller_busy, NOW, R)(t) for t in rows.values()] == pytest.approx([6.0, 8.0, 0.0])
+    assert [Rings(seller_busy, NOW, R).hold_s(t) for t in rows.values()] == pytest.approx([6.0, 8.0, 0.0])
     seller_offline = index_of(card("seller", free=False, online=False), card("skilled", categories=("beauty",)))
-    assert ring_holds(seller_offline, NOW, R)(rows[4]) == pytest.approx(16.0)  # no wait for nobody
+    assert Rings(seller_offline, NOW, R).hold_s(rows[4]) == pytest.approx(16.0)  # no wait for nobody
     queue = ShardQueue(10, ServiceRate(60.0, NOW - 600))
     queue.upsert(rows[4])
     for s in range(30):  # one match every 2 s: position 1 alone would be 2 s
         queue.rate.record("US", NOW - 60 + 2 * s + 1)
     assert queue.standings(NOW)["c4"].estimated_wait_s == 2
-    assert queue.standings(NOW, ring_holds(seller_busy, NOW, R))["c4"].estimated_wait_s == 6
+    assert queue.standings(NOW, Rings(seller_busy, NOW, R).hold_s)["c4"].estimated_wait_s == 6
+
+
+def test_a_host_the_shopper_excluded_holds_no_ring() -> None:
+    """A seller who declined the shopper, or the only skilled host and it rang out: the shopper is
+    not held (nor told to wait) for them."""
+    index = index_of(card("seller", free=False), card("skilled", categories=("beauty",)), card("any"))
+    declined = ticket("c1", category="beauty", previous=("seller",), excluded=("seller",), waited_s=2)
+    assert Rings(index, NOW, R).hold_s(declined) == pytest.approx(18.0)  # the category ring, not the seller's
+    both = ticket("c2", category="beauty", previous=("seller",), excluded=("seller", "skilled"), waited_s=2)
+    assert Rings(index, NOW, R).hold_s(both) == 0.0
+    free = np.flatnonzero(index.free[: len(index)])
+    assert np.isfinite(score_batch([both], index, free, NOW, W, R)).tolist() == [[False, True]]

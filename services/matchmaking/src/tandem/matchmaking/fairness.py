@@ -5,8 +5,9 @@ shopper has waited longer than another by more than `overtake_bound_s`, no host'
 solver serve the newcomer instead (the aged row wins every host both may take).
 
 Rings: for the first `previous_host_s` a returning shopper is offered only a host they bought from
-(when one is online in their market), then until `category_s` only hosts skilled in the category
-(when any is online), then any host speaking the language in their market.
+(when one is online in their market and has not declined them or let them ring out), then until
+`category_s` only hosts skilled in the category (when any such is online), then any host speaking
+the language in their market.
 """
 
 from __future__ import annotations
@@ -41,13 +42,13 @@ def ring_of(waited_s: float, relaxation: Relaxation, *, previous_present: bool, 
     return Ring.LANGUAGE
 
 
-def ring_left_s(waited_s: float, relaxation: Relaxation, *, previous_present: bool, category_present: bool) -> float:
-    """Seconds until the shopper's ring (`ring_of`) relaxes to the next; 0 in the outermost."""
-    ring = ring_of(waited_s, relaxation, previous_present=previous_present, category_present=category_present)
+def ring_left_s(waited_s: float, ring: Ring, relaxation: Relaxation) -> float:
+    """Seconds until a shopper who has waited `waited_s` and is held to `ring` is let out of it;
+    0 in the outermost."""
     if ring is Ring.PREVIOUS_HOST:
-        return relaxation.previous_host_s - waited_s
+        return max(0.0, relaxation.previous_host_s - waited_s)
     if ring is Ring.CATEGORY:
-        return relaxation.category_s - waited_s
+        return max(0.0, relaxation.category_s - waited_s)
     return 0.0
 
 

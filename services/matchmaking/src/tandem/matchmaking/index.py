@@ -133,9 +133,11 @@ class ShardIndex:
             wanted |= self.market_mask(market)
         return np.flatnonzero(wanted & self.free)
 
-    def category_present(self, category: str, market: str) -> bool:
-        """Some online host in `market` has the category."""
-        return bool((self.category_mask(category) & self.market_mask(market) & self.online).any())
+    def category_present(self, category: str, market: str, *, excluding: Iterable[str] = ()) -> bool:
+        """Some online host in `market` has the category (other than the hosts `excluding`)."""
+        present = self.category_mask(category) & self.market_mask(market) & self.online
+        present[[slot for h in excluding if (slot := self._slots.get(h)) is not None]] = False
+        return bool(present.any())
 
     def any_present(self, host_ids: Iterable[str], market: str) -> bool:
         """One of `host_ids` is online and sells to `market`."""

@@ -27,7 +27,7 @@ from tandem.matchmaking.fairness import Relaxation
 from tandem.matchmaking.index import ShardIndex
 from tandem.matchmaking.presence import PresenceBook, PresenceEntry, card_of, valid_id
 from tandem.matchmaking.queue import ServiceRate, ShardQueue, Standing, Ticket
-from tandem.matchmaking.scoring import Weights, ring_holds, score_batch
+from tandem.matchmaking.scoring import Rings, Weights, score_batch
 from tandem.matchmaking.settings import Settings
 from tandem.matchmaking.shards import FencedOut
 from tandem.v1 import matchmaking_pb2
@@ -210,7 +210,7 @@ class ShardMatcher:
         matched = 0
         if time.monotonic() < self.valid_until and len(self.queue):
             matched = await self._assign(now)
-        self._standings = self.queue.standings(now, ring_holds(self.index, now, self.policy.relaxation))
+        self._standings = self.queue.standings(now, Rings(self.index, now, self.policy.relaxation).hold_s)
         await self._push_standings(now)
         await self._end_holds(self.clock())
         return matched

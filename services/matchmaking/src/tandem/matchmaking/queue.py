@@ -118,6 +118,7 @@ class ShardQueue:
             tickets.sort(key=lambda t: (t.waiting_since_s, t.call_id))
             rate = self.rate.rate(market, now_s)
             for position, ticket in enumerate(tickets, start=1):
-                wait = max(math.ceil(position / rate), math.ceil(held_s(ticket))) if rate > 0 else 0
+                # (less a microsecond: the hold is a difference of Unix seconds, 6.0000001 is 6)
+                wait = max(math.ceil(position / rate), math.ceil(held_s(ticket) - 1e-6)) if rate > 0 else 0
                 result[ticket.call_id] = Standing(position, wait)
         return result

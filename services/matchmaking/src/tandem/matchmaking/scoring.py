@@ -7,7 +7,7 @@ affinity and the host's idle time add to a cell's score, the shopper's waiting t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +55,45 @@ def _columns(index: ShardIndex, slots: IntArray, host_ids: frozenset[str]) -> In
     return found
 
 
+class Rings:
+    """Which ring holds each shopper of a batch at `now_s` (`fairness.ring_of`). A ring counts only
+    while it has an online host in the shopper's market whom the shopper has not excluded (a host
+    that declined them or let them ring out): waiting for that host would be waiting for nobody.
+    Whether a category has such hosts in a market is read from the index once per pair."""
+
+    def __init__(self, index: ShardIndex, now_s: float, relaxation: Relaxation) -> None:
+        self.index = index
+        self.now_s = now_s
+        self.relaxation = relaxation
+        self._categories: dict[tuple[str, str], bool] = {}
+
+    def ring(self, ticket: Ticket) -> Ring:
+        return ring_of(
+            self._waited_s(ticket),
+            self.relaxation,
+            previous_present=self.index.any_present(ticket.previous_host_ids - ticket.excluded_host_ids, ticket.market),
+            category_present=self._category_present(ticket),
+        )
+
+    def hold_s(self, ticket: Ticket) -> float:
+        """How much longer the shopper is held to their ring: a shopper still waiting after a batch
+        found its hosts busy."""
+        return ring_left_s(self._waited_s(ticket), self.ring(ticket), self.relaxation)
+
+    def _waited_s(self, ticket: Ticket) -> float:
+        return max(0.0, self.now_s - ticket.waiting_since_s)
+
+    def _category_present(self, ticket: Ticket) -> bool:
+        if not ticket.category:
+            return False
+        if ticket.excluded_host_ids:
+            return self.index.category_present(ticket.category, ticket.market, excluding=ticket.excluded_host_ids)
+        key = (ticket.category, ticket.market)
+        if key not in self._categories:
+            self._categories[key] = self.index.category_present(ticket.category, ticket.market)
+        return self._categories[key]
+
+
 def score_batch(
     tickets: Sequence[Ticket],
     index: ShardIndex,
@@ -72,21 +111,13 @@ def score_batch(
     waited = np.array([now_s - t.waiting_since_s for t in tickets])
     markets = {market: index.market_mask(market)[slots] for market in {t.market for t in tickets}}
     categories = {category: index.category_mask(category)[slots] for category in {t.category for t in tickets}}
-    category_present = {
-        (category, market): bool(category) and index.category_present(category, market)
-        for category, market in {(t.category, t.market) for t in tickets}
-    }
+    rings = Rings(index, now_s, relaxation)
     eligible = np.stack([markets[t.market] for t in tickets])
     skilled = np.stack([categories[t.category] for t in tickets])
     previous = np.zeros_like(eligible)
     for row, ticket in enumerate(tickets):
         previous[row, _columns(index, slots, ticket.previous_host_ids)] = True
-        ring = ring_of(
-            float(waited[row]),
-            relaxation,
-            previous_present=index.any_present(ticket.previous_host_ids, ticket.market),
-            category_present=category_present[ticket.category, ticket.market],
-        )
+        ring = rings.ring(ticket)
         if ring is Ring.PREVIOUS_HOST:
             eligible[row] &= previous[row]
         elif ring is Ring.CATEGORY:
@@ -96,23 +127,3 @@ def score_batch(
     points = idle + skilled * weights.category + previous * weights.returning_customer + bonus
     scores: FloatArray = np.where(eligible, points, -np.inf)
     return scores
-
-
-def ring_holds(index: ShardIndex, now_s: float, relaxation: Relaxation) -> Callable[[Ticket], float]:
-    """How much longer each shopper left waiting is held to their ring: the rings that hold them
-    are those whose hosts are online, and a shopper still waiting after a batch found those busy.
-    Whether a category is present in a market is taken from the index once per pair."""
-    present: dict[tuple[str, str], bool] = {}
-
-    def hold_s(ticket: Ticket) -> float:
-        key = (ticket.category, ticket.market)
-        if key not in present:
-            present[key] = bool(ticket.category) and index.category_present(ticket.category, ticket.market)
-        return ring_left_s(
-            now_s - ticket.waiting_since_s,
-            relaxation,
-            previous_present=index.any_present(ticket.previous_host_ids, ticket.market),
-            category_present=present[key],
-        )
-
-    return hold_s
