@@ -45,7 +45,7 @@ from tandem.common.bus import Bus, BusConfig
 from tandem.devstack.nats import NatsServer
 from tandem.devstack.ports import free_port
 from tandem.devstack.stack import ServiceSpec, supervised
-from tandem.matchmaking.assignment import IntArray, assign, scipy_solver, solver_work
+from tandem.matchmaking.assignment import IntArray, assign, scipy_solver, solved_optimally, solver_work
 from tandem.matchmaking.fairness import Relaxation
 from tandem.matchmaking.index import HostCard, ShardIndex
 from tandem.matchmaking.queue import ServiceRate, ShardQueue, Ticket
@@ -261,20 +261,21 @@ class Simulation:
         for language, shoppers in shards.items():
             index = self.indexes[language]
             slots = index.free_slots({s.market for s in shoppers})
+            rings = Rings(index, now, RELAXATION)
             if len(slots):
-                scores = score_batch(self._tickets(shoppers), index, slots, now, WEIGHTS, RELAXATION)
+                scores = score_batch(self._tickets(shoppers), index, slots, now, WEIGHTS, RELAXATION, rings=rings)
                 for row, col in assign(scores, scipy_solver, MAX_WORK):
                     self._offer(shoppers[row], self.by_id[index.card(int(slots[col])).host_id], now)
-            self._estimate([s for s in shoppers if s.call_id in self.waiting], language, now)
+            self._estimate([s for s in shoppers if s.call_id in self.waiting], language, now, rings)
 
-    def _estimate(self, waiting: list[Shopper], language: str, now: float) -> None:
+    def _estimate(self, waiting: list[Shopper], language: str, now: float, rings: Rings) -> None:
         """The estimated wait the service's queue gives each shopper left waiting for the first time."""
         if all(s.estimated_at is not None for s in waiting):
             return
         queue = ShardQueue(len(waiting), self.rates[language])
         for ticket in self._tickets(waiting):
             queue.upsert(ticket)
-        standings = queue.standings(now, Rings(self.indexes[language], now, RELAXATION).hold_s)
+        standings = queue.standings(now, rings.hold_s)
         for shopper in waiting:
             if shopper.estimated_at is None:
                 shopper.estimated_at, shopper.estimated_wait_s = now, standings[shopper.call_id].estimated_wait_s
@@ -451,7 +452,7 @@ def test_matchmaking_solvers_side_by_side() -> None:
         greedy_share = 100 * timings["greedy"][1] / timings["scipy"][1]
         ms = " ".join(f"{1000 * timings[k][0]:>8.2f}" for k in ("scipy", "lap", "greedy"))
         work = solver_work(scores.shape)
-        picked = "scipy" if work <= MAX_WORK else "greedy"
+        picked = "scipy" if solved_optimally(scores.shape, MAX_WORK) else "greedy"
         print(f"{f'{n} x {m}':<18} {ms} {greedy_share:>16.2f} {work / 1e6:>9.1f} {picked:>8}")
 
 

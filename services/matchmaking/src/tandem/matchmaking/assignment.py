@@ -63,6 +63,11 @@ def solver_work(shape: tuple[int, ...]) -> int:
     return small * small * large
 
 
+def solved_optimally(shape: tuple[int, ...], max_work: int) -> bool:
+    """Whether a batch of this shape (eligible rows and columns only) goes to the solver."""
+    return solver_work(shape) <= max_work
+
+
 def assign(scores: FloatArray, solver: Solver, max_work: int) -> list[tuple[int, int]]:
     """Assign a batch: rows and columns without an eligible cell are left out; the rest goes to
     the solver when its `solver_work` is at most `max_work`, else to the greedy pass."""
@@ -74,5 +79,5 @@ def assign(scores: FloatArray, solver: Solver, max_work: int) -> list[tuple[int,
     if not len(rows):
         return []
     sub = scores[np.ix_(rows, cols)]
-    pairs = assign_optimal(sub, solver) if solver_work(sub.shape) <= max_work else assign_greedy(sub)
+    pairs = assign_optimal(sub, solver) if solved_optimally(sub.shape, max_work) else assign_greedy(sub)
     return [(int(rows[r]), int(cols[c])) for r, c in pairs]

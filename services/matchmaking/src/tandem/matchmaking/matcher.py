@@ -208,20 +208,21 @@ class ShardMatcher:
         now = self.clock()
         await self._forget_lapsed(now)
         matched = 0
+        rings = Rings(self.index, now, self.policy.relaxation)
         if time.monotonic() < self.valid_until and len(self.queue):
-            matched = await self._assign(now)
-        self._standings = self.queue.standings(now, Rings(self.index, now, self.policy.relaxation).hold_s)
+            matched = await self._assign(now, rings)
+        self._standings = self.queue.standings(now, rings.hold_s)
         await self._push_standings(now)
         await self._end_holds(self.clock())
         return matched
 
-    async def _assign(self, now: float) -> int:
+    async def _assign(self, now: float, rings: Rings) -> int:
         tickets = list(self.queue)
         slots = self.index.free_slots({t.market for t in tickets})
         if not len(slots):
             return 0
         policy = self.policy
-        scores = score_batch(tickets, self.index, slots, now, policy.weights, policy.relaxation)
+        scores = score_batch(tickets, self.index, slots, now, policy.weights, policy.relaxation, rings=rings)
         pairs = assign(scores, scipy_solver, policy.max_work)
         now_ns = int(now * 1e9)
         chosen = [(tickets[row], int(slots[col]), float(scores[row, col])) for row, col in pairs]

@@ -59,21 +59,28 @@ class Rings:
     """Which ring holds each shopper of a batch at `now_s` (`fairness.ring_of`). A ring counts only
     while it has an online host in the shopper's market whom the shopper has not excluded (a host
     that declined them or let them ring out): waiting for that host would be waiting for nobody.
-    Whether a category has such hosts in a market is read from the index once per pair."""
+    Whether a category has such hosts in a market is read from the index once per pair, and each
+    shopper's ring once per batch (for its scores, then for its standing)."""
 
     def __init__(self, index: ShardIndex, now_s: float, relaxation: Relaxation) -> None:
         self.index = index
         self.now_s = now_s
         self.relaxation = relaxation
         self._categories: dict[tuple[str, str], bool] = {}
+        self._rings: dict[str, Ring] = {}
 
     def ring(self, ticket: Ticket) -> Ring:
-        return ring_of(
-            self._waited_s(ticket),
-            self.relaxation,
-            previous_present=self.index.any_present(ticket.previous_host_ids - ticket.excluded_host_ids, ticket.market),
-            category_present=self._category_present(ticket),
-        )
+        ring = self._rings.get(ticket.call_id)
+        if ring is None:
+            ring = self._rings[ticket.call_id] = ring_of(
+                self._waited_s(ticket),
+                self.relaxation,
+                previous_present=self.index.any_present(
+                    ticket.previous_host_ids - ticket.excluded_host_ids, ticket.market
+                ),
+                category_present=self._category_present(ticket),
+            )
+        return ring
 
     def hold_s(self, ticket: Ticket) -> float:
         """How much longer the shopper is held to their ring: a shopper still waiting after a batch
@@ -101,17 +108,20 @@ def score_batch(
     now_s: float,
     weights: Weights,
     relaxation: Relaxation,
+    *,
+    rings: Rings | None = None,
 ) -> FloatArray:
     """Scores of `tickets` (rows) for the hosts in `slots` of `index` (columns; ascending slots); -inf
     where the host may not take the shopper (other market, excluded, outside the shopper's current ring).
-    Each market's and category's hosts are taken out of the index once per batch, not per shopper."""
+    Each market's and category's hosts are taken out of the index once per batch, not per shopper.
+    `rings`: the batch's `Rings`, when its standings use them too (else made here)."""
     if not len(tickets) or not len(slots):
         return np.full((len(tickets), len(slots)), -np.inf)
     idle = idle_points(index.idle_since[slots], now_s, weights)
     waited = np.array([now_s - t.waiting_since_s for t in tickets])
     markets = {market: index.market_mask(market)[slots] for market in {t.market for t in tickets}}
     categories = {category: index.category_mask(category)[slots] for category in {t.category for t in tickets}}
-    rings = Rings(index, now_s, relaxation)
+    rings = rings or Rings(index, now_s, relaxation)
     eligible = np.stack([markets[t.market] for t in tickets])
     skilled = np.stack([categories[t.category] for t in tickets])
     previous = np.zeros_like(eligible)
