@@ -207,6 +207,10 @@ _CROSS_FRAMES = 50
 _CROSS_COHERENCE = 0.3
 """Smallest phase coherence at the correlation peak for a delay measurement to be used (a near-end
 talker or noise over the echo lowers it)."""
+_CROSS_FLOOR = 1e-20
+"""Cross-spectrum magnitude below which a bin counts as silent, far under any audible echo's (the
+capture decaying to denormals after the echo stops would otherwise give bins of 1e-45, whose phase
+the fast-math division loses)."""
 _NEWTON_STEPS = 4
 """Newton steps refining the correlation peak to a fraction of a sample."""
 _LOCK_S = 2.0
@@ -1011,7 +1015,7 @@ def _phase_only(cross: Single, row: int, lo: int, hi: int, spec: Complex) -> Non
     """``spec[lo..hi]`` = the accumulated cross-spectrum of ``row`` with unit magnitude (PHAT)."""
     for k in range(lo, hi + 1):
         m = math.hypot(cross[0, row, k], cross[1, row, k])
-        spec[k] = complex(cross[0, row, k] / m, cross[1, row, k] / m) if m > 0.0 else 0.0
+        spec[k] = complex(cross[0, row, k] / m, cross[1, row, k] / m) if m > _CROSS_FLOOR else 0.0
 
 
 @nb.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -1088,7 +1092,7 @@ def _measure_drift(cross: Single, edges: Index, spec: Complex, time: Real, fft: 
     cross[:, :, :] = 0.0
     s.cross_frames = 0
     s.cross_time = s.cross_offset = 0.0
-    if coherence < _CROSS_COHERENCE:
+    if not coherence >= _CROSS_COHERENCE:  # NaN included
         return
     if s.reg_n >= 3.0:
         mean_t, mean_p, _, slope = _drift_line(s)
