@@ -146,7 +146,7 @@ async def test_a_pause_notice_the_connection_refuses_leaves_the_pause_and_the_ne
 
 async def test_a_reservation_with_an_older_lease_token_is_refused_by_the_bucket_record(bus: Bus) -> None:
     kv = await bus.key_value(subjects.PRESENCE_BUCKET)
-    book = PresenceBook(BucketMirror(kv, subjects.PRESENCE_BUCKET), bus, pause_after_misses=3)
+    book = PresenceBook(BucketMirror(kv, subjects.PRESENCE_BUCKET, bus.js), bus, pause_after_misses=3)
 
     async def current() -> PresenceEntry:
         entry = await kv.get("h1")
@@ -179,7 +179,7 @@ async def test_asking_again_without_the_host_that_declined_finds_another(bus: Bu
 
 async def test_a_release_from_a_stale_mirrored_record_reads_the_bucket_and_frees_the_host(bus: Bus) -> None:
     kv = await bus.key_value(subjects.PRESENCE_BUCKET)
-    book = PresenceBook(BucketMirror(kv, subjects.PRESENCE_BUCKET), bus, pause_after_misses=3)
+    book = PresenceBook(BucketMirror(kv, subjects.PRESENCE_BUCKET, bus.js), bus, pause_after_misses=3)
     update = matchmaking_pb2.PresenceUpdate(
         host_id="h1", availability=client_pb2.HostAvailability(available=True, languages=["en"], markets=["US"])
     )

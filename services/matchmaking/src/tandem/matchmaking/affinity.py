@@ -7,6 +7,7 @@ an in-memory mirror of the bucket, so a match request costs a dictionary look-up
 from __future__ import annotations
 
 import nats.js.errors
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from tandem.common.bus import decode
@@ -19,9 +20,9 @@ MAX_HOSTS = 10
 
 
 class AffinityStore:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
         self.kv = kv
-        self.mirror = BucketMirror(kv, AFFINITY_BUCKET)
+        self.mirror = BucketMirror(kv, AFFINITY_BUCKET, js)
 
     def previous_hosts(self, shopper_id: str) -> frozenset[str]:
         known = self.mirror.entries.get(shopper_id)

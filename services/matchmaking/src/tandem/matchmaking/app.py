@@ -79,7 +79,9 @@ class MatchmakingApp(BaseApp):
         self.leases: BucketMirror | None = None
         self.matchers: dict[str, ShardMatcher] = {}
         self._shard_tasks: dict[str, tuple[asyncio.Task[None], Subscription]] = {}
-        self._languages: dict[str, set[str]] = {}
+        # Every host's record as the presence mirror shows it, decoded once per change.
+        self._records: dict[str, PresenceEntry] = {}
+        self._languages: dict[str, frozenset[str]] = {}
         # Hosts per language, kept with `_languages`: the shards there are, without a scan per round.
         self._speakers: collections.Counter[str] = collections.Counter()
         self._releases: list[tuple[matchmaking_pb2.HostRelease, Reply]] = []
@@ -92,12 +94,12 @@ class MatchmakingApp(BaseApp):
         for stream in subjects.STREAMS:
             await bus.ensure_stream(stream)
         presence_kv = await bus.key_value(subjects.PRESENCE_BUCKET)
-        self.presence = BucketMirror(presence_kv, subjects.PRESENCE_BUCKET)
+        self.presence = BucketMirror(presence_kv, subjects.PRESENCE_BUCKET, bus.js)
         self.presence.listeners.append(self._on_presence)
         self.book = PresenceBook(self.presence, bus, self.settings.pause_after_misses)
-        self.affinity = AffinityStore(await bus.key_value(AFFINITY_BUCKET))
+        self.affinity = AffinityStore(await bus.key_value(AFFINITY_BUCKET), bus.js)
         lease_kv = await bus.key_value(LEASES_BUCKET)
-        self.leases = BucketMirror(lease_kv, LEASES_BUCKET)
+        self.leases = BucketMirror(lease_kv, LEASES_BUCKET, bus.js)
         self.tasks.spawn(self.presence.run(), name="presence-watch")
         self.tasks.spawn(self.leases.run(), name="lease-watch")
         self.tasks.spawn(self.affinity.mirror.run(), name="affinity-watch")
@@ -206,20 +208,26 @@ class MatchmakingApp(BaseApp):
         await reply.send(written)
 
     def _known(self, host_id: str) -> PresenceEntry | None:
-        """The host's record as the presence mirror shows it (None: unknown or not synced yet)."""
+        """The host's record as the presence mirror shows it (None: unknown, undecodable, or not
+        synced yet; the write then reads the bucket itself)."""
         assert self.presence is not None
-        known = self.presence.entries.get(host_id)
-        if known is None or not self.presence.synced.is_set():
-            return None
-        return _entry(host_id, known)  # None when undecodable: the write reads the bucket itself
+        return self._records.get(host_id) if self.presence.synced.is_set() else None
 
     def _on_presence(self, host_id: str, revision: Revision | None) -> None:
         entry = None if revision is None else _entry(host_id, revision)
-        languages = languages_of(entry.record) if entry is not None else set()
-        self._speakers.subtract(self._languages.pop(host_id, set()))
-        if languages:
-            self._languages[host_id] = languages
+        if entry is None:
+            self._records.pop(host_id, None)
+        else:
+            self._records[host_id] = entry
+        languages = languages_of(entry.record) if entry is not None else frozenset()
+        known = self._languages.get(host_id, frozenset())
+        if languages != known:
+            self._speakers.subtract(known)
             self._speakers.update(languages)
+            if languages:
+                self._languages[host_id] = languages
+            else:
+                del self._languages[host_id]
         for matcher in self.matchers.values():
             matcher.on_presence(host_id, entry, languages)
 
@@ -317,12 +325,9 @@ class MatchmakingApp(BaseApp):
         assert self.bus is not None
         assert self.book is not None
         assert self.affinity is not None
-        assert self.presence is not None
         matcher = ShardMatcher(shard, token, self.policy, self.book, self.affinity)
-        for host_id, known in self.presence.entries.items():
-            entry = _entry(host_id, known)
-            if entry is not None:
-                matcher.on_presence(host_id, entry, languages_of(entry.record))
+        for host_id, entry in self._records.items():
+            matcher.on_presence(host_id, entry, self._languages.get(host_id, frozenset()))
         matcher.valid_until = t0 + self.settings.lease_ttl_s - self.settings.lease_renew_s
         self.matchers[shard] = matcher
         subject = f"{subjects.MATCH_REQUEST}.{shard}"

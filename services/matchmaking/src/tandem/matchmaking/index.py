@@ -75,6 +75,7 @@ class ShardIndex:
     def put(self, card: HostCard) -> None:
         """Add or update a host."""
         slot = self._slots.get(card.host_id)
+        listed = False  # already in the masks of the card's markets and categories
         if slot is None:
             if not self._released:
                 if len(self._cards) == self.capacity:
@@ -83,9 +84,14 @@ class ShardIndex:
                 self._released.append(len(self._cards) - 1)
             slot = self._slots[card.host_id] = self._released.pop()
         else:
-            self._clear_masks(slot)
+            old = self.card(slot)
+            listed = old.markets == card.markets and old.categories == card.categories  # most writes
+            if not listed:
+                self._clear_masks(slot)
         self._cards[slot] = card
         self.free[slot], self.online[slot], self.idle_since[slot] = card.free, card.online, card.idle_since_s
+        if listed:
+            return
         for market in card.markets:
             self._mask(self._markets, market)[slot] = True
         for category in card.categories:

@@ -124,7 +124,7 @@ class ShardMatcher:
 
     # --- presence ---------------------------------------------------------------------------
 
-    def on_presence(self, host_id: str, entry: PresenceEntry | None, languages: set[str]) -> None:
+    def on_presence(self, host_id: str, entry: PresenceEntry | None, languages: frozenset[str]) -> None:
         """A host's record changed (None: deleted); `languages`: the record's `languages_of`. A host
         come free waits for the next batch: waking the loop per host would cost a batch per release."""
         if entry is None or self.language not in languages:

@@ -9,6 +9,7 @@ The transitions are pure functions below; `PresenceBook` applies them to the buc
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,21 +64,38 @@ def valid_id(field: str, value: str) -> str:
     return value
 
 
-def languages_of(record: HostPresence) -> set[str]:
+def languages_of(record: HostPresence) -> frozenset[str]:
     """The primary languages a host speaks (the shards it belongs to, per region)."""
+    return _primaries(tuple(record.languages))
+
+
+# Hosts list a handful of distinct languages, markets and categories between them, and every write
+# of a record (two per call) reads them again: each distinct list is normalised once.
+@functools.lru_cache(maxsize=4096)
+def _primaries(tags: tuple[str, ...]) -> frozenset[str]:
     primaries = set()
-    for tag in record.languages:
+    for tag in tags:
         primary = tag.split("-", 1)[0].lower()
         if 2 <= len(primary) <= 8 and primary.isascii() and primary.isalpha():
             primaries.add(primary)
-    return primaries
+    return frozenset(primaries)
+
+
+@functools.lru_cache(maxsize=4096)
+def _upper(values: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(value.upper() for value in values)
+
+
+@functools.lru_cache(maxsize=4096)
+def _lower(values: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(value.lower() for value in values)
 
 
 def card_of(record: HostPresence) -> HostCard:
     return HostCard(
         host_id=record.host_id,
-        markets=frozenset(m.upper() for m in record.markets),
-        categories=frozenset(c.lower() for c in record.categories),
+        markets=_upper(tuple(record.markets)),
+        categories=_lower(tuple(record.categories)),
         idle_since_s=record.idle_since.ToNanoseconds() / 1e9,
         free=record.status == AVAILABLE,
         online=record.status in (AVAILABLE, BUSY),
