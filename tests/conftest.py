@@ -6,6 +6,7 @@ worker and each test gets its own database in it.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import sys
@@ -73,12 +74,27 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         yield server
 
 
+@contextlib.asynccontextmanager
+async def _connected(server: NatsServer, name: str) -> AsyncIterator[Bus]:
+    bus = Bus(BusConfig(servers=[server.url], name=name, request_timeout_s=1.0))
+    await bus.connect()
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
 @pytest.fixture
 async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
-    bus = Bus(BusConfig(servers=[nats_server.url], name="test", request_timeout_s=1.0))
-    await bus.connect()
-    yield bus
-    await bus.close()
+    async with _connected(nats_server, "test") as bus:
+        yield bus
+
+
+@pytest.fixture
+async def other_bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
+    """A second connection to the test's server (what one process writes, another hears)."""
+    async with _connected(nats_server, "other") as bus:
+        yield bus
 
 
 @pytest.fixture(scope="session")

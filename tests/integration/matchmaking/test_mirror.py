@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tandem.common.aio import cancel_and_wait
-from tandem.common.bus import Bus, BusConfig
+from tandem.common.bus import Bus
 from tandem.devstack.nats import NatsServer
 from tandem.matchmaking.mirror import BucketMirror, Revision
 
@@ -20,15 +20,6 @@ from .helpers import eventually
 pytestmark = pytest.mark.integration
 
 BUCKET = "mirror_test"
-
-
-@pytest.fixture
-async def writer(nats_server: NatsServer) -> AsyncIterator[Bus]:
-    """Another connection, so that every change reaches the mirror only through its watch."""
-    other = Bus(BusConfig(servers=[nats_server.url], name="writer", request_timeout_s=1.0))
-    await other.connect()
-    yield other
-    await other.close()
 
 
 @dataclass
@@ -67,9 +58,9 @@ async def follow() -> AsyncIterator[Follow]:
 
 
 async def test_an_empty_bucket_is_synced_at_once_and_changes_are_heard_in_order(
-    bus: Bus, writer: Bus, follow: Follow
+    bus: Bus, other_bus: Bus, follow: Follow
 ) -> None:
-    kv = await writer.key_value(BUCKET)
+    kv = await other_bus.key_value(BUCKET)
     followed = await follow(bus)
     mirror, heard = followed.mirror, followed.heard
     assert mirror.entries == {}
@@ -91,8 +82,8 @@ async def test_an_empty_bucket_is_synced_at_once_and_changes_are_heard_in_order(
     assert mirror.entries == {"a": Revision(b"2", second)}
 
 
-async def test_a_bucket_with_keys_is_synced_after_their_last_values(bus: Bus, writer: Bus, follow: Follow) -> None:
-    kv = await writer.key_value(BUCKET)
+async def test_a_bucket_with_keys_is_synced_after_their_last_values(bus: Bus, other_bus: Bus, follow: Follow) -> None:
+    kv = await other_bus.key_value(BUCKET)
     for n in range(50):
         await kv.put(f"k{n % 10}", b"%d" % n)
     await kv.delete("k0")
@@ -119,9 +110,9 @@ async def test_a_write_recorded_by_its_writer_is_not_heard_again_from_the_watch(
 
 
 async def test_the_mirror_follows_on_after_the_server_restarts(
-    nats_server: NatsServer, bus: Bus, writer: Bus, follow: Follow
+    nats_server: NatsServer, bus: Bus, other_bus: Bus, follow: Follow
 ) -> None:
-    kv = await writer.key_value(BUCKET)
+    kv = await other_bus.key_value(BUCKET)
     await kv.put("a", b"1")
     followed = await follow(bus)
     nats_server.stop()
