@@ -81,8 +81,7 @@ class MatchmakingApp(BaseApp):
         self._shard_tasks: dict[str, tuple[asyncio.Task[None], Subscription]] = {}
         # Every host's record as the presence mirror shows it, decoded once per change.
         self._records: dict[str, PresenceEntry] = {}
-        self._languages: dict[str, frozenset[str]] = {}
-        # Hosts per language, kept with `_languages`: the shards there are, without a scan per round.
+        # Hosts per language, kept with `_records`: the shards there are, without a scan per round.
         self._speakers: collections.Counter[str] = collections.Counter()
         self._releases: list[tuple[matchmaking_pb2.HostRelease, Reply]] = []
         self._releases_queued = asyncio.Event()
@@ -215,19 +214,14 @@ class MatchmakingApp(BaseApp):
 
     def _on_presence(self, host_id: str, revision: Revision | None) -> None:
         entry = None if revision is None else _entry(host_id, revision)
-        if entry is None:
-            self._records.pop(host_id, None)
-        else:
+        previous = self._records.pop(host_id, None)
+        if entry is not None:
             self._records[host_id] = entry
         languages = languages_of(entry.record) if entry is not None else frozenset()
-        known = self._languages.get(host_id, frozenset())
+        known = languages_of(previous.record) if previous is not None else frozenset()
         if languages != known:
             self._speakers.subtract(known)
             self._speakers.update(languages)
-            if languages:
-                self._languages[host_id] = languages
-            else:
-                del self._languages[host_id]
         for matcher in self.matchers.values():
             matcher.on_presence(host_id, entry, languages)
 
@@ -327,7 +321,7 @@ class MatchmakingApp(BaseApp):
         assert self.affinity is not None
         matcher = ShardMatcher(shard, token, self.policy, self.book, self.affinity)
         for host_id, entry in self._records.items():
-            matcher.on_presence(host_id, entry, self._languages.get(host_id, frozenset()))
+            matcher.on_presence(host_id, entry, languages_of(entry.record))
         matcher.valid_until = t0 + self.settings.lease_ttl_s - self.settings.lease_renew_s
         self.matchers[shard] = matcher
         subject = f"{subjects.MATCH_REQUEST}.{shard}"
