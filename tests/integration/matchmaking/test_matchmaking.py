@@ -209,6 +209,51 @@ async def test_a_match_request_with_an_invalid_call_id_is_refused_at_once(bus: B
     assert refused.value.code == common_pb2.ERROR_CODE_INVALID_ARGUMENT
 
 
+async def test_every_id_signaling_accepts_is_accepted(bus: Bus, start_matchmaking: Start) -> None:
+    """Hosts, shoppers and calls are named by the system's one identifier rule (1-128 characters,
+    '=' included), the rule signaling checks clients' ids against."""
+    await start_matchmaking()
+    host, shopper = "host=1", "s" * subjects.MAX_ID_CHARS
+    assert (await announce(bus, host)).status == matchmaking_pb2.HOST_STATUS_AVAILABLE
+    call = "c=" + "x" * (subjects.MAX_ID_CHARS - 2)
+    assert (await wait_for_host(bus, call, shopper=shopper)).host_id == host
+    await release(bus, host, call)
+
+
+async def test_a_shopper_whose_request_is_held_longer_than_the_lapse_stays_in_the_queue(
+    bus: Bus, start_matchmaking: Start
+) -> None:
+    await start_matchmaking(queue_lapse_s=0.5)
+    await announce(bus, "h1", language="fi", markets=("FI",))
+    await wait_for_host(bus, "c-busy", language="fi", market="FI")  # the shard's one host is now busy
+    held = asyncio.ensure_future(answer(bus, match_request("c1", "s1", "fi", "FI", 3.0)))  # held 2.4 s
+    await asyncio.sleep(1.0)
+    second = await answer(bus, match_request("c2", "s2", "fi", "FI", 0.2))
+    assert second.queued.position == 2, "the held shopper left the queue while waiting"
+    first = await held
+    assert first.queued.position == 1
+
+
+async def test_a_host_matched_to_a_shopper_not_yet_told_is_freed_when_the_shard_changes_matcher(
+    bus: Bus, start_matchmaking: Start
+) -> None:
+    first = await start_matchmaking()
+    await announce(bus, "h1")
+    await wait_for_host(bus, "c-busy")
+    queued = await answer(bus, match_request("c1", "s1", "en", "US", 0.01))  # no request held from now on
+    assert queued.HasField("queued")
+    await release(bus, "h1", "c-busy")  # the next batch matches c1, whose request has ended
+
+    async def matched_untold() -> bool:
+        entry = first._records.get("h1")
+        return entry is not None and entry.record.call_id == "c1"
+
+    await eventually(matched_untold)
+    await first.stop()  # before c1 asks again: it will ask the next matcher, which knows nothing of it
+    await start_matchmaking()
+    assert (await wait_for_host(bus, "c2", shopper="s2")).host_id == "h1"
+
+
 async def test_releases_arriving_together_are_each_answered_and_free_their_hosts(
     bus: Bus, start_matchmaking: Start
 ) -> None:

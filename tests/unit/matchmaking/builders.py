@@ -25,5 +25,5 @@ def ticket(call_id: str, *, market: str = "US", category: str = "", waited_s: fl
     return Ticket(
         call_id=call_id, shopper_id=f"shopper-{call_id}", market=market, category=category,
         previous_host_ids=frozenset(previous), excluded_host_ids=frozenset(excluded), waiting_since_s=NOW - waited_s,
-        last_seen_s=NOW,
+        seen_until_s=NOW,
     )  # fmt: skip

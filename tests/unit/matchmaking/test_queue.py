@@ -34,11 +34,19 @@ def test_the_estimated_wait_is_the_position_over_the_markets_recent_service_rate
     assert [queue.standings(NOW)[f"c{n}"].estimated_wait_s for n in range(3)] == [2, 4, 6]
 
 
+def test_the_service_rate_keeps_only_its_window_of_matches_when_nobody_asks_for_it() -> None:
+    rate = ServiceRate(60.0, NOW)
+    for n in range(10_000):  # ten matches a second, every shopper matched at once: no standings
+        rate.record("US", NOW + n / 10)
+    assert len(rate._matched["US"]) <= 601  # (private) what the window holds, not every match
+    assert rate.rate("US", NOW + 1000) == pytest.approx(10.0)
+
+
 def test_a_repeated_request_keeps_the_waiting_time_and_a_silent_shopper_lapses() -> None:
     queue = ShardQueue(2, ServiceRate(60.0, NOW))
     queue.upsert(ticket("c1", waited_s=5))
     again = ticket("c1")
-    again.last_seen_s = NOW + 2
+    again.seen_until_s = NOW + 2
     assert queue.upsert(again).waiting_since_s == NOW - 5
     queue.upsert(ticket("c2"))
     with pytest.raises(QueueFull):

@@ -27,7 +27,7 @@ from tandem.v1 import client_pb2 as tandem_dot_v1_dot_client__pb2
 from tandem.v1 import common_pb2 as tandem_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btandem/v1/matchmaking.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/client.proto\x1a\x16tandem/v1/common.proto\"\xa9\x03\n\x0cHostPresence\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.tandem.v1.HostStatus\x12\x11\n\tlanguages\x18\x03 \x03(\t\x12\x12\n\ncategories\x18\x04 \x03(\t\x12\x0f\n\x07markets\x18\x05 \x03(\t\x12\x11\n\ttime_zone\x18\x06 \x01(\t\x12.\n\nidle_since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12signaling_instance\x18\x08 \x01(\t\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06region\x18\n \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x0b \x01(\t\x12\x33\n\x06\x66\x65nces\x18\x0c \x03(\x0b\x32#.tandem.v1.HostPresence.FencesEntry\x12\x15\n\rmissed_in_row\x18\r \x01(\r\x1a-\n\x0b\x46\x65ncesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x80\x01\n\x0ePresenceUpdate\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x31\n\x0c\x61vailability\x18\x02 \x01(\x0b\x32\x1b.tandem.v1.HostAvailability\x12\x1a\n\x12signaling_instance\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\";\n\x0cPresenceGone\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x1a\n\x12signaling_instance\x18\x02 \x01(\t\"X\n\x0bHostRelease\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\'\n\x07outcome\x18\x03 \x01(\x0e\x32\x16.tandem.v1.HostOutcome\"\xd9\x01\n\x0cMatchRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nshopper_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x0e\n\x06market\x18\x06 \x01(\t\x12\x19\n\x11\x65xcluded_host_ids\x18\x07 \x03(\t\x12\x30\n\x0crequested_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07wait_ms\x18\t \x01(\r\";\n\rQueuePosition\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x18\n\x10\x65stimated_wait_s\x18\x02 \x01(\r\"\xa0\x01\n\x0bMatchResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12&\n\x04host\x18\x02 \x01(\x0b\x32\x16.tandem.v1.MatchedHostH\x00\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x10.tandem.v1.ErrorH\x00\x12*\n\x06queued\x18\x04 \x01(\x0b\x32\x18.tandem.v1.QueuePositionH\x00\x42\t\n\x07outcome\"u\n\x0bMatchedHost\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x1a\n\x12returning_customer\x18\x03 \x01(\x08\x12\x1a\n\x12signaling_instance\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\"#\n\x0fShopperAffinity\x12\x10\n\x08host_ids\x18\x01 \x03(\t\"B\n\nShardLease\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\x04\x12\x15\n\rexpires_at_ms\x18\x03 \x01(\x03\"8\n\rMatcherMember\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x02 \x01(\x03*\x89\x01\n\nHostStatus\x12\x1b\n\x17HOST_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HOST_STATUS_AVAILABLE\x10\x01\x12\x14\n\x10HOST_STATUS_BUSY\x10\x02\x12\x14\n\x10HOST_STATUS_AWAY\x10\x03\x12\x17\n\x13HOST_STATUS_OFFLINE\x10\x04*\x9e\x01\n\x0bHostOutcome\x12\x1c\n\x18HOST_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16HOST_OUTCOME_COMPLETED\x10\x01\x12\x19\n\x15HOST_OUTCOME_DECLINED\x10\x02\x12\x1d\n\x19HOST_OUTCOME_RING_TIMEOUT\x10\x03\x12\x1b\n\x17HOST_OUTCOME_NOT_NEEDED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btandem/v1/matchmaking.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tandem/v1/client.proto\x1a\x16tandem/v1/common.proto\"\xd4\x03\n\x0cHostPresence\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.tandem.v1.HostStatus\x12\x11\n\tlanguages\x18\x03 \x03(\t\x12\x12\n\ncategories\x18\x04 \x03(\t\x12\x0f\n\x07markets\x18\x05 \x03(\t\x12\x11\n\ttime_zone\x18\x06 \x01(\t\x12.\n\nidle_since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12signaling_instance\x18\x08 \x01(\t\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06region\x18\n \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x0b \x01(\t\x12\x33\n\x06\x66\x65nces\x18\x0c \x03(\x0b\x32#.tandem.v1.HostPresence.FencesEntry\x12\x15\n\rmissed_in_row\x18\r \x01(\r\x12)\n\nafter_call\x18\x0e \x01(\x0e\x32\x15.tandem.v1.HostStatus\x1a-\n\x0b\x46\x65ncesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x80\x01\n\x0ePresenceUpdate\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x31\n\x0c\x61vailability\x18\x02 \x01(\x0b\x32\x1b.tandem.v1.HostAvailability\x12\x1a\n\x12signaling_instance\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\";\n\x0cPresenceGone\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x1a\n\x12signaling_instance\x18\x02 \x01(\t\"X\n\x0bHostRelease\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\'\n\x07outcome\x18\x03 \x01(\x0e\x32\x16.tandem.v1.HostOutcome\"\xd9\x01\n\x0cMatchRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nshopper_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x0e\n\x06market\x18\x06 \x01(\t\x12\x19\n\x11\x65xcluded_host_ids\x18\x07 \x03(\t\x12\x30\n\x0crequested_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07wait_ms\x18\t \x01(\r\";\n\rQueuePosition\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x18\n\x10\x65stimated_wait_s\x18\x02 \x01(\r\"\xa0\x01\n\x0bMatchResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12&\n\x04host\x18\x02 \x01(\x0b\x32\x16.tandem.v1.MatchedHostH\x00\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x10.tandem.v1.ErrorH\x00\x12*\n\x06queued\x18\x04 \x01(\x0b\x32\x18.tandem.v1.QueuePositionH\x00\x42\t\n\x07outcome\"u\n\x0bMatchedHost\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x1a\n\x12returning_customer\x18\x03 \x01(\x08\x12\x1a\n\x12signaling_instance\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\"#\n\x0fShopperAffinity\x12\x10\n\x08host_ids\x18\x01 \x03(\t\"B\n\nShardLease\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\x04\x12\x15\n\rexpires_at_ms\x18\x03 \x01(\x03\"8\n\rMatcherMember\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x02 \x01(\x03*\x89\x01\n\nHostStatus\x12\x1b\n\x17HOST_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HOST_STATUS_AVAILABLE\x10\x01\x12\x14\n\x10HOST_STATUS_BUSY\x10\x02\x12\x14\n\x10HOST_STATUS_AWAY\x10\x03\x12\x17\n\x13HOST_STATUS_OFFLINE\x10\x04*\x9e\x01\n\x0bHostOutcome\x12\x1c\n\x18HOST_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16HOST_OUTCOME_COMPLETED\x10\x01\x12\x19\n\x15HOST_OUTCOME_DECLINED\x10\x02\x12\x1d\n\x19HOST_OUTCOME_RING_TIMEOUT\x10\x03\x12\x1b\n\x17HOST_OUTCOME_NOT_NEEDED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,32 +36,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HOSTPRESENCE_FENCESENTRY']._loaded_options = None
   _globals['_HOSTPRESENCE_FENCESENTRY']._serialized_options = b'8\001'
-  _globals['_HOSTSTATUS']._serialized_start=1560
-  _globals['_HOSTSTATUS']._serialized_end=1697
-  _globals['_HOSTOUTCOME']._serialized_start=1700
-  _globals['_HOSTOUTCOME']._serialized_end=1858
+  _globals['_HOSTSTATUS']._serialized_start=1603
+  _globals['_HOSTSTATUS']._serialized_end=1740
+  _globals['_HOSTOUTCOME']._serialized_start=1743
+  _globals['_HOSTOUTCOME']._serialized_end=1901
   _globals['_HOSTPRESENCE']._serialized_start=124
-  _globals['_HOSTPRESENCE']._serialized_end=549
-  _globals['_HOSTPRESENCE_FENCESENTRY']._serialized_start=504
-  _globals['_HOSTPRESENCE_FENCESENTRY']._serialized_end=549
-  _globals['_PRESENCEUPDATE']._serialized_start=552
-  _globals['_PRESENCEUPDATE']._serialized_end=680
-  _globals['_PRESENCEGONE']._serialized_start=682
-  _globals['_PRESENCEGONE']._serialized_end=741
-  _globals['_HOSTRELEASE']._serialized_start=743
-  _globals['_HOSTRELEASE']._serialized_end=831
-  _globals['_MATCHREQUEST']._serialized_start=834
-  _globals['_MATCHREQUEST']._serialized_end=1051
-  _globals['_QUEUEPOSITION']._serialized_start=1053
-  _globals['_QUEUEPOSITION']._serialized_end=1112
-  _globals['_MATCHRESULT']._serialized_start=1115
-  _globals['_MATCHRESULT']._serialized_end=1275
-  _globals['_MATCHEDHOST']._serialized_start=1277
-  _globals['_MATCHEDHOST']._serialized_end=1394
-  _globals['_SHOPPERAFFINITY']._serialized_start=1396
-  _globals['_SHOPPERAFFINITY']._serialized_end=1431
-  _globals['_SHARDLEASE']._serialized_start=1433
-  _globals['_SHARDLEASE']._serialized_end=1499
-  _globals['_MATCHERMEMBER']._serialized_start=1501
-  _globals['_MATCHERMEMBER']._serialized_end=1557
+  _globals['_HOSTPRESENCE']._serialized_end=592
+  _globals['_HOSTPRESENCE_FENCESENTRY']._serialized_start=547
+  _globals['_HOSTPRESENCE_FENCESENTRY']._serialized_end=592
+  _globals['_PRESENCEUPDATE']._serialized_start=595
+  _globals['_PRESENCEUPDATE']._serialized_end=723
+  _globals['_PRESENCEGONE']._serialized_start=725
+  _globals['_PRESENCEGONE']._serialized_end=784
+  _globals['_HOSTRELEASE']._serialized_start=786
+  _globals['_HOSTRELEASE']._serialized_end=874
+  _globals['_MATCHREQUEST']._serialized_start=877
+  _globals['_MATCHREQUEST']._serialized_end=1094
+  _globals['_QUEUEPOSITION']._serialized_start=1096
+  _globals['_QUEUEPOSITION']._serialized_end=1155
+  _globals['_MATCHRESULT']._serialized_start=1158
+  _globals['_MATCHRESULT']._serialized_end=1318
+  _globals['_MATCHEDHOST']._serialized_start=1320
+  _globals['_MATCHEDHOST']._serialized_end=1437
+  _globals['_SHOPPERAFFINITY']._serialized_start=1439
+  _globals['_SHOPPERAFFINITY']._serialized_end=1474
+  _globals['_SHARDLEASE']._serialized_start=1476
+  _globals['_SHARDLEASE']._serialized_end=1542
+  _globals['_MATCHERMEMBER']._serialized_start=1544
+  _globals['_MATCHERMEMBER']._serialized_end=1600
 # @@protoc_insertion_point(module_scope)

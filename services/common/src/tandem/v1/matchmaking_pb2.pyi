@@ -112,6 +112,7 @@ class HostPresence(_message.Message):
     CALL_ID_FIELD_NUMBER: _builtins.int
     FENCES_FIELD_NUMBER: _builtins.int
     MISSED_IN_ROW_FIELD_NUMBER: _builtins.int
+    AFTER_CALL_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     status: Global___HostStatus.ValueType
     time_zone: _builtins.str
@@ -123,6 +124,11 @@ class HostPresence(_message.Message):
     """The call the host is reserved for while BUSY."""
     missed_in_row: _builtins.int
     """Calls in a row the host declined or let ring out; the host is paused (AWAY) at a limit."""
+    after_call: Global___HostStatus.ValueType
+    """While BUSY: what the host becomes when its call is released. AWAY when it asked to go away
+    during the call, OFFLINE when its socket closed during the call (the call may still resume
+    within signaling's grace, so the hold stays); unset means AVAILABLE.
+    """
     @_builtins.property
     def languages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -157,10 +163,11 @@ class HostPresence(_message.Message):
         call_id: _builtins.str = ...,
         fences: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         missed_in_row: _builtins.int = ...,
+        after_call: Global___HostStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["idle_since", b"idle_since", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "categories", b"categories", "fences", b"fences", "host_id", b"host_id", "idle_since", b"idle_since", "languages", b"languages", "markets", b"markets", "missed_in_row", b"missed_in_row", "region", b"region", "signaling_instance", b"signaling_instance", "status", b"status", "time_zone", b"time_zone", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_call", b"after_call", "call_id", b"call_id", "categories", b"categories", "fences", b"fences", "host_id", b"host_id", "idle_since", b"idle_since", "languages", b"languages", "markets", b"markets", "missed_in_row", b"missed_in_row", "region", b"region", "signaling_instance", b"signaling_instance", "status", b"status", "time_zone", b"time_zone", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -35,7 +35,7 @@ from tandem.matchmaking.presence import (
     PresenceEntry,
     PresenceUnavailable,
     languages_of,
-    valid_id,
+    paused,
 )
 from tandem.matchmaking.settings import Settings
 from tandem.matchmaking.shards import (
@@ -145,7 +145,7 @@ class MatchmakingApp(BaseApp):
 
     async def on_release(self, release: matchmaking_pb2.HostRelease, reply: Reply) -> None:
         """A call's host to free: queued for the release loop (an invalid host id is refused at once)."""
-        valid_id("host_id", release.host_id)
+        subjects.identifier("host_id", release.host_id)
         if self._stopping:
             raise Stopping(self.instance)
         self._releases.append((release, reply))
@@ -191,7 +191,7 @@ class MatchmakingApp(BaseApp):
         if written is None:
             await reply.send(HostPresence(host_id=release.host_id))
             return
-        if written.status == AWAY:
+        if written.status == AWAY and paused(written, self.settings.pause_after_misses):
             PAUSED.inc()
             logger.info("host paused", extra={"host_id": written.host_id, "missed_in_row": written.missed_in_row})
             notice = client_pb2.HostAvailability(

@@ -27,7 +27,7 @@ class HostCard:
     # Unix seconds.
     idle_since_s: float
     free: bool
-    # Connected (free or in a call): a returning shopper may wait for such a host.
+    # Free, or in a call after which it will be free: a returning shopper may wait for such a host.
     online: bool
 
 

@@ -21,11 +21,12 @@ from dataclasses import dataclass, replace
 from prometheus_client import Counter, Histogram
 
 from tandem.common.bus import Reply
+from tandem.common.subjects import identifier
 from tandem.matchmaking.affinity import AffinityStore
 from tandem.matchmaking.assignment import assign, scipy_solver
 from tandem.matchmaking.fairness import Relaxation
 from tandem.matchmaking.index import ShardIndex
-from tandem.matchmaking.presence import PresenceBook, PresenceEntry, card_of, valid_id
+from tandem.matchmaking.presence import PresenceBook, PresenceEntry, card_of
 from tandem.matchmaking.queue import ServiceRate, ShardQueue, Standing, Ticket
 from tandem.matchmaking.scoring import Rings, Weights, score_batch
 from tandem.matchmaking.settings import Settings
@@ -143,7 +144,7 @@ class ShardMatcher:
         """A shopper's (repeated) request: answered with the host once matched, else with where
         they stand, by the batch loop or at once. Costs no task and no timer: the batch loop answers
         a held request whose hold is over."""
-        call_id = valid_id("call_id", request.call_id)
+        call_id = identifier("call_id", request.call_id)
         now = self.clock()
         done = self._assigned.get(call_id)
         if done is not None and done[0].host.host_id not in request.excluded_host_ids:
@@ -153,15 +154,17 @@ class ShardMatcher:
         self._assigned.pop(call_id, None)  # that host declined or rang out: a new search
         ticket = self.queue.get(call_id)
         if ticket is None:
-            shopper = valid_id("shopper_id", request.shopper_id)
+            shopper = identifier("shopper_id", request.shopper_id)
             since = request.requested_at.ToNanoseconds() / 1e9 if request.HasField("requested_at") else now
             ticket = Ticket(
                 call_id=call_id, shopper_id=shopper, market=request.market.upper(), category=request.category.lower(),
                 previous_host_ids=self.affinity.previous_hosts(shopper),
                 excluded_host_ids=frozenset(request.excluded_host_ids), waiting_since_s=min(since, now),
-                last_seen_s=now,
+                seen_until_s=now,
             )  # fmt: skip
-        self.queue.upsert(replace(ticket, excluded_host_ids=frozenset(request.excluded_host_ids), last_seen_s=now))
+        ticket = self.queue.upsert(
+            replace(ticket, excluded_host_ids=frozenset(request.excluded_host_ids), seen_until_s=now)
+        )
         standing = self._standings.get(call_id)
         if standing is not None and self._due(call_id, standing, now):
             await reply.send(queued(call_id, standing))  # it changed while no request was held
@@ -171,6 +174,7 @@ class ShardMatcher:
             await previous.reply.send(queued(call_id, self._standings.get(call_id, Standing(0, 0))))
         hold_s = HOLD_SHARE * (request.wait_ms / 1000 if request.wait_ms else 2 * self.policy.window_s)
         held = Held(reply, now + hold_s, next(self._hold_seq))
+        ticket.seen_until_s = max(ticket.seen_until_s, held.until)  # the shopper waits on while held
         self._held[call_id] = held
         heapq.heappush(self._holds, (held.until, held.seq, call_id))
         self._new += 1
@@ -178,11 +182,16 @@ class ShardMatcher:
             self._wake.set()  # a full batch, or the first request for an idle loop
 
     async def close(self) -> None:
-        """The shard is no longer ours: answer every held request so its caller asks the next matcher."""
+        """The shard is no longer ours: answer every held request so its caller asks the next matcher,
+        and free the hosts matched to shoppers who were never told (the next matcher knows nothing
+        of those matches: they would ask it, and be matched again)."""
         held, self._held = self._held, {}
         self._holds.clear()
         for call_id, one in held.items():
             await one.reply.send(queued(call_id, self._standings.get(call_id, Standing(0, 0))))
+        untold = [(call_id, result) for call_id, (result, _, told) in self._assigned.items() if not told]
+        self._assigned.clear()
+        await self._free_untold(untold, self.clock())
 
     # --- batches ----------------------------------------------------------------------------
 
@@ -273,16 +282,28 @@ class ShardMatcher:
         for ticket in self.queue.lapsed(now, self.policy.lapse_s):
             self._sent.pop(ticket.call_id, None)
         # Oldest first (matched in time order), so a batch looks only at the ones that lapsed.
+        untold = []
         while self._assigned:
             call_id, (result, at, told) = next(iter(self._assigned.items()))
             if now - at <= self.policy.lapse_s:
                 break
             del self._assigned[call_id]
             if not told:
-                release = matchmaking_pb2.HostRelease(
-                    host_id=result.host.host_id, call_id=call_id, outcome=matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED
-                )
-                await self.book.release(release, int(now * 1e9))
+                untold.append((call_id, result))
+        await self._free_untold(untold, now)
+
+    async def _free_untold(self, untold: list[tuple[str, matchmaking_pb2.MatchResult]], now: float) -> None:
+        """Release the hosts matched to shoppers who were never told (the host keeps its place)."""
+        if not untold:
+            return
+        not_needed = matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED
+        releases = [
+            matchmaking_pb2.HostRelease(host_id=r.host.host_id, call_id=c, outcome=not_needed) for c, r in untold
+        ]
+        outcomes = await self.book.release_all([(r, self.entries.get(r.host_id)) for r in releases], int(now * 1e9))
+        for release, outcome in zip(releases, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                logger.warning("untold match not freed", extra={"host_id": release.host_id, "error": repr(outcome)})
 
     def _due(self, call_id: str, standing: Standing, now: float) -> bool:
         """Whether the shopper should hear `standing` now (and record that they did)."""

@@ -19,6 +19,7 @@ import nats.errors
 from tandem.common.bus import Bus
 from tandem.common.errors import TandemError
 from tandem.common.kv import Written, modify, update_all
+from tandem.common.subjects import identifier
 from tandem.matchmaking.index import HostCard
 from tandem.matchmaking.mirror import BucketMirror
 from tandem.matchmaking.shards import FencedOut, check_fence
@@ -28,7 +29,6 @@ logger = logging.getLogger(__name__)
 
 HostPresence = matchmaking_pb2.HostPresence
 MAX_SKILLS = 32
-MAX_ID_CHARS = 64
 AVAILABLE, BUSY, AWAY, OFFLINE = (
     matchmaking_pb2.HOST_STATUS_AVAILABLE, matchmaking_pb2.HOST_STATUS_BUSY, matchmaking_pb2.HOST_STATUS_AWAY,
     matchmaking_pb2.HOST_STATUS_OFFLINE,
@@ -45,23 +45,6 @@ class PresenceUnavailable(TandemError):
         super().__init__(f"presence of {host_id} not written: {cause!r}"[:200])
         self.host_id = host_id
         self.cause = cause
-
-
-class InvalidPresence(TandemError):
-    code = common_pb2.ERROR_CODE_INVALID_ARGUMENT
-
-    def __init__(self, field: str, value: str) -> None:
-        super().__init__(f"invalid {field}: {value[:MAX_ID_CHARS]!r}")
-        self.field = field
-        self.value = value
-
-
-def valid_id(field: str, value: str) -> str:
-    """A client-supplied id fit for keys, subjects and logs (letters, digits, '-', '_', ':')."""
-    bare = value.replace("-", "").replace("_", "").replace(":", "")
-    if not value or len(value) > MAX_ID_CHARS or not (bare.isascii() and bare.isalnum()):
-        raise InvalidPresence(field, value)
-    return value
 
 
 def languages_of(record: HostPresence) -> frozenset[str]:
@@ -98,13 +81,14 @@ def card_of(record: HostPresence) -> HostCard:
         categories=_lower(tuple(record.categories)),
         idle_since_s=record.idle_since.ToNanoseconds() / 1e9,
         free=record.status == AVAILABLE,
-        online=record.status in (AVAILABLE, BUSY),
+        online=record.status == AVAILABLE or (record.status == BUSY and (record.after_call or AVAILABLE) == AVAILABLE),
     )
 
 
 def announced(record: HostPresence | None, update: matchmaking_pb2.PresenceUpdate, now_ns: int) -> HostPresence:
-    """A host said how available it is. A host in a call stays BUSY whatever it sends; a host that
-    becomes available starts a new idle period (and its count of missed calls starts again)."""
+    """A host said how available it is. A host in a call stays BUSY whatever it sends, and becomes
+    what it sent when the call is released; a host that becomes available starts a new idle period
+    (and its count of missed calls starts again)."""
     availability = update.availability
     was = record.status if record is not None else OFFLINE
     new = HostPresence(
@@ -118,6 +102,7 @@ def announced(record: HostPresence | None, update: matchmaking_pb2.PresenceUpdat
         new.status, new.call_id = BUSY, record.call_id
         new.idle_since.CopyFrom(record.idle_since)
         new.missed_in_row = record.missed_in_row
+        new.after_call = AVAILABLE if availability.available else AWAY
     elif availability.available:
         new.status = AVAILABLE
         if was == AVAILABLE and record is not None:
@@ -132,12 +117,17 @@ def announced(record: HostPresence | None, update: matchmaking_pb2.PresenceUpdat
 
 
 def went(record: HostPresence | None, gone: matchmaking_pb2.PresenceGone, now_ns: int) -> HostPresence | None:
-    """The host's socket closed: offline, unless another signaling instance holds the host now."""
+    """The host's socket closed: offline, unless another signaling instance holds the host now. A
+    host in a call keeps its hold (the call may resume within signaling's grace, and ends with its
+    release either way) and goes offline when it is released."""
     if record is None or record.signaling_instance != gone.signaling_instance:
         return None
     new = HostPresence()
     new.CopyFrom(record)
-    new.status, new.call_id = OFFLINE, ""
+    if record.status == BUSY:
+        new.after_call = OFFLINE
+    else:
+        new.status = OFFLINE
     new.updated_at.FromNanoseconds(now_ns)
     return new
 
@@ -159,21 +149,35 @@ def reserved(record: HostPresence, call_id: str, shard: str, token: int, now_ns:
 def released(
     record: HostPresence | None, release: matchmaking_pb2.HostRelease, now_ns: int, pause_after_misses: int
 ) -> HostPresence | None:
-    """The host free again (idle from now), or AWAY when it has now missed `pause_after_misses`
-    calls in a row; None when the host is not held by `release.call_id` (already released, gone)."""
+    """The host free again (idle from now; a host reserved but never called keeps its place), AWAY
+    when it has now missed `pause_after_misses` calls in a row or asked to go away during the call,
+    OFFLINE when its socket closed during the call; None when the host is not held by
+    `release.call_id` (already released, gone)."""
     if record is None or record.status != BUSY or record.call_id != release.call_id:
         return None
     new = HostPresence()
     new.CopyFrom(record)
     new.call_id = ""
+    new.ClearField("after_call")
     if release.outcome in _MISSES:
         new.missed_in_row += 1
     elif release.outcome == matchmaking_pb2.HOST_OUTCOME_COMPLETED:
         new.missed_in_row = 0
-    new.status = AWAY if new.missed_in_row >= pause_after_misses else AVAILABLE
-    new.idle_since.FromNanoseconds(now_ns)
+    if record.after_call == OFFLINE:
+        new.status = OFFLINE
+    elif paused(new, pause_after_misses):
+        new.status = AWAY
+    else:
+        new.status = record.after_call or AVAILABLE
+    if release.outcome != matchmaking_pb2.HOST_OUTCOME_NOT_NEEDED:
+        new.idle_since.FromNanoseconds(now_ns)
     new.updated_at.FromNanoseconds(now_ns)
     return new
+
+
+def paused(record: HostPresence, pause_after_misses: int) -> bool:
+    """Whether the host has missed so many calls in a row that it is held AWAY until it comes back."""
+    return record.missed_in_row >= pause_after_misses
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,7 @@ class PresenceBook:
     ) -> HostPresence:
         """Apply a host's update. `known`, here and in `gone`: the record as the bucket's mirror shows
         it, tried first instead of reading the bucket (the write is a compare-and-set either way)."""
-        valid_id("host_id", update.host_id)
+        identifier("host_id", update.host_id)
         written = await modify(
             self.kv, update.host_id, HostPresence, lambda r: announced(r, update, now_ns), known=_pair(known)
         )
@@ -217,14 +221,14 @@ class PresenceBook:
         return record
 
     async def gone(self, gone: matchmaking_pb2.PresenceGone, now_ns: int, known: PresenceEntry | None = None) -> None:
-        valid_id("host_id", gone.host_id)
+        identifier("host_id", gone.host_id)
         written = await modify(self.kv, gone.host_id, HostPresence, lambda r: went(r, gone, now_ns), known=_pair(known))
         self._record(gone.host_id, written)
 
     async def release(self, release: matchmaking_pb2.HostRelease, now_ns: int) -> HostPresence | None:
         """Apply a release to the record read from the bucket; returns the record written (None when
         there was nothing to release)."""
-        valid_id("host_id", release.host_id)
+        identifier("host_id", release.host_id)
         written = await modify(
             self.kv, release.host_id, HostPresence, lambda r: released(r, release, now_ns, self.pause_after_misses)
         )

@@ -30,8 +30,9 @@ class Ticket:
     excluded_host_ids: frozenset[str]
     # Unix seconds: when the shopper started waiting (kept across polls and matcher takeovers).
     waiting_since_s: float
-    # Unix seconds of the shopper's latest request.
-    last_seen_s: float
+    # Unix seconds until which the shopper is known to be waiting: their latest request, or the end
+    # of its hold while it is held.
+    seen_until_s: float
 
 
 @dataclass(frozen=True)
@@ -57,16 +58,21 @@ class ServiceRate:
         self._matched: dict[str, deque[float]] = defaultdict(deque)
 
     def record(self, market: str, at_s: float) -> None:
-        self._matched[market].append(at_s)
+        times = self._matched[market]
+        times.append(at_s)
+        self._trim(times, at_s)
 
     def rate(self, market: str, now_s: float) -> float:
         times = self._matched.get(market)
         if not times:
             return 0.0
-        while times and times[0] < now_s - self.window_s:
-            times.popleft()
+        self._trim(times, now_s)
         span = max(1.0, min(self.window_s, now_s - self.started_s))
         return len(times) / span
+
+    def _trim(self, times: deque[float], now_s: float) -> None:
+        while times and times[0] < now_s - self.window_s:
+            times.popleft()
 
 
 class ShardQueue:
@@ -92,7 +98,7 @@ class ShardQueue:
                 raise QueueFull(len(self._tickets))
             self._tickets[ticket.call_id] = ticket
             return ticket
-        known.last_seen_s = max(known.last_seen_s, ticket.last_seen_s)
+        known.seen_until_s = max(known.seen_until_s, ticket.seen_until_s)
         known.waiting_since_s = min(known.waiting_since_s, ticket.waiting_since_s)
         known.excluded_host_ids = ticket.excluded_host_ids
         return known
@@ -102,7 +108,7 @@ class ShardQueue:
 
     def lapsed(self, now_s: float, lapse_s: float) -> list[Ticket]:
         """Remove and return the shoppers who stopped asking."""
-        gone = [t for t in self._tickets.values() if now_s - t.last_seen_s > lapse_s]
+        gone = [t for t in self._tickets.values() if now_s - t.seen_until_s > lapse_s]
         for ticket in gone:
             del self._tickets[ticket.call_id]
         return gone
