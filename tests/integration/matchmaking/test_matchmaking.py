@@ -20,7 +20,7 @@ from tandem.matchmaking.mirror import BucketMirror
 from tandem.matchmaking.presence import PresenceBook, PresenceEntry
 from tandem.matchmaking.settings import Settings
 from tandem.matchmaking.shards import FencedOut
-from tandem.v1 import client_pb2, common_pb2, matchmaking_pb2, orders_pb2
+from tandem.v1 import calls_pb2, client_pb2, common_pb2, matchmaking_pb2, orders_pb2
 
 from .helpers import announce, answer, eventually, match_request, release, wait_for_host
 
@@ -252,6 +252,31 @@ async def test_a_host_matched_to_a_shopper_not_yet_told_is_freed_when_the_shard_
     await first.stop()  # before c1 asks again: it will ask the next matcher, which knows nothing of it
     await start_matchmaking()
     assert (await wait_for_host(bus, "c2", shopper="s2")).host_id == "h1"
+
+
+async def test_a_hold_whose_call_is_gone_is_freed_by_the_audit_and_a_live_calls_hold_is_kept(
+    bus: Bus, start_matchmaking: Start
+) -> None:
+    calls = await bus.key_value(subjects.CALLS_BUCKET)
+    app = await start_matchmaking(hold_audit_s=0.3)
+    await announce(bus, "h1")
+    await announce(bus, "h2")
+    lost = (await wait_for_host(bus, "c-lost")).host_id  # its release will never come
+    live = (await wait_for_host(bus, "c-live", shopper="s2")).host_id
+    record = calls_pb2.CallRecord(call_id="c-live", host_id=live, state=common_pb2.CALL_STATE_CONNECTED)
+    await calls.put("c-live", record.SerializeToString())
+
+    def status(host_id: str) -> int:
+        return app._records[host_id].record.status
+
+    async def freed() -> bool:
+        return status(lost) == matchmaking_pb2.HOST_STATUS_AVAILABLE
+
+    await eventually(freed)
+    assert status(live) == matchmaking_pb2.HOST_STATUS_BUSY
+    assert (await wait_for_host(bus, "c-next", shopper="s3")).host_id == lost
+    await asyncio.sleep(1.0)  # three more rounds
+    assert status(live) == matchmaking_pb2.HOST_STATUS_BUSY
 
 
 async def test_releases_arriving_together_are_each_answered_and_free_their_hosts(

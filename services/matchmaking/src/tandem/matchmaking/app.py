@@ -26,6 +26,7 @@ from tandem.common.errors import MalformedMessageError, TandemError
 from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
 from tandem.matchmaking.affinity import AFFINITY_BUCKET, AffinityStore
+from tandem.matchmaking.holds import UNREADABLE, HoldAudit, call_record
 from tandem.matchmaking.matcher import MatchPolicy, ShardMatcher
 from tandem.matchmaking.mirror import BucketMirror, Revision
 from tandem.matchmaking.presence import (
@@ -47,7 +48,7 @@ from tandem.matchmaking.shards import (
     preferred_holder,
     renewed,
 )
-from tandem.v1 import client_pb2, common_pb2, matchmaking_pb2, orders_pb2
+from tandem.v1 import calls_pb2, client_pb2, common_pb2, matchmaking_pb2, orders_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ class Stopping(TandemError):
 
 
 PAUSED = Counter("tandem_matchmaking_hosts_paused_total", "Hosts paused for missing calls in a row")
+ABANDONED = Counter("tandem_matchmaking_abandoned_holds_total", "Hosts freed from a hold whose release was lost")
+# Calls looked up at once by the hold audit.
+AUDIT_CHUNK = 256
 SHARDS_HELD = Gauge("tandem_matchmaking_shards_held", "Shards this instance is the active matcher of")
 
 
@@ -87,6 +91,7 @@ class MatchmakingApp(BaseApp):
         self._releases_queued = asyncio.Event()
         self._stopping = False
         self._release_task: asyncio.Task[None] | None = None
+        self._audit = HoldAudit(settings.hold_audit_s)
 
     async def start(self, bus: Bus, http: HttpServer) -> None:
         self.bus = bus
@@ -114,6 +119,7 @@ class MatchmakingApp(BaseApp):
         self._release_task = self.tasks.spawn(self._release_loop(), name="releases")
         bus.consume(subjects.ORDERS_STREAM, "matchmaking-affinity", orders_pb2.OrderPlaced, self.on_order)
         self.tasks.spawn(self._lease_loop(lease_kv), name="leases")
+        self.tasks.spawn(self._audit_loop(), name="hold-audit")
 
     async def stop(self) -> None:
         """Hand every shard over at once (the lease lapses now) and stop. The releases taken are
@@ -228,6 +234,49 @@ class MatchmakingApp(BaseApp):
     async def on_order(self, order: orders_pb2.OrderPlaced) -> None:
         assert self.affinity is not None
         await self.affinity.record_order(order)
+
+    # --- holds ------------------------------------------------------------------------------
+
+    async def _audit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._audit.interval_s)
+            try:
+                await self._audit_holds()
+            except (nats.errors.Error, TandemError) as exc:  # NATS away: the next round looks again
+                logger.warning("holds not audited", extra={"error": repr(exc)})
+
+    async def _audit_holds(self) -> None:
+        """Release the holds whose call no longer has the host (`HoldAudit`), of the hosts whose
+        first shard this instance matches (each host is audited by one instance)."""
+        assert self.bus is not None
+        assert self.book is not None
+        try:
+            calls = await self.bus.js.key_value(subjects.CALLS_BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            return  # no call was ever made
+        now_ns = time.time_ns()
+        due = [r for r in self._audit.due((e.record for e in self._records.values()), now_ns) if self._audits(r)]
+        looked_up: list[tuple[HostPresence, calls_pb2.CallRecord | None]] = []
+        for start in range(0, len(due), AUDIT_CHUNK):
+            chunk = due[start : start + AUDIT_CHUNK]
+            found = await asyncio.gather(*(call_record(calls, r.call_id) for r in chunk))
+            looked_up += [(r, call) for r, call in zip(chunk, found, strict=True) if call is not UNREADABLE]
+        releases = self._audit.judge(looked_up)
+        if not releases:
+            return
+        outcomes = await self.book.release_all([(r, self._known(r.host_id)) for r in releases], time.time_ns())
+        for release, outcome in zip(releases, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                logger.warning("abandoned hold not freed", extra={"host_id": release.host_id, "error": repr(outcome)})
+            elif outcome is not None:
+                ABANDONED.inc()
+                logger.warning(
+                    "host freed from an abandoned hold", extra={"host_id": release.host_id, "call_id": release.call_id}
+                )
+
+    def _audits(self, record: HostPresence) -> bool:
+        shards = sorted(subjects.match_shard(self.settings.region, language) for language in languages_of(record))
+        return bool(shards) and shards[0] in self.matchers
 
     # --- shards -----------------------------------------------------------------------------
 

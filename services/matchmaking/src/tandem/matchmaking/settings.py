@@ -45,6 +45,13 @@ class Settings(ServiceSettings):
         default=3, ge=1, description="Calls in a row a host declines or lets ring out before being paused."
     )
 
+    hold_audit_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Period of the audit of hosts' holds: a host held this long for a call that is over, or "
+        "has another host, in two audits in a row is released (its release was lost). Longer than a ring.",
+    )
+
     lease_ttl_s: float = Field(default=1.0, gt=0, le=30, description="A shard's lease lapses this long after renewal.")
     lease_renew_s: float = Field(default=0.25, gt=0, le=10, description="Lease renewal and takeover check period.")
 
