@@ -35,8 +35,8 @@ async def start_matchmaking(bus: Bus) -> AsyncIterator[Start]:
     """Start an in-process matchmaking app on the test's bus; all are stopped at the end."""
     apps: list[MatchmakingApp] = []
 
-    async def start(**settings: object) -> MatchmakingApp:
-        app = MatchmakingApp(Settings(**settings), "mm-test")  # type: ignore[arg-type]
+    async def start(instance: str = "mm-test", **settings: object) -> MatchmakingApp:
+        app = MatchmakingApp(Settings(**settings), instance)  # type: ignore[arg-type]
         apps.append(app)
         await app.start(bus, HttpServer("127.0.0.1", 0))
         assert app.presence is not None
@@ -146,7 +146,7 @@ async def test_a_pause_notice_the_connection_refuses_leaves_the_pause_and_the_ne
 
 async def test_a_reservation_with_an_older_lease_token_is_refused_by_the_bucket_record(bus: Bus) -> None:
     kv = await bus.key_value(subjects.PRESENCE_BUCKET)
-    book = PresenceBook(BucketMirror(kv, subjects.PRESENCE_BUCKET, bus.js), bus, pause_after_misses=3)
+    book = PresenceBook(BucketMirror(kv, subjects.PRESENCE_BUCKET, bus.js), bus, pause_after_misses=3, max_items=32)
 
     async def current() -> PresenceEntry:
         entry = await kv.get("h1")
@@ -179,7 +179,7 @@ async def test_asking_again_without_the_host_that_declined_finds_another(bus: Bu
 
 async def test_a_release_from_a_stale_mirrored_record_reads_the_bucket_and_frees_the_host(bus: Bus) -> None:
     kv = await bus.key_value(subjects.PRESENCE_BUCKET)
-    book = PresenceBook(BucketMirror(kv, subjects.PRESENCE_BUCKET, bus.js), bus, pause_after_misses=3)
+    book = PresenceBook(BucketMirror(kv, subjects.PRESENCE_BUCKET, bus.js), bus, pause_after_misses=3, max_items=32)
     update = matchmaking_pb2.PresenceUpdate(
         host_id="h1", availability=client_pb2.HostAvailability(available=True, languages=["en"], markets=["US"])
     )
@@ -277,6 +277,40 @@ async def test_a_hold_whose_call_is_gone_is_freed_by_the_audit_and_a_live_calls_
     assert (await wait_for_host(bus, "c-next", shopper="s3")).host_id == lost
     await asyncio.sleep(1.0)  # three more rounds
     assert status(live) == matchmaking_pb2.HOST_STATUS_BUSY
+
+
+async def test_a_stopping_instance_hands_its_shards_over_at_once_not_when_its_membership_expires(
+    bus: Bus, start_matchmaking: Start
+) -> None:
+    lease = {"lease_ttl_s": 10.0, "lease_renew_s": 0.25}  # membership would last 10 s
+    first = await start_matchmaking("mm-a", **lease)
+    second = await start_matchmaking("mm-b", **lease)
+    await announce(bus, "h1")
+    shard = subjects.match_shard("local", "en")
+
+    async def settled() -> bool:
+        return (shard in first.matchers) != (shard in second.matchers)
+
+    await eventually(settled)
+    holder, other = (first, second) if shard in first.matchers else (second, first)
+    stopped = time.monotonic()
+    await holder.stop()
+
+    async def taken() -> bool:
+        return shard in other.matchers
+
+    await eventually(taken, timeout_s=10.0)
+    assert time.monotonic() - stopped < lease["lease_ttl_s"] / 2, "the shard waited for the membership to expire"
+
+
+async def test_an_availability_over_the_item_limit_is_refused_not_cut(bus: Bus, start_matchmaking: Start) -> None:
+    await start_matchmaking(max_availability_items=4)
+    markets = ("US", "GB", "DE", "FR", "JP")
+    with pytest.raises(TandemError) as refused:
+        await announce(bus, "h-many", markets=markets)
+    assert refused.value.code == common_pb2.ERROR_CODE_INVALID_ARGUMENT
+    assert "markets has 5 entries; the limit is 4" in refused.value.message
+    assert tuple((await announce(bus, "h-many", markets=markets[:4])).markets) == markets[:4]
 
 
 async def test_releases_arriving_together_are_each_answered_and_free_their_hosts(

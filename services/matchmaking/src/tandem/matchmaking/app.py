@@ -100,7 +100,9 @@ class MatchmakingApp(BaseApp):
         presence_kv = await bus.key_value(subjects.PRESENCE_BUCKET)
         self.presence = BucketMirror(presence_kv, subjects.PRESENCE_BUCKET, bus.js)
         self.presence.listeners.append(self._on_presence)
-        self.book = PresenceBook(self.presence, bus, self.settings.pause_after_misses)
+        self.book = PresenceBook(
+            self.presence, bus, self.settings.pause_after_misses, self.settings.max_availability_items
+        )
         self.affinity = AffinityStore(await bus.key_value(AFFINITY_BUCKET), bus.js)
         lease_kv = await bus.key_value(LEASES_BUCKET)
         self.leases = BucketMirror(lease_kv, LEASES_BUCKET, bus.js)
@@ -122,7 +124,7 @@ class MatchmakingApp(BaseApp):
         self.tasks.spawn(self._audit_loop(), name="hold-audit")
 
     async def stop(self) -> None:
-        """Hand every shard over at once (the lease lapses now) and stop. The releases taken are
+        """Leave the members and hand every shard over at once (the lease lapses now), then stop. The releases taken are
         applied and answered first (for as long as a write may take); new ones are refused, so
         signaling sends them to another instance at once. (Unsubscribing instead would drop those
         already on their way to this one, to time out.)"""
@@ -134,6 +136,7 @@ class MatchmakingApp(BaseApp):
         pending, self._releases = self._releases, []
         for _, reply in pending:
             await reply.fail(Stopping(self.instance))
+        await self._leave()
         for shard in list(self.matchers):
             await self._drop(shard)
             await self._hand_over(shard)
@@ -391,6 +394,15 @@ class MatchmakingApp(BaseApp):
         await cancel_and_wait(task)
         await matcher.close()
         logger.info("shard dropped", extra={"shard": shard, "token": matcher.token})
+
+    async def _leave(self) -> None:
+        """Take this instance out of the members, so the others stop preferring it for any shard now
+        instead of when its member record would have expired."""
+        assert self.leases is not None
+        try:
+            await self.leases.kv.delete(member_key(self.instance))
+        except (nats.errors.Error, nats.js.errors.Error) as exc:  # the record expires on its own
+            logger.warning("member record not removed", extra={"error": repr(exc)})
 
     async def _hand_over(self, shard: str) -> None:
         """Let the lease lapse now, so the instance preferred for the shard takes it at once."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import nats.errors
 
 from tandem.common.bus import Bus
-from tandem.common.errors import TandemError
+from tandem.common.errors import InvalidArgumentError, TandemError
 from tandem.common.kv import Written, modify, update_all
 from tandem.common.subjects import identifier
 from tandem.matchmaking.index import HostCard
@@ -28,7 +28,6 @@ from tandem.v1 import common_pb2, matchmaking_pb2
 logger = logging.getLogger(__name__)
 
 HostPresence = matchmaking_pb2.HostPresence
-MAX_SKILLS = 32
 AVAILABLE, BUSY, AWAY, OFFLINE = (
     matchmaking_pb2.HOST_STATUS_AVAILABLE, matchmaking_pb2.HOST_STATUS_BUSY, matchmaking_pb2.HOST_STATUS_AWAY,
     matchmaking_pb2.HOST_STATUS_OFFLINE,
@@ -92,8 +91,8 @@ def announced(record: HostPresence | None, update: matchmaking_pb2.PresenceUpdat
     availability = update.availability
     was = record.status if record is not None else OFFLINE
     new = HostPresence(
-        host_id=update.host_id, languages=availability.languages[:MAX_SKILLS],
-        categories=availability.categories[:MAX_SKILLS], markets=availability.markets[:MAX_SKILLS],
+        host_id=update.host_id, languages=availability.languages, categories=availability.categories,
+        markets=availability.markets,
         time_zone=availability.time_zone, signaling_instance=update.signaling_instance, region=update.region,
     )  # fmt: skip
     if record is not None:
@@ -194,11 +193,15 @@ class PresenceBook:
     """The writes to the presence bucket, each given at once to the bucket's `mirror` in this
     process (its listeners hear of it now; the watch's echo of it is then skipped)."""
 
-    def __init__(self, mirror: BucketMirror, bus: Bus, pause_after_misses: int, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, mirror: BucketMirror, bus: Bus, pause_after_misses: int, max_items: int, *, timeout_s: float = 5.0
+    ) -> None:
         self.mirror = mirror
         self.kv = mirror.kv
         self.bus = bus
         self.pause_after_misses = pause_after_misses
+        # Languages, categories or markets in one host's availability; more are refused.
+        self.max_items = max_items
         self.timeout_s = timeout_s
 
     def _record(self, key: str, written: Written[HostPresence] | None) -> HostPresence | None:
@@ -213,6 +216,13 @@ class PresenceBook:
         """Apply a host's update. `known`, here and in `gone`: the record as the bucket's mirror shows
         it, tried first instead of reading the bucket (the write is a compare-and-set either way)."""
         identifier("host_id", update.host_id)
+        availability = update.availability
+        for name, items in (
+            ("languages", availability.languages), ("categories", availability.categories),
+            ("markets", availability.markets),
+        ):  # fmt: skip
+            if len(items) > self.max_items:
+                raise InvalidArgumentError(name, f"has {len(items)} entries; the limit is {self.max_items}")
         written = await modify(
             self.kv, update.host_id, HostPresence, lambda r: announced(r, update, now_ns), known=_pair(known)
         )

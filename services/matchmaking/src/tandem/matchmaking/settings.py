@@ -41,6 +41,13 @@ class Settings(ServiceSettings):
     service_rate_window_s: float = Field(
         default=60.0, gt=0, description="Matches counted for a queue's service rate (estimated wait)."
     )
+    max_availability_items: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="Languages, categories or markets in one host's availability; an update with more is refused "
+        "(keep it no lower than signaling's MAX_AVAILABILITY_ITEMS).",
+    )
     pause_after_misses: int = Field(
         default=3, ge=1, description="Calls in a row a host declines or lets ring out before being paused."
     )
