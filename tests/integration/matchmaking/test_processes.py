@@ -89,7 +89,12 @@ async def test_killing_the_active_matcher_hands_its_shard_over_within_2_s_withou
         await asyncio.sleep(2.0)
         supervisor.procs[before.holder].kill()
         killed_at = time.monotonic()
-        await asyncio.sleep(4.0)
+        taken_at = None
+        while time.monotonic() - killed_at < 4.0:  # when another instance holds the lease
+            lease = await lease_of(bus, SHARD)
+            if taken_at is None and lease is not None and lease.holder != before.holder:
+                taken_at = time.monotonic()
+            await asyncio.sleep(0.05)
         stop.set()
         await asyncio.wait_for(asyncio.gather(*shoppers), 30)
 
@@ -97,8 +102,10 @@ async def test_killing_the_active_matcher_hands_its_shard_over_within_2_s_withou
         assert after is not None
         assert after.holder != before.holder
         assert after.token > before.token
-        first_after = min(t for t in matched_at if t > killed_at)
-        assert first_after - killed_at <= 2.0, f"takeover took {first_after - killed_at:.2f} s"
+        assert taken_at is not None
+        # The first match the new matcher made (not a reply already on its way from the killed one).
+        first_after = min(t for t in matched_at if t > taken_at)
+        assert first_after - killed_at <= 2.0, f"first match after the kill took {first_after - killed_at:.2f} s"
         assert sum(t > killed_at for t in matched_at) >= 20
         assert violations == []
     codes = {name: code for name, code in supervisor.exit_codes.items() if name != before.holder}
