@@ -26,6 +26,7 @@ from tandem.common.errors import MalformedMessageError, TandemError
 from tandem.common.http import HttpServer
 from tandem.common.service import BaseApp
 from tandem.matchmaking.affinity import AFFINITY_BUCKET, AffinityStore
+from tandem.matchmaking.fairness import overtake_bound_s
 from tandem.matchmaking.holds import UNREADABLE, HoldAudit, call_record
 from tandem.matchmaking.matcher import MatchPolicy, ShardMatcher
 from tandem.matchmaking.mirror import BucketMirror, Revision
@@ -95,6 +96,10 @@ class MatchmakingApp(BaseApp):
 
     async def start(self, bus: Bus, http: HttpServer) -> None:
         self.bus = bus
+        bound_s = overtake_bound_s(self.policy.weights.max_cell, self.policy.relaxation)
+        logger.info(
+            "matching policy", extra={"batch_window_ms": self.settings.batch_window_ms, "overtake_bound_s": bound_s}
+        )
         for stream in subjects.STREAMS:
             await bus.ensure_stream(stream)
         presence_kv = await bus.key_value(subjects.PRESENCE_BUCKET)
